@@ -1,0 +1,45 @@
+# sparsetopo: every target sets up what it needs, so `make demo` and `make test`
+# work on a fresh clone of a Debian/Ubuntu machine with nothing done first.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+TORCH  := torch==2.13.0
+DATA_DIR := /usr/share/datasets/fashion-mnist
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup data test demo bench lint clean
+
+setup: $(STAMP) data
+
+# torch is installed first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# Fashion-MNIST comes from Debian's package; without apt the tests that need it are skipped.
+data:
+	@if [ -e $(DATA_DIR)/train-images-idx3-ubyte.gz ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist) >/dev/null \
+		|| echo "warning: could not install dataset-fashion-mnist; set SPARSETOPO_DATA to your copy"; \
+	else echo "warning: no apt-get; put Fashion-MNIST in $(DATA_DIR) or set SPARSETOPO_DATA"; fi
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(VENV)/bin/sparsetopo demo --out demo_out
+
+bench: setup
+	$(PY) benchmarks/run.py
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

@@ -1,0 +1,129 @@
+"""``make bench``: measured figures against the targets stated in the issues.
+
+Each figure is the median of several runs (the count is printed). Timings
+are wall-clock on this machine; nothing here is asserted, it is a report.
+
+    python benchmarks/run.py [--only nnstd,training] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+ROWS: list[tuple[str, str, str, str]] = []
+
+
+def median_time(fn, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def row(what: str, measured: str, target: str, verdict: str = "") -> None:
+    ROWS.append((what, measured, target, verdict))
+    print(f"  {what}: {measured}  (target {target}) {verdict}", flush=True)
+
+
+def ok(flag: bool) -> str:
+    return "met" if flag else "MISSED"
+
+
+def run_in_subprocess(code: str, env_threads: int = 1) -> dict:
+    """Run ``code`` in a fresh interpreter; it prints one JSON line. Peak RSS comes with it."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(env_threads), OPENBLAS_NUM_THREADS=str(env_threads),
+               MKL_NUM_THREADS=str(env_threads))
+    wrapper = code + "\nimport resource, json as _j\nprint(_j.dumps({**RESULT, 'peak_rss_mb': " \
+        "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+    out = subprocess.run([sys.executable, "-c", wrapper], env=env, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_nnstd(quick: bool) -> None:
+    import numpy as np
+    from threadpoolctl import threadpool_limits
+
+    from reference_nnstd import reference_nnstd
+    from sparsetopo.nnstd import match_layer, nnstd, pairwise_nnstd
+    from sparsetopo.topology import erdos_renyi, perturbation_chain
+
+    print("NNSTD", flush=True)
+    sizes = [784, 784, 784, 784, 10]
+    a = erdos_renyi(sizes, density=0.006, seed=0)
+    b = erdos_renyi(sizes, density=0.006, seed=1)
+    runs = 3 if quick else 7
+    with threadpool_limits(1):
+        t_ref = median_time(lambda: reference_nnstd(a.to_dense(), b.to_dense()), 1)
+        ref = reference_nnstd(a.to_dense(), b.to_dense())
+        row("reference-style Python loop, one 784-784-784-784-10 pair @0.6% (1 run, 1 core)",
+            f"{t_ref:.2f} s", "~18 s (published code)")
+        dense = nnstd(a, b, solver="dense")
+        assert np.allclose(dense.per_layer, ref, atol=1e-12, rtol=0)
+        for solver in ("dense", "sparse"):
+            t = median_time(lambda s=solver: nnstd(a, b, solver=s), runs)
+            row(f"one pair, solver={solver}, 1 core (median of {runs})",
+                f"{t * 1000:.1f} ms ({t_ref / t:.0f}x)", "<= 30 ms (>= 600x)", ok(t <= 0.030))
+        near = perturbation_chain(a, 2, 0.01, seed=5)
+        t = median_time(lambda: nnstd(near[0], near[1], solver="dense"), runs)
+        row(f"one pair 1% apart (evolution chain, epoch 0), solver=dense (median of {runs})",
+            f"{t * 1000:.1f} ms", "(no target)")
+
+    chain = perturbation_chain(a, 10, 0.01, seed=1)
+    rand = [erdos_renyi(sizes, density=0.006, seed=100 + i) for i in range(10)]
+    for label, tops in (("1%-perturbation chain", chain), ("independent random", rand)):
+        for solver in ("dense", "sparse"):
+            r = 1 if quick else 3
+            t = median_time(lambda s=solver, ts=tops: pairwise_nnstd(ts, n_jobs=2, solver=s), r)
+            row(f"10-network matrix (45 pairs), {label}, solver={solver}, 2 threads (median of {r})",
+                f"{t:.2f} s", "<= 0.8 s", ok(t <= 0.8))
+
+    res = run_in_subprocess(
+        "import time\nfrom sparsetopo.topology import erdos_renyi\nfrom sparsetopo.nnstd import match_layer\n"
+        "t=erdos_renyi([4096,4096],density=0.01,seed=0,dense_output=False)[0]\n"
+        "u=erdos_renyi([4096,4096],density=0.01,seed=1,dense_output=False)[0]\n"
+        "ts=[]\nfor _ in range(3):\n    s=time.perf_counter(); match_layer(t,u,solver='dense'); ts.append(time.perf_counter()-s)\n"
+        "ts.sort()\nRESULT={'t': ts[1]}")
+    row("one 4096-neuron layer @1%, solver=dense (median of 3)", f"{res['t']:.2f} s", "<= 5 s", ok(res["t"] <= 5))
+    res = run_in_subprocess(
+        "import time\nfrom sparsetopo.topology import erdos_renyi\nfrom sparsetopo.nnstd import match_layer\n"
+        "t=erdos_renyi([20000,20000],density=0.001,seed=0,dense_output=False)[0]\n"
+        "u=erdos_renyi([20000,20000],density=0.001,seed=1,dense_output=False)[0]\n"
+        "s=time.perf_counter(); v,_=match_layer(t,u,solver='sparse'); RESULT={'t': time.perf_counter()-s, 'v': v}")
+    row("one 20,000-neuron layer @0.1%, solver=sparse (1 run)",
+        f"{res['t']:.1f} s, peak RSS {res['peak_rss_mb']:.0f} MB",
+        "memory <= 2 GB; time reported", ok(res["peak_rss_mb"] <= 2048))
+
+
+SECTIONS = {"nnstd": bench_nnstd}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated: {', '.join(SECTIONS)}")
+    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
+    args = parser.parse_args()
+    for name in args.only.split(","):
+        if name not in SECTIONS:
+            parser.error(f"--only: unknown section {name!r}; choose from {', '.join(SECTIONS)}")
+        SECTIONS[name](args.quick)
+    width = max(len(r[0]) for r in ROWS)
+    print("\n| measurement | measured | target | |")
+    print("|---|---|---|---|")
+    for what, measured, target, verdict in ROWS:
+        print(f"| {what:<{width}} | {measured} | {target} | {verdict} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""Figures for papers: NNSTD heatmaps, curves, scatter plots.
+
+Everything draws on a ``matplotlib.figure.Figure`` with the Agg canvas --
+never through ``pyplot`` -- so plotting changes no global state, needs no
+display and is safe from worker threads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from ._util import atomic_path
+
+CMAP = "gnuplot"  # the colour map of the paper's Figure 4
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> Path:
+    """Save to ``path`` atomically; the format follows the suffix (png, pdf, svg)."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".") or "png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=dpi)
+    return path
+
+
+def _heatmap_panel(fig: Figure, ax, matrix: np.ndarray, labels: Sequence[str], title: str,
+                   vmin: float, vmax: float):
+    im = ax.imshow(matrix, cmap=CMAP, vmin=vmin, vmax=vmax, interpolation="none")
+    n = len(labels)
+    ax.set_xticks(range(n), labels=labels, rotation=90, fontsize=7)
+    ax.set_yticks(range(n), labels=labels, fontsize=7)
+    ax.set_title(title, fontsize=9)
+    return im
+
+
+def heatmap_grid(matrices: Sequence[np.ndarray], titles: Sequence[str], labels: Sequence[str],
+                 path: str | os.PathLike, *, suptitle: str | None = None, vmin: float = 0.0,
+                 vmax: float = 1.0, ncols: int | None = None) -> Path:
+    """A row (or grid) of NNSTD heatmaps sharing one colour scale fixed to ``[vmin, vmax]``."""
+    k = len(matrices)
+    if k == 0:
+        raise ValueError("heatmap_grid needs at least one matrix")
+    ncols = ncols or min(k, 5)
+    nrows = -(-k // ncols)
+    side = 2.4 + 0.08 * len(labels)
+    fig = _new_figure(side * ncols + 0.8, side * nrows + (0.4 if suptitle else 0))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    im = None
+    for ax, m, t in zip(axes, matrices, titles):
+        im = _heatmap_panel(fig, ax, np.asarray(m), labels, t, vmin, vmax)
+    for ax in axes[k:]:
+        ax.set_axis_off()
+    fig.colorbar(im, ax=axes[:k].tolist(), label="NNSTD", shrink=0.8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return save_figure(fig, path)
+
+
+def line_plot(x: Sequence[float], series: Mapping[str, Sequence[float]], path: str | os.PathLike, *,
+              xlabel: str, ylabel: str, title: str | None = None,
+              errors: Mapping[str, Sequence[float]] | None = None, ylim: tuple[float, float] | None = None,
+              styles: Mapping[str, str] | None = None) -> Path:
+    """One line per series over a shared x axis, with optional error bands."""
+    fig = _new_figure(5.0, 3.6)
+    ax = fig.add_subplot()
+    for label, ys in series.items():
+        ys = np.asarray(ys, dtype=float)
+        style = (styles or {}).get(label, "-o")
+        ax.plot(x, ys, style, label=label, markersize=4)
+        if errors and label in errors:
+            e = np.asarray(errors[label], dtype=float)
+            ax.fill_between(x, ys - e, ys + e, alpha=0.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if ylim:
+        ax.set_ylim(*ylim)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def scatter_plot(points: Mapping[str, tuple[Sequence[float], Sequence[float]]], path: str | os.PathLike, *,
+                 xlabel: str, ylabel: str, title: str | None = None, logx: bool = False,
+                 connect: bool = False, annotate_first: bool = False) -> Path:
+    """Labelled point clouds; ``connect`` joins each group's points in order (trajectories)."""
+    fig = _new_figure(5.4, 4.2)
+    ax = fig.add_subplot()
+    for label, (xs, ys) in points.items():
+        xs, ys = np.asarray(xs, dtype=float), np.asarray(ys, dtype=float)
+        if connect:
+            line, = ax.plot(xs, ys, "-", alpha=0.6, linewidth=1)
+            ax.scatter(xs, ys, s=14, color=line.get_color(), label=label)
+            if annotate_first and len(xs):
+                ax.scatter(xs[:1], ys[:1], s=40, marker="s", color=line.get_color())
+        else:
+            ax.scatter(xs, ys, s=18, label=label)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncols=2)
+    return save_figure(fig, path)

@@ -1,0 +1,522 @@
+"""The topology of a sparse feed-forward network: which connections exist, layer by layer.
+
+A :class:`Topology` is an immutable, ordered list of boolean CSR matrices.
+Layer ``k`` has shape ``(n_out_k, n_in_k)`` and row ``i`` holds the input
+neurons of output neuron ``i`` -- the same orientation as ``torch.nn.Linear``
+weights, so masks move between the two without transposes.
+
+This module deliberately imports neither torch nor matplotlib: computing
+distances between saved topologies must stay light.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import zipfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as ss
+
+from ._util import SeedLike, as_generator, atomic_path
+
+__all__ = [
+    "Topology",
+    "erdos_renyi",
+    "er_density",
+    "epsilon_for_density",
+    "perturb",
+    "perturbation_chain",
+]
+
+_FORMAT = "sparsetopo.topology"
+_FORMAT_VERSION = 1
+_OFFICIAL_RE = re.compile(r"^weight_l(\d+)\.npz$")
+
+
+def _as_bool_csr(mask: Any, where: str) -> ss.csr_matrix:
+    """Convert a dense or sparse 2-D array into a canonical boolean CSR matrix."""
+    if ss.issparse(mask):
+        m = ss.csr_matrix(mask)
+        data = m.data
+    else:
+        arr = np.asarray(mask)
+        if arr.ndim != 2:
+            raise ValueError(f"{where}: a layer mask must be 2-D (n_out, n_in), got shape {arr.shape}")
+        data = arr
+        m = None
+    if data.dtype.kind in "fc" and not np.all(np.isfinite(data)):
+        raise ValueError(f"{where}: contains NaN or infinite values; a topology needs finite weights")
+    if m is None:
+        m = ss.csr_matrix(np.asarray(mask) != 0)
+    else:
+        m = m.copy()
+        m.eliminate_zeros()
+        m.sum_duplicates()
+        m = ss.csr_matrix((np.ones(m.nnz, dtype=bool), m.indices, m.indptr), shape=m.shape)
+    m.sort_indices()
+    m.indices = m.indices.astype(np.int32, copy=False)
+    m.indptr = m.indptr.astype(np.int32 if m.nnz < 2**31 else np.int64, copy=False)
+    for arr in (m.data, m.indices, m.indptr):
+        arr.flags.writeable = False
+    return m
+
+
+class Topology:
+    """An immutable stack of boolean connectivity matrices.
+
+    Parameters
+    ----------
+    layers : sequence of array-like or sparse matrices
+        Layer ``k`` in ``(n_out_k, n_in_k)`` order; any non-zero entry is a
+        connection. Consecutive layers must chain: ``n_in_{k+1} == n_out_k``.
+    name : str, optional
+        A label used in tables and plots.
+    metadata : mapping, optional
+        JSON-serialisable facts about where the topology came from
+        (run, epoch, method, ...). Saved alongside the layers.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = Topology.from_masks([np.eye(3), np.ones((2, 3))])
+    >>> t.shapes
+    ((3, 3), (2, 3))
+    """
+
+    __slots__ = ("_layers", "name", "_metadata")
+
+    def __init__(self, layers: Sequence[Any], *, name: str | None = None,
+                 metadata: Mapping[str, Any] | None = None):
+        if len(layers) == 0:
+            raise ValueError("a Topology needs at least one layer, got none")
+        csr = tuple(_as_bool_csr(m, f"layer {k}") for k, m in enumerate(layers))
+        for k in range(1, len(csr)):
+            prev, cur = csr[k - 1].shape, csr[k].shape
+            if cur[1] != prev[0]:
+                raise ValueError(
+                    f"layer {k} does not chain with layer {k - 1}: layer {k} has shape "
+                    f"{cur} (n_out, n_in) so it expects {cur[1]} inputs, but layer {k - 1} "
+                    f"has shape {prev} and produces {prev[0]} outputs"
+                )
+        self._layers = csr
+        self.name = name
+        self._metadata = dict(metadata or {})
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def layers(self) -> tuple[ss.csr_matrix, ...]:
+        """The layers as read-only boolean CSR matrices, ``(n_out, n_in)`` each."""
+        return self._layers
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """A copy of the metadata dictionary."""
+        return dict(self._metadata)
+
+    @property
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        return tuple(m.shape for m in self._layers)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Neuron counts from the input layer to the output layer."""
+        return (self._layers[0].shape[1],) + tuple(m.shape[0] for m in self._layers)
+
+    @property
+    def n_connections(self) -> tuple[int, ...]:
+        return tuple(int(m.nnz) for m in self._layers)
+
+    @property
+    def densities(self) -> tuple[float, ...]:
+        return tuple(m.nnz / (m.shape[0] * m.shape[1]) for m in self._layers)
+
+    @property
+    def density(self) -> float:
+        """Overall density: connections over possible connections, all layers."""
+        possible = sum(m.shape[0] * m.shape[1] for m in self._layers)
+        return sum(self.n_connections) / possible
+
+    def __len__(self) -> int:
+        return len(self._layers)
+
+    def __getitem__(self, k: int) -> ss.csr_matrix:
+        return self._layers[k]
+
+    def __iter__(self):
+        return iter(self._layers)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Topology):
+            return NotImplemented
+        return self.shapes == other.shapes and all(
+            np.array_equal(a.indptr, b.indptr) and np.array_equal(a.indices, b.indices)
+            for a, b in zip(self._layers, other._layers)
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking API; equality is by content
+
+    def __repr__(self) -> str:
+        label = f"{self.name!r}, " if self.name else ""
+        sizes = "-".join(map(str, self.sizes))
+        return f"Topology({label}{sizes}, density={self.density:.4%})"
+
+    def with_name(self, name: str | None, **metadata: Any) -> Topology:
+        """Return a copy with another name and extra metadata (the layers are shared)."""
+        t = Topology.__new__(Topology)
+        t._layers = self._layers
+        t.name = name
+        t._metadata = {**self._metadata, **metadata}
+        return t
+
+    def to_dense(self) -> list[np.ndarray]:
+        """The layers as dense boolean arrays (for small networks and tests)."""
+        return [m.toarray() for m in self._layers]
+
+    # ------------------------------------------------------------ constructors
+    @classmethod
+    def from_masks(cls, masks: Iterable[Any], *, name: str | None = None,
+                   metadata: Mapping[str, Any] | None = None) -> Topology:
+        """Build a topology from dense or sparse masks in ``(n_out, n_in)`` order."""
+        return cls(list(masks), name=name, metadata=metadata)
+
+    @classmethod
+    def from_official_npz(cls, directory: str | os.PathLike, *, name: str | None = None) -> Topology:
+        """Read the layout of the code published with the NNSTD paper.
+
+        ``directory`` holds ``weight_l0.npz``, ``weight_l1.npz``, ... written by
+        ``scipy.sparse.save_npz``; each matrix has shape ``(n_in + 1, n_out)``
+        whose last row is the bias (dropped). Any non-zero weight is an edge.
+        """
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"{directory}: not a directory of weight_l<k>.npz files")
+        found = {}
+        for p in directory.iterdir():
+            m = _OFFICIAL_RE.match(p.name)
+            if m:
+                found[int(m.group(1))] = p
+        if not found:
+            raise FileNotFoundError(
+                f"{directory}: no weight_l0.npz, weight_l1.npz, ... files (the official NNSTD layout)"
+            )
+        missing = [k for k in range(max(found) + 1) if k not in found]
+        if missing:
+            raise ValueError(
+                f"{directory}: layer files are not consecutive: {directory / f'weight_l{missing[0]}.npz'} "
+                f"is missing but weight_l{max(found)}.npz exists"
+            )
+        layers = []
+        for k in range(len(found)):
+            path = found[k]
+            try:
+                mat = ss.load_npz(path)
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+                raise ValueError(f"{path}: cannot read a scipy.sparse .npz matrix ({exc})") from None
+            if mat.ndim != 2 or mat.shape[0] < 2:
+                raise ValueError(
+                    f"{path}: expected shape (n_in + 1, n_out) with a bias row, got {mat.shape}"
+                )
+            mat = ss.csr_matrix(mat)
+            if mat.dtype.kind in "fc" and not np.all(np.isfinite(mat.data)):
+                raise ValueError(f"{path}: contains NaN or infinite weights")
+            layers.append(mat[:-1, :].T)
+        try:
+            return cls(layers, name=name or directory.name, metadata={"source": str(directory)})
+        except ValueError as exc:
+            raise ValueError(f"{directory}: {exc}") from None
+
+    @classmethod
+    def from_torch(cls, module_or_state_dict: Any, *, name: str | None = None) -> Topology:
+        """Read the topology of a PyTorch model or state dict.
+
+        For each parameter prefix with a 2-D ``weight`` (or ``weight_orig``, as
+        left by ``torch.nn.utils.prune``) a ``*_mask`` buffer of the same prefix
+        decides the connections when present; otherwise the non-zero weights do.
+        Layers are taken in state-dict order, which is registration order.
+        """
+        import torch  # lazy: topology code must not need torch
+
+        if isinstance(module_or_state_dict, torch.nn.Module):
+            state = module_or_state_dict.state_dict()
+        elif isinstance(module_or_state_dict, Mapping):
+            state = module_or_state_dict
+        else:
+            raise TypeError(
+                "from_torch expects a torch.nn.Module or a state dict, "
+                f"got {type(module_or_state_dict).__name__}"
+            )
+        weights: dict[str, Any] = {}
+        masks: dict[str, Any] = {}
+        order: list[str] = []
+        for key, value in state.items():
+            if not isinstance(value, torch.Tensor) or value.ndim != 2:
+                continue
+            prefix, _, leaf = key.rpartition(".")
+            if leaf in ("weight", "weight_orig"):
+                weights[prefix] = value
+            elif leaf.endswith("_mask") or leaf == "mask":
+                masks[prefix] = value
+            else:
+                continue
+            if prefix not in order:
+                order.append(prefix)
+        layers = []
+        for prefix in order:
+            if prefix not in weights:
+                continue
+            src = masks.get(prefix, weights[prefix])
+            arr = src.detach().to("cpu")
+            if arr.is_floating_point() and not torch.isfinite(arr).all():
+                raise ValueError(f"layer {prefix or '<root>'}: weights contain NaN or infinite values")
+            layers.append(ss.csr_matrix((arr != 0).numpy()))
+        if not layers:
+            raise ValueError("from_torch found no 2-D weight (Linear layer) in the model")
+        return cls(layers, name=name, metadata={"source": "torch"})
+
+    # --------------------------------------------------------------------- I/O
+    def save(self, path: str | os.PathLike) -> Path:
+        """Save to one ``.npz`` file (written to a temporary name, then renamed)."""
+        path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_suffix(path.suffix + ".npz")
+        arrays: dict[str, np.ndarray] = {}
+        for k, m in enumerate(self._layers):
+            arrays[f"l{k}_indptr"] = np.asarray(m.indptr)
+            arrays[f"l{k}_indices"] = np.asarray(m.indices)
+            arrays[f"l{k}_shape"] = np.asarray(m.shape, dtype=np.int64)
+        header = {
+            "format": _FORMAT,
+            "version": _FORMAT_VERSION,
+            "n_layers": len(self._layers),
+            "name": self.name,
+            "metadata": self._metadata,
+        }
+        arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+        with atomic_path(path) as tmp:
+            np.savez_compressed(tmp, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Topology:
+        """Load a topology written by :meth:`save`."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no such topology file")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                files = {k: z[k] for k in z.files}
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+            raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+        if "header" not in files:
+            raise ValueError(
+                f"{path}: not a sparsetopo topology file (no header); for the official "
+                "NNSTD layout pass the directory holding weight_l<k>.npz instead"
+            )
+        try:
+            header = json.loads(files["header"].tobytes().decode())
+        except ValueError:
+            raise ValueError(f"{path}: corrupt topology header") from None
+        if header.get("format") != _FORMAT or header.get("version") != _FORMAT_VERSION:
+            raise ValueError(
+                f"{path}: unsupported format {header.get('format')!r} version {header.get('version')!r}"
+            )
+        layers = []
+        try:
+            for k in range(int(header["n_layers"])):
+                shape = tuple(int(s) for s in files[f"l{k}_shape"])
+                indices = files[f"l{k}_indices"]
+                indptr = files[f"l{k}_indptr"]
+                if len(indptr) != shape[0] + 1 or indptr[-1] != len(indices):
+                    raise ValueError(f"layer {k} arrays are inconsistent")
+                layers.append(
+                    ss.csr_matrix((np.ones(len(indices), dtype=bool), indices, indptr), shape=shape)
+                )
+        except (KeyError, ValueError) as exc:
+            raise ValueError(f"{path}: corrupt topology file ({exc})") from None
+        try:
+            return cls(layers, name=header.get("name"), metadata=header.get("metadata") or {})
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+
+    @classmethod
+    def read(cls, path: str | os.PathLike) -> Topology:
+        """Load either a saved ``.npz`` topology or a directory in the official layout."""
+        p = Path(path)
+        if p.is_dir():
+            return cls.from_official_npz(p)
+        t = cls.load(p)
+        return t if t.name else t.with_name(p.stem)
+
+
+# --------------------------------------------------------------- generators
+def er_density(n_in: int, n_out: int, epsilon: float) -> float:
+    """SET's Erdős–Rényi density ``epsilon (n_in + n_out) / (n_in n_out)``, capped at 1."""
+    if epsilon <= 0:
+        raise ValueError(f"epsilon must be > 0, got {epsilon}")
+    return min(1.0, epsilon * (n_in + n_out) / (n_in * n_out))
+
+
+def epsilon_for_density(sizes: Sequence[int], density: float, *, dense_output: bool = True) -> float:
+    """The epsilon whose Erdős–Rényi network has the given density over its sparse layers.
+
+    Solved by bisection because the per-layer cap at 1 makes the map non-linear.
+    """
+    if not 0 < density <= 1:
+        raise ValueError(f"density must be in (0, 1], got {density}")
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    if dense_output:
+        pairs = pairs[:-1]
+    if not pairs:
+        raise ValueError("a network with only a dense output layer has no sparse layer to size")
+    possible = sum(a * b for a, b in pairs)
+
+    def total(eps: float) -> float:
+        return sum(er_density(a, b, eps) * a * b for a, b in pairs) / possible
+
+    lo, hi = 0.0, 1.0
+    while total(hi) < density and hi < 1e12:
+        hi *= 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        if mid > 0 and total(mid) < density:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def _sample_positions(rng: np.random.Generator, total: int, k: int,
+                      exclude: np.ndarray | None = None) -> np.ndarray:
+    """``k`` distinct flat positions in ``range(total)``, none in sorted ``exclude``.
+
+    Rejection sampling in batches: the layers here are large and sparse, so
+    enumerating the free cells would cost far more memory than drawing.
+    """
+    n_excl = 0 if exclude is None else len(exclude)
+    free = total - n_excl
+    if k > free:
+        raise ValueError(f"cannot place {k} connections in {free} free positions")
+    if k == 0:
+        return np.empty(0, dtype=np.int64)
+    if total <= 4_000_000 or k > free // 4:
+        # Small or crowded layer: enumerate the free cells, draw without replacement.
+        free_mask = np.ones(total, dtype=bool)
+        if n_excl:
+            free_mask[exclude] = False
+        cells = np.flatnonzero(free_mask)
+        return np.sort(rng.choice(cells, size=k, replace=False))
+    chosen = np.empty(0, dtype=np.int64)
+    while len(chosen) < k:
+        need = k - len(chosen)
+        draw = rng.integers(0, total, size=int(need * 1.2) + 16)
+        if n_excl:
+            pos = np.searchsorted(exclude, draw)
+            pos[pos == n_excl] = 0
+            draw = draw[exclude[pos] != draw]
+        # keep first occurrences in draw order so the sample stays uniform
+        merged = np.concatenate([chosen, draw])
+        _, first = np.unique(merged, return_index=True)
+        chosen = merged[np.sort(first)]
+    return np.sort(chosen[:k])
+
+
+def erdos_renyi(sizes: Sequence[int], epsilon: float | None = None, seed: SeedLike = None, *,
+                density: float | None = None, dense_output: bool = True,
+                name: str | None = None) -> Topology:
+    """SET's Erdős–Rényi random topology.
+
+    Layer ``k`` (``n_in -> n_out``) gets ``round(p_k n_in n_out)`` connections
+    placed uniformly at random, with ``p_k = epsilon (n_in + n_out) / (n_in n_out)``
+    capped at 1. Exactly that many are drawn (rather than one Bernoulli trial
+    per cell) so that networks built from different seeds have equal counts.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Neuron counts, input first, e.g. ``(784, 784, 784, 784, 10)``.
+    epsilon : float, optional
+        SET's sparsity parameter; exactly one of ``epsilon`` and ``density``.
+    seed : int or numpy Generator
+        The topology seed.
+    density : float, optional
+        Target overall density of the sparse layers; converted to an epsilon.
+    dense_output : bool
+        Make the last layer fully connected, as in the paper's networks.
+    """
+    sizes = [int(s) for s in sizes]
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ValueError(f"sizes must list at least two positive layer sizes, got {sizes}")
+    if (epsilon is None) == (density is None):
+        raise ValueError("give exactly one of epsilon and density")
+    if density is not None:
+        epsilon = epsilon_for_density(sizes, density, dense_output=dense_output)
+    assert epsilon is not None
+    if epsilon <= 0:
+        raise ValueError(f"epsilon must be > 0, got {epsilon}")
+    rng = as_generator(seed)
+    layers = []
+    n_layers = len(sizes) - 1
+    for k in range(n_layers):
+        n_in, n_out = sizes[k], sizes[k + 1]
+        if dense_output and k == n_layers - 1:
+            layers.append(ss.csr_matrix(np.ones((n_out, n_in), dtype=bool)))
+            continue
+        p = er_density(n_in, n_out, epsilon)
+        count = int(round(p * n_in * n_out))
+        flat = _sample_positions(rng, n_in * n_out, count)
+        rows, cols = np.divmod(flat, n_in)
+        layers.append(ss.csr_matrix((np.ones(count, dtype=bool), (rows, cols)), shape=(n_out, n_in)))
+    return Topology(layers, name=name, metadata={"generator": "erdos_renyi", "epsilon": epsilon})
+
+
+def perturb(topology: Topology, fraction: float, seed: SeedLike = None, *,
+            name: str | None = None) -> Topology:
+    """Move ``fraction`` of each layer's connections to random empty positions.
+
+    ``round(fraction * nnz)`` connections per layer are removed and as many are
+    placed in positions that were empty before the move, so the count per
+    layer is preserved and exactly that many connections differ. A layer with
+    fewer empty positions than that (a dense output layer) moves only as many
+    as it has room for.
+    """
+    if not 0 <= fraction <= 1:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    rng = as_generator(seed)
+    layers = []
+    for m in topology.layers:
+        n_out, n_in = m.shape
+        coo = m.tocoo()
+        flat = np.sort(coo.row.astype(np.int64) * n_in + coo.col)
+        n_move = min(int(round(fraction * len(flat))), n_in * n_out - len(flat))
+        if n_move == 0:
+            layers.append(m)
+            continue
+        keep = np.delete(flat, rng.choice(len(flat), size=n_move, replace=False))
+        new = _sample_positions(rng, n_in * n_out, n_move, exclude=flat)
+        merged = np.concatenate([keep, new])
+        rows, cols = np.divmod(merged, n_in)
+        layers.append(ss.csr_matrix((np.ones(len(merged), dtype=bool), (rows, cols)), shape=m.shape))
+    meta = {**topology.metadata, "perturbed_fraction": fraction}
+    return Topology(layers, name=name, metadata=meta)
+
+
+
+def perturbation_chain(base: Topology, n: int, fraction: float, seed: SeedLike = None, *,
+                       prefix: str = "net") -> list[Topology]:
+    """``base`` followed by ``n - 1`` topologies, each ``perturb``-ed from the previous one.
+
+    The paper's evolution study starts 10 networks this way with ``fraction=0.01``.
+    """
+    if n < 1:
+        raise ValueError(f"a chain needs n >= 1 networks, got {n}")
+    rng = as_generator(seed)
+    chain = [base.with_name(f"{prefix}0", chain_index=0)]
+    for i in range(1, n):
+        chain.append(perturb(chain[-1], fraction, rng, name=f"{prefix}{i}").with_name(
+            f"{prefix}{i}", chain_index=i))
+    return chain

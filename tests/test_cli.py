@@ -1,0 +1,95 @@
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import official_dir
+from sparsetopo.cli import app
+from sparsetopo.nnstd import load_matrix, nnstd
+from sparsetopo.topology import Topology, erdos_renyi, perturb
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def saved(tmp_path):
+    base = erdos_renyi([60, 50, 40, 4], epsilon=3, seed=0)
+    paths = []
+    for i in range(3):
+        t = base if i == 0 else perturb(base, 0.2 * i, seed=i)
+        paths.append(t.save(tmp_path / f"net{i}.npz"))
+    return paths
+
+
+def test_help_lists_commands():
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("distance", "matrix", "demo"):
+        assert cmd in res.output
+
+
+def test_distance_json_matches_api(saved, tmp_path):
+    res = runner.invoke(app, ["distance", str(saved[0]), str(saved[2]), "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    expected = nnstd(Topology.load(saved[0]), Topology.load(saved[2]))
+    assert out["per_layer"] == pytest.approx(expected.per_layer.tolist(), abs=0)
+    assert out["nnstd"] == pytest.approx(expected.value)
+    table = runner.invoke(app, ["distance", str(saved[0]), str(saved[2])])
+    assert table.exit_code == 0 and "mean" in table.output and f"{expected.value:.4f}" in table.output
+
+
+def test_distance_reads_official_layout(tmp_path):
+    t = erdos_renyi([30, 20, 5], epsilon=2, seed=0)
+    d = official_dir(tmp_path / "e" / "epoch_000", t.to_dense())
+    p = t.save(tmp_path / "t.npz")
+    res = runner.invoke(app, ["distance", str(d), str(p), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["nnstd"] == 0.0
+
+
+def test_matrix_writes_npz_csv_plot(saved, tmp_path):
+    out, csv, png = tmp_path / "D.npz", tmp_path / "D.csv", tmp_path / "h.png"
+    res = runner.invoke(app, ["matrix", *map(str, saved), "--out", str(out), "--csv", str(csv),
+                              "--plot", str(png), "-q", "-j", "1"])
+    assert res.exit_code == 0, res.output
+    d, names = load_matrix(str(out))
+    assert names == ["net0", "net1", "net2"]
+    assert d.shape == (3, 3, 3)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert csv.read_text().startswith("a,b,layer,nnstd")
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["distance", "nope.npz", "nope2.npz"], "nope.npz: no such topology file"),
+    (["matrix", "x.npz", "--out", "o.npz"], "at least two topologies"),
+    (["demo", "--networks", "1"], "--networks must be >= 2, got 1"),
+    (["demo", "--fraction", "2"], r"--fraction must be in (0, 1], got 2.0"),
+])
+def test_bad_input_is_one_clear_line(args, msg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2
+    assert msg in res.output
+    assert "Traceback" not in res.output
+
+
+def test_bad_solver_and_mismatched_shapes(saved, tmp_path):
+    res = runner.invoke(app, ["distance", str(saved[0]), str(saved[1]), "--solver", "magic"])
+    assert res.exit_code == 2 and "--solver must be one of auto, dense, sparse; got 'magic'" in res.output
+    other = erdos_renyi([60, 51, 40, 4], epsilon=3, seed=0).save(tmp_path / "other.npz")
+    res = runner.invoke(app, ["distance", str(saved[0]), str(other)])
+    assert res.exit_code == 2 and "different shapes" in res.output
+
+
+def test_demo_chain(tmp_path):
+    res = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "-q", "--networks", "4", "-j", "1"])
+    assert res.exit_code == 0, res.output
+    d, names = load_matrix(str(tmp_path / "demo" / "nnstd.npz"))
+    assert names == ["net0", "net1", "net2", "net3"]
+    # NNSTD grows with the distance in the chain
+    assert d[0, 1, 0] < d[0, 2, 0] < d[0, 3, 0]
+    assert (tmp_path / "demo" / "heatmap.png").stat().st_size > 10_000
+    assert len(list((tmp_path / "demo" / "topologies").glob("*.npz"))) == 4
+    assert np.isfinite(d).all()
