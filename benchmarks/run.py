@@ -56,7 +56,7 @@ def bench_nnstd(quick: bool) -> None:
     from threadpoolctl import threadpool_limits
 
     from reference_nnstd import reference_nnstd
-    from sparsetopo.nnstd import match_layer, nnstd, pairwise_nnstd
+    from sparsetopo.nnstd import nnstd, pairwise_nnstd
     from sparsetopo.topology import erdos_renyi, perturbation_chain
 
     print("NNSTD", flush=True)

@@ -36,3 +36,39 @@ def official_dir(path, masks, weights_rng=None):
         w = np.vstack([w, rng.normal(size=(1, m.shape[0]))])  # bias row
         ss.save_npz(path / f"weight_l{k}.npz", ss.csr_matrix(w))
     return path
+
+
+# ------------------------------------------------------------- tiny data sets
+def write_idx(path, array, *, gz=True):
+    """Write an IDX file as Fashion-MNIST's (uint8 payload, big-endian dims)."""
+    import gzip
+    import struct
+
+    array = np.asarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    raw = header + array.tobytes()
+    if gz:
+        path = path.with_name(path.name + ".gz")
+        with gzip.open(path, "wb") as f:
+            f.write(raw)
+    else:
+        path.write_bytes(raw)
+    return path
+
+
+def make_idx_dataset(directory, *, n_train=600, n_test=200, side=8, n_classes=4, seed=0, gz=True):
+    """A small learnable image task: each class lights up its own block of pixels."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    protos = rng.integers(0, 256, size=(n_classes, side * side))
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        y = rng.integers(0, n_classes, size=n)
+        x = np.clip(protos[y] + rng.normal(0, 60, size=(n, side * side)), 0, 255)
+        write_idx(directory / f"{prefix}-images-idx3-ubyte", x.reshape(n, side, side), gz=gz)
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte", y, gz=gz)
+    return directory
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    return make_idx_dataset(tmp_path / "data")

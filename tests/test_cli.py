@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from conftest import official_dir
 from sparsetopo.cli import app

@@ -10,21 +10,22 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
 
-import typer
+import click
 
-app = typer.Typer(
-    name="sparsetopo",
-    help=(
-        "Topology of sparse neural networks: train dense, static, SET, RigL and lottery-ticket "
-        "networks, snapshot their topologies and compare them with NNSTD "
-        "(Liu et al., 'Topological Insights into Sparse Neural Networks', ECML PKDD 2020)."
-    ),
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
+
+class _Group(click.Group):
+    def list_commands(self, ctx):  # keep the order of definition, not alphabetical
+        return list(self.commands)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="sparsetopo")
+def app() -> None:
+    """Topology of sparse neural networks: train dense, static, SET, RigL and lottery-ticket
+    networks, snapshot their topologies and compare them with NNSTD (Liu et al.,
+    'Topological Insights into Sparse Neural Networks', ECML PKDD 2020)."""
+
 
 _SOLVER_HELP = (
     "Assignment solver: 'dense' reproduces the reference implementation's matchings; "
@@ -42,8 +43,8 @@ def friendly(fn):
             return fn(*args, **kwargs)
         except (ValueError, FileNotFoundError, NotADirectoryError, KeyError, TypeError) as exc:
             msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            typer.secho(f"Error: {msg}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(2) from None
+            click.secho(f"Error: {msg}", err=True, fg="red")
+            raise SystemExit(2) from None
 
     return wrapper
 
@@ -68,18 +69,22 @@ def _labels(paths: list[Path]) -> list[str]:
     return [str(p) for p in paths]
 
 
+_PATH = click.Path(path_type=Path)
+
+
 @app.command()
+@click.argument("a", type=_PATH)
+@click.argument("b", type=_PATH)
+@click.option("--json", "json_out", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--solver", default="auto", show_default=True, help=_SOLVER_HELP)
+@click.option("--identity-outputs", is_flag=True, help="Compare output neurons by identity (labelled classes).")
 @friendly
-def distance(
-    a: Annotated[Path, typer.Argument(help="A saved topology (.npz) or a directory of weight_l<k>.npz files.")],
-    b: Annotated[Path, typer.Argument(help="The topology to compare with, same layer shapes as A.")],
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-    solver: Annotated[str, typer.Option(help=_SOLVER_HELP)] = "auto",
-    identity_outputs: Annotated[
-        bool, typer.Option("--identity-outputs", help="Compare output neurons by identity (labelled classes).")
-    ] = False,
-) -> None:
-    """Print the per-layer and mean NNSTD between two topologies."""
+def distance(a: Path, b: Path, json_out: bool, solver: str, identity_outputs: bool) -> None:
+    """Print the per-layer and mean NNSTD between topologies A and B.
+
+    A and B are saved topologies (.npz) or directories of weight_l<k>.npz files
+    in the layout of the paper's published code; their layer shapes must match.
+    """
     from .nnstd import nnstd
     from .topology import Topology
 
@@ -87,35 +92,33 @@ def distance(
     ta, tb = Topology.read(a), Topology.read(b)
     res = nnstd(ta, tb, match_outputs=not identity_outputs, solver=solver)
     if json_out:
-        typer.echo(json.dumps({
+        click.echo(json.dumps({
             "a": str(a), "b": str(b),
             "per_layer": [float(x) for x in res.per_layer],
             "nnstd": res.value,
             "solvers": list(res.solvers),
         }, indent=2))
         return
-    typer.echo(f"NNSTD {a} vs {b}")
-    typer.echo(f"{'layer':>6}  {'shape':>14}  {'solver':>8}  {'nnstd':>8}")
+    click.echo(f"NNSTD {a} vs {b}")
+    click.echo(f"{'layer':>6}  {'shape':>14}  {'solver':>8}  {'nnstd':>8}")
     for k, (v, shape, s) in enumerate(zip(res.per_layer, ta.shapes, res.solvers)):
-        typer.echo(f"{k:>6}  {str(shape):>14}  {s:>8}  {v:8.4f}")
-    typer.echo(f"{'mean':>6}  {'':>14}  {'':>8}  {res.value:8.4f}")
+        click.echo(f"{k:>6}  {str(shape):>14}  {s:>8}  {v:8.4f}")
+    click.echo(f"{'mean':>6}  {'':>14}  {'':>8}  {res.value:8.4f}")
 
 
 @app.command()
+@click.argument("paths", nargs=-1, type=_PATH)
+@click.option("--out", type=_PATH, help="Write the (N, N, layers) matrix to this .npz file.")
+@click.option("--csv", type=_PATH, help="Write a long-format CSV (a, b, layer, nnstd).")
+@click.option("--plot", type=_PATH, help="Write a heatmap per layer and of the mean (PNG/PDF).")
+@click.option("--jobs", "-j", default=-1, show_default=True, help="Parallel workers (-1: all cores).")
+@click.option("--solver", default="auto", show_default=True, help=_SOLVER_HELP)
+@click.option("--identity-outputs", is_flag=True, help="Compare output neurons by identity.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @friendly
-def matrix(
-    paths: Annotated[list[Path], typer.Argument(help="Saved topologies (.npz) or official-layout directories.")],
-    out: Annotated[Path | None, typer.Option(help="Write the (N, N, layers) matrix to this .npz file.")] = None,
-    csv: Annotated[Path | None, typer.Option(help="Write a long-format CSV (a, b, layer, nnstd).")] = None,
-    plot: Annotated[Path | None, typer.Option(help="Write a heatmap per layer and of the mean (PNG/PDF).")] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel workers (-1: all cores).")] = -1,
-    solver: Annotated[str, typer.Option(help=_SOLVER_HELP)] = "auto",
-    identity_outputs: Annotated[
-        bool, typer.Option("--identity-outputs", help="Compare output neurons by identity.")
-    ] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
-) -> None:
-    """Compute the pairwise NNSTD matrix of several topologies."""
+def matrix(paths, out, csv, plot, jobs, solver, identity_outputs, quiet) -> None:
+    """Compute the pairwise NNSTD matrix of PATHS (saved topologies or official-layout directories)."""
+    paths = list(paths)
     import numpy as np
 
     from .nnstd import pairwise_nnstd, save_matrix
@@ -138,24 +141,23 @@ def matrix(
         heatmap_grid(mats, titles, names, plot, suptitle="NNSTD")
     mean = d.mean(axis=2)
     off = mean[~np.eye(len(tops), dtype=bool)]
-    typer.echo(f"{len(tops)} networks, {len(tops) * (len(tops) - 1) // 2} pairs; "
+    click.echo(f"{len(tops)} networks, {len(tops) * (len(tops) - 1) // 2} pairs; "
                f"mean off-diagonal NNSTD {off.mean():.4f} (min {off.min():.4f}, max {off.max():.4f})")
     for label, p in (("matrix", out), ("csv", csv), ("heatmap", plot)):
         if p:
-            typer.echo(f"  {label}: {p}")
+            click.echo(f"  {label}: {p}")
 
 
 @app.command()
+@click.option("--out", type=_PATH, default=Path("demo_out"), show_default=True, help="Output directory.")
+@click.option("--networks", default=10, show_default=True, help="Networks in the chain.")
+@click.option("--fraction", default=0.01, show_default=True, help="Fraction of connections moved per step.")
+@click.option("--density", default=0.006, show_default=True, help="Density of the sparse layers.")
+@click.option("--seed", default=0, show_default=True, help="Topology seed.")
+@click.option("--jobs", "-j", default=-1, show_default=True, help="Parallel workers.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @friendly
-def demo(
-    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("demo_out"),
-    networks: Annotated[int, typer.Option(help="Networks in the chain.")] = 10,
-    fraction: Annotated[float, typer.Option(help="Fraction of connections moved per step.")] = 0.01,
-    density: Annotated[float, typer.Option(help="Density of the sparse layers.")] = 0.006,
-    seed: Annotated[int, typer.Option(help="Topology seed.")] = 0,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", help="Parallel workers.")] = -1,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
-) -> None:
+def demo(out, networks, fraction, density, seed, jobs, quiet) -> None:
     """A chain of perturbed Erdős–Rényi topologies (784-784-784-784-10) and its NNSTD matrix.
 
     The starting point of the paper's Figure 4: each network differs from the
@@ -187,14 +189,127 @@ def demo(
     heatmap_grid(mats, titles, names, out / "heatmap.png",
                  suptitle=f"NNSTD of a {fraction:.0%}-perturbation chain (before training)")
     neighbours = np.array([d[i, i + 1, 0] for i in range(networks - 1)])
-    typer.echo(f"{networks} topologies in {topo_dir}")
-    typer.echo(f"layer-0 NNSTD between neighbours: mean {neighbours.mean():.4f}; "
+    click.echo(f"{networks} topologies in {topo_dir}")
+    click.echo(f"layer-0 NNSTD between neighbours: mean {neighbours.mean():.4f}; "
                f"first to last: {d[0, -1, 0]:.4f}")
-    typer.echo(f"matrix: {out / 'nnstd.npz'}, csv: {out / 'nnstd.csv'}, heatmap: {out / 'heatmap.png'}")
+    click.echo(f"matrix: {out / 'nnstd.npz'}, csv: {out / 'nnstd.csv'}, heatmap: {out / 'heatmap.png'}")
+
+
+# ------------------------------------------------------------------- train
+# The train command is generated from the TrainConfig dataclass: one flag per
+# field, its help from the field's metadata, so config file keys and flags
+# can never drift apart.
+
+class _ListArgsCommand(click.Command):
+    """Lets list options take several values: ``--hidden 1000 1000 1000``.
+
+    click options take a fixed number of values, so the values following a
+    list flag are joined with commas before click parses them.
+    """
+
+    list_flags: frozenset[str] = frozenset()
+
+    def parse_args(self, ctx, args):
+        out, i = [], 0
+        while i < len(args):
+            tok = args[i]
+            out.append(tok)
+            i += 1
+            if tok in self.list_flags:
+                vals = []
+                while i < len(args) and not args[i].startswith("--"):
+                    vals.append(args[i])
+                    i += 1
+                out.append(",".join(vals))
+        return super().parse_args(ctx, out)
+
+
+class _IntList(click.ParamType):
+    name = "INT..."
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        try:
+            return [int(v) for v in str(value).replace(",", " ").split()]
+        except ValueError:
+            self.fail(f"expects integers, got {value!r}", param, ctx)
+
+
+def _train_params():
+    import dataclasses
+    import typing
+
+    from .training import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    params, list_flags = [], set()
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        args = typing.get_args(hint)
+        base = next((a for a in args if a is not type(None)), hint) if args and type(None) in args else hint
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_text = f.metadata.get("help", "") + f"  [default: {default}]"
+        if base is bool:
+            params.append(click.Option([f"{flag}/--no-{flag[2:]}", f.name], default=None, help=help_text))
+            continue
+        if typing.get_origin(base) is list:
+            list_flags.add(flag)
+            params.append(click.Option([flag, f.name], type=_IntList(), default=None, help=help_text))
+            continue
+        ptype = {int: click.INT, float: click.FLOAT, str: click.STRING}[base]
+        params.append(click.Option([flag, f.name], type=ptype, default=None, help=help_text))
+    return params, frozenset(list_flags)
+
+
+def _train_callback(config_file, out, quiet, threads, **values):
+    from .training import TrainConfig, load_config_file, train
+
+    ctx = click.get_current_context()
+    merged = load_config_file(config_file) if config_file else {}
+    for name, value in values.items():
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
+            merged[name] = value
+    config = TrainConfig.from_dict(merged, source=str(config_file or "options")).validate()
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    result = train(config, out, progress=not quiet, command="sparsetopo " + " ".join(sys.argv[1:]))
+    final = result.final
+    state = "already complete" if result.skipped else "done"
+    click.echo(f"{out}: {state}; epoch {final['epoch']} test accuracy {float(final['test_acc']):.4f}")
+
+
+def _make_train_command() -> click.Command:
+    params, list_flags = _train_params()
+    params = [
+        click.Option(["--config", "config_file"], type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="YAML file with the same keys as the options; options given here override it."),
+        click.Option(["--out"], type=click.Path(file_okay=False, path_type=Path), required=True,
+                     help="Run directory; re-running the same command there resumes from its checkpoint."),
+        click.Option(["--quiet", "-q"], is_flag=True, help="One log line per epoch instead of progress bars."),
+        click.Option(["--threads"], type=click.INT, default=None, help="Torch CPU threads (default: torch's)."),
+        *params,
+    ]
+    cmd = _ListArgsCommand(
+        "train", params=params, callback=friendly(_train_callback),
+        help=("Train one network (dense, static, set, rigl or lottery) and write a resumable run directory: "
+              "config.yaml, metrics.csv, topology/epoch_XXX.npz snapshots, checkpoints and the final model.\n\n"
+              "Example: sparsetopo train --method set --epsilon 20 --hidden 1000 1000 1000 --epochs 100 "
+              "--dataset fashion-mnist --out runs/set-e20"),
+        no_args_is_help=True,
+    )
+    cmd.list_flags = list_flags
+    return cmd
+
+
+app.add_command(_make_train_command())
 
 
 def main() -> None:  # pragma: no cover - the console-script entry point
-    app()
+    app(prog_name="sparsetopo")
 
 
 if __name__ == "__main__":  # pragma: no cover

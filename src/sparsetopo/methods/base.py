@@ -1,0 +1,186 @@
+"""The method interface and the one drop-then-grow routine shared by static, SET and RigL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+
+from ..topology import Topology, epsilon_for_density, er_density, erdos_renyi
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..models import SparseMLP
+    from ..training import TrainConfig
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Class decorator adding a method to the registry under ``cls.name``."""
+    if cls.name in METHODS:
+        raise ValueError(f"a method named {cls.name!r} is already registered")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def get_method(config: TrainConfig) -> Method:
+    if config.method not in METHODS:
+        raise ValueError(f"--method must be one of {', '.join(METHODS)}; got {config.method!r}")
+    return METHODS[config.method](config)
+
+
+@dataclass
+class UpdateContext:
+    """What a method may look at after an epoch."""
+
+    model: SparseMLP
+    optimizer: torch.optim.Optimizer
+    epoch: int  # the epoch just finished, 1-based
+    total_epochs: int
+    regrowth: torch.Generator
+    #: Gradients of the loss w.r.t. every layer's full (unmasked) weight; computed
+    #: on first call and cached for the rest of this update.
+    dense_grads: Callable[[], list[torch.Tensor]]
+
+
+@dataclass
+class UpdateResult:
+    changed_layers: list[int] = field(default_factory=list)
+    reset_optimizer: bool = False
+
+
+class Method:
+    """A way of choosing and evolving a network's connectivity."""
+
+    name: ClassVar[str] = ""
+    sparse: ClassVar[bool] = True
+
+    def __init__(self, config: TrainConfig):
+        self.config = config
+
+    # --- topology
+    def sparse_layer_ids(self, n_layers: int) -> list[int]:
+        """Layers whose connectivity the method manages (the output layer stays dense by default)."""
+        return list(range(n_layers - 1 if self.config.dense_output else n_layers))
+
+    def epsilon(self, sizes) -> float:
+        c = self.config
+        if c.density is not None:
+            return epsilon_for_density(sizes, c.density, dense_output=c.dense_output)
+        return float(c.epsilon)
+
+    def target_counts(self, sizes) -> list[int]:
+        """Connections per layer of the Erdős–Rényi network of this config."""
+        eps = self.epsilon(sizes)
+        counts = []
+        for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            if k in self.sparse_layer_ids(len(sizes) - 1):
+                counts.append(int(round(er_density(n_in, n_out, eps) * n_in * n_out)))
+            else:
+                counts.append(n_in * n_out)
+        return counts
+
+    def initial_topology(self, sizes, seed: int) -> Topology | None:
+        """The starting topology; ``None`` means fully connected."""
+        if not self.sparse:
+            return None
+        return erdos_renyi(sizes, self.epsilon(sizes), seed, dense_output=self.config.dense_output)
+
+    # --- schedule
+    def total_epochs(self, sizes) -> int:
+        return self.config.epochs
+
+    def phase(self, epoch: int, sizes) -> str:
+        return "train"
+
+    # --- hooks
+    def on_start(self, model: SparseMLP) -> None:
+        """Called once before the first epoch of a fresh (not resumed) run."""
+
+    def after_epoch(self, ctx: UpdateContext) -> UpdateResult:
+        return UpdateResult()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def drop_and_grow(mask: torch.Tensor, drop: torch.Tensor,
+                  grow_score: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Remove the ``drop`` connections and add as many where ``grow_score`` is highest.
+
+    Only positions inactive after the drop may grow (a dropped one may come
+    back). Returns the new boolean mask and the boolean mask of grown positions;
+    the connection count is unchanged.
+    """
+    mask = mask.bool()
+    drop = drop & mask
+    n = int(drop.sum())
+    grown = torch.zeros_like(mask)
+    if n == 0:
+        return mask, grown
+    kept = mask & ~drop
+    score = grow_score.float().masked_fill(kept, float("-inf")).flatten()
+    idx = torch.topk(score, n, sorted=False).indices
+    grown.view(-1)[idx] = True
+    return kept | grown, grown
+
+
+def lowest(score: torch.Tensor, eligible: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of the ``k`` eligible positions with the lowest score."""
+    out = torch.zeros_like(eligible, dtype=torch.bool)
+    k = min(int(k), int(eligible.sum()))
+    if k <= 0:
+        return out
+    s = score.float().masked_fill(~eligible, float("inf")).flatten()
+    out.view(-1)[torch.topk(s, k, largest=False, sorted=False).indices] = True
+    return out
+
+
+def reset_optimizer_state(optimizer: torch.optim.Optimizer, param: torch.Tensor, keep: torch.Tensor) -> None:
+    """Zero the optimizer's per-element state of ``param`` where ``keep`` is False."""
+    state = optimizer.state.get(param)
+    if not state:
+        return
+    for value in state.values():
+        if isinstance(value, torch.Tensor) and value.shape == param.shape:
+            value.mul_(keep.to(value.dtype))
+
+
+class DropGrowMethod(Method):
+    """After each epoch but the last, drop connections and regrow as many, per sparse layer.
+
+    A subclass supplies only :meth:`drop` (which active connections go) and
+    :meth:`grow_score` (where new ones appear: highest score first). New
+    weights start at zero with fresh optimizer state.
+    """
+
+    def drop(self, weight: torch.Tensor, mask: torch.Tensor, ctx: UpdateContext) -> torch.Tensor:
+        return torch.zeros_like(mask, dtype=torch.bool)
+
+    def grow_score(self, layer_id: int, weight: torch.Tensor, mask: torch.Tensor,
+                   ctx: UpdateContext) -> torch.Tensor:
+        raise NotImplementedError
+
+    def after_epoch(self, ctx: UpdateContext) -> UpdateResult:
+        result = UpdateResult()
+        if ctx.epoch >= ctx.total_epochs:  # connections grown now would never be trained
+            return result
+        layers = ctx.model.masked_layers
+        for k in self.sparse_layer_ids(len(layers)):
+            layer = layers[k]
+            w, mask = layer.weight.detach(), layer.weight_mask.bool()
+            drop = self.drop(w, mask, ctx)
+            if not drop.any():
+                continue
+            new_mask, grown = drop_and_grow(mask, drop, self.grow_score(k, w, mask, ctx))
+            with torch.no_grad():
+                layer.weight_mask.copy_(new_mask)
+                layer.weight.mul_(new_mask & ~grown)
+            reset_optimizer_state(ctx.optimizer, layer.weight, new_mask & ~grown)
+            result.changed_layers.append(k)
+        return result

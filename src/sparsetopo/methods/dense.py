@@ -1,0 +1,9 @@
+"""Fully connected training: the over-parameterized baseline."""
+
+from .base import Method, register
+
+
+@register
+class Dense(Method):
+    name = "dense"
+    sparse = False

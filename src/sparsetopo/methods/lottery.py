@@ -1,0 +1,87 @@
+"""Lottery tickets (Frankle & Carbin, 2019): iterative magnitude pruning with rewinding.
+
+Train the dense network for ``round_epochs`` epochs, prune ``prune_rate`` of
+the remaining connections of each sparse layer by magnitude, rewind the
+surviving weights to their values at ``rewind_epoch`` (0: initialisation),
+and repeat until each layer has the connection count of the Erdős–Rényi
+network of the same config; then train the ticket for ``epochs`` epochs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .base import Method, UpdateResult, lowest, register
+
+
+@register
+class Lottery(Method):
+    name = "lottery"
+    sparse = False  # starts dense
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._rewind: dict[str, torch.Tensor] | None = None
+
+    def round_epochs(self) -> int:
+        return self.config.round_epochs or self.config.epochs
+
+    def n_rounds(self, sizes) -> int:
+        """Rounds of pruning at ``prune_rate`` until the sparsest layer reaches its target."""
+        targets = self.target_counts(sizes)
+        p = self.config.prune_rate
+        rounds = 0
+        for k in self.sparse_layer_ids(len(sizes) - 1):
+            full = sizes[k] * sizes[k + 1]
+            frac = targets[k] / full
+            if frac < 1:
+                rounds = max(rounds, math.ceil(math.log(frac) / math.log(1 - p) - 1e-9))
+        return max(rounds, 1)
+
+    def total_epochs(self, sizes) -> int:
+        return self.n_rounds(sizes) * self.round_epochs() + self.config.epochs
+
+    def phase(self, epoch, sizes) -> str:
+        r = (epoch - 1) // self.round_epochs() + 1
+        return f"prune-round-{r}" if r <= self.n_rounds(sizes) else "ticket"
+
+    def on_start(self, model) -> None:
+        if self.config.rewind_epoch == 0:
+            self._rewind = {k: v.detach().clone() for k, v in model.named_parameters()}
+
+    def after_epoch(self, ctx) -> UpdateResult:
+        model = ctx.model
+        sizes = model.sizes
+        if ctx.epoch == self.config.rewind_epoch and self._rewind is None:
+            self._rewind = {k: v.detach().clone() for k, v in model.named_parameters()}
+        re = self.round_epochs()
+        rounds = self.n_rounds(sizes)
+        if ctx.epoch % re or ctx.epoch // re > rounds:
+            return UpdateResult()
+        r = ctx.epoch // re
+        targets = self.target_counts(sizes)
+        result = UpdateResult(reset_optimizer=True)
+        layers = model.masked_layers
+        for k in self.sparse_layer_ids(len(layers)):
+            layer = layers[k]
+            mask = layer.weight_mask.bool()
+            n = int(mask.sum())
+            keep = targets[k] if r == rounds else max(targets[k], int(round(n * (1 - self.config.prune_rate))))
+            prune = lowest(layer.weight.detach().abs(), mask, n - keep)
+            with torch.no_grad():
+                layer.weight_mask.copy_(mask & ~prune)
+            result.changed_layers.append(k)
+        # Rewind every parameter (biases too), then re-apply the new masks.
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(self._rewind[name])
+        model.apply_masks()
+        return result
+
+    def state_dict(self):
+        return {"rewind": self._rewind}
+
+    def load_state_dict(self, state):
+        self._rewind = state.get("rewind")

@@ -1,0 +1,23 @@
+"""SET (Mocanu et al., 2018): drop the weights closest to zero, regrow at random."""
+
+import torch
+
+from .base import DropGrowMethod, lowest, register
+
+
+@register
+class SET(DropGrowMethod):
+    """Remove the fraction ``zeta`` of the smallest positive weights and, separately,
+    of the largest negative weights; regrow as many at uniformly random empty positions."""
+
+    name = "set"
+
+    def drop(self, weight, mask, ctx):
+        zeta = self.config.zeta
+        pos = mask & (weight > 0)
+        neg = mask & (weight < 0)
+        return lowest(weight, pos, int(zeta * int(pos.sum()))) | lowest(-weight, neg, int(zeta * int(neg.sum())))
+
+    def grow_score(self, layer_id, weight, mask, ctx):
+        # The top-k of i.i.d. uniform scores is a uniformly random subset.
+        return torch.rand(weight.shape, generator=ctx.regrowth)
