@@ -93,7 +93,8 @@ def bench_nnstd(quick: bool) -> None:
         "import time\nfrom sparsetopo.topology import erdos_renyi\nfrom sparsetopo.nnstd import match_layer\n"
         "t=erdos_renyi([4096,4096],density=0.01,seed=0,dense_output=False)[0]\n"
         "u=erdos_renyi([4096,4096],density=0.01,seed=1,dense_output=False)[0]\n"
-        "ts=[]\nfor _ in range(3):\n    s=time.perf_counter(); match_layer(t,u,solver='dense'); ts.append(time.perf_counter()-s)\n"
+        "ts=[]\nfor _ in range(3):\n    s=time.perf_counter(); match_layer(t,u,solver='dense')\n"
+        "    ts.append(time.perf_counter()-s)\n"
         "ts.sort()\nRESULT={'t': ts[1]}")
     row("one 4096-neuron layer @1%, solver=dense (median of 3)", f"{res['t']:.2f} s", "<= 5 s", ok(res["t"] <= 5))
     res = run_in_subprocess(
@@ -106,7 +107,36 @@ def bench_nnstd(quick: bool) -> None:
         "memory <= 2 GB; time reported", ok(res["peak_rss_mb"] <= 2048))
 
 
-SECTIONS = {"nnstd": bench_nnstd}
+def bench_training(quick: bool) -> None:
+    """One Fashion-MNIST epoch of 784-1000-1000-1000-10 per method, and accuracy after 1 and 5 epochs."""
+    import tempfile
+
+    print("Training (Fashion-MNIST, 784-1000-1000-1000-10, 2 threads)", flush=True)
+    epochs = 2 if quick else 5
+    for method in ("dense", "static", "set"):
+        with tempfile.TemporaryDirectory() as tmp:
+            res = run_in_subprocess(
+                "import statistics, torch\nfrom sparsetopo.training import TrainConfig, train\n"
+                "torch.set_num_threads(2)\n"
+                f"r=train(TrainConfig(method={method!r}, epsilon=20, epochs={epochs}), {tmp!r} + '/run', "
+                "progress=False, log=lambda m: None)\n"
+                "m=r.metrics\n"
+                "RESULT={'epoch_s': statistics.median(x['train_seconds'] for x in m), "
+                "'update_frac': max(x['update_seconds'] / x['train_seconds'] for x in m[:-1]) if len(m) > 1 else 0, "
+                "'acc1': m[0]['test_acc'], 'accN': m[-1]['test_acc'], 'density': sum(m[-1][f'connections_l{k}'] "
+                "for k in range(4)) / (784*1000 + 2*1000*1000 + 10000)}", env_threads=2)
+        row(f"{method}: seconds per epoch (median of {epochs}), peak RSS",
+            f"{res['epoch_s']:.1f} s, {res['peak_rss_mb']:.0f} MB", "(measure)")
+        if method == "set":
+            row("set: update cost / epoch (worst epoch)", f"{100 * res['update_frac']:.2f} %", "<= 5 %",
+                ok(res["update_frac"] <= 0.05))
+        target = ">= 0.84 within 5 epochs" if method != "dense" else "(reference)"
+        verdict = ok(res["accN"] >= 0.84) if method != "dense" and not quick else ""
+        row(f"{method}: test accuracy after 1 / {epochs} epochs (overall density {res['density']:.3f})",
+            f"{res['acc1']:.4f} / {res['accN']:.4f}", target, verdict)
+
+
+SECTIONS = {"nnstd": bench_nnstd, "training": bench_training}
 
 
 def main() -> None:

@@ -195,6 +195,51 @@ def demo(out, networks, fraction, density, seed, jobs, quiet) -> None:
     click.echo(f"matrix: {out / 'nnstd.npz'}, csv: {out / 'nnstd.csv'}, heatmap: {out / 'heatmap.png'}")
 
 
+# -------------------------------------------------------------- experiments
+EXPERIMENT_NAMES = ["evolution", "sparse-vs-dense", "tickets"]  # == experiments.EXPERIMENTS (a test checks)
+
+
+@app.command()
+@click.argument("name", type=click.Choice(EXPERIMENT_NAMES))
+@click.option("--preset", type=click.Choice(["smoke", "small", "paper"]), default="small", show_default=True,
+              help="smoke: about a minute; small: at most 10 minutes on 2 cores; paper: the paper's settings.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML file overriding the preset's settings (keys as in the experiment's config).")
+@click.option("--out", type=_PATH, required=True, help="Experiment directory; re-running continues where it stopped.")
+@click.option("--jobs", "-j", default=-1, show_default=True, help="Parallel workers (-1: all cores).")
+@click.option("--cluster", default=None,
+              help="Run training runs and NNSTD pairs on Dask: a scheduler address (tcp://host:8786) or local:N.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
+@friendly
+def experiment(name, preset, config_file, out, jobs, cluster, quiet) -> None:
+    """Run one of the paper's studies: evolution (Figure 4), sparse-vs-dense (RQ2) or tickets (RQ4-5).
+
+    Every step skips work whose outputs exist, so a stopped experiment continues
+    where it stopped. Then `sparsetopo report DIR` gathers the results.
+    """
+    from .experiments import Context, run_experiment
+    from .parallel import parse_cluster
+
+    if cluster is not None:
+        parse_cluster(cluster)
+    ctx = Context(n_jobs=jobs, cluster=cluster, progress=not quiet, log=lambda m: click.echo(m, err=True))
+    summary = run_experiment(name, preset, out, config_file=str(config_file) if config_file else None, ctx=ctx)
+    click.echo(f"{summary['title']}: results in {out}")
+    for f in summary.get("findings", []):
+        click.echo(f"  - {f}")
+
+
+@app.command()
+@click.argument("directory", type=_PATH)
+@friendly
+def report(directory) -> None:
+    """Write DIRECTORY/report.md and a self-contained DIRECTORY/report.html from the experiments found there."""
+    from .report import write_report
+
+    md, page = write_report(directory)
+    click.echo(f"report: {md} and {page}")
+
+
 # ------------------------------------------------------------------- train
 # The train command is generated from the TrainConfig dataclass: one flag per
 # field, its help from the field's metadata, so config file keys and flags

@@ -31,8 +31,11 @@ All set sizes and intersections of a layer come from one sparse product
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -48,6 +51,7 @@ __all__ = [
     "layer_cost_matrix",
     "match_layer",
     "nnstd",
+    "nnstd_many",
     "pairwise_nnstd",
 ]
 
@@ -280,16 +284,21 @@ def nnstd(a: Topology, b: Topology, *, match_outputs: bool = True, solver: Solve
 
 def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True,
                    solver: Solver = "auto", n_jobs: int | None = 1, progress: bool = False,
-                   max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES) -> np.ndarray:
+                   max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES, cache_dir: str | os.PathLike | None = None,
+                   cluster: str | None = None) -> np.ndarray:
     """NNSTD between every pair of topologies.
 
     Returns an array ``D`` of shape ``(N, N, n_layers)``, symmetric in its first
     two axes with a zero diagonal; ``D[i, j].mean()`` is the network distance.
-    Pairs run in parallel with joblib (``n_jobs`` as in joblib; threads, since
-    the sparse products and the assignment solvers release the GIL).
-    """
-    from .parallel import map_tasks
 
+    Each pair is computed in a canonical direction (by content fingerprint), so
+    the matrix does not depend on the order of the list. Pairs run in parallel
+    with joblib threads (``n_jobs``; the sparse products and the assignment
+    solvers release the GIL) or on a Dask cluster (``cluster``, see
+    :func:`sparsetopo.parallel.map_tasks`). With ``cache_dir`` every pair's
+    result is stored under the two fingerprints, so adding a network to a
+    study computes only the new pairs.
+    """
     _check_solver(solver)
     topologies = list(topologies)
     if not topologies:
@@ -302,18 +311,61 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
                 f"{list(shapes)}, {t.name or 'another'} has {list(t.shapes)}"
             )
     n = len(topologies)
-    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    prints = [t.fingerprint() for t in topologies]
+    tag = f"{solver}-{'matched' if match_outputs else 'identity'}-outputs"
+    cache = Path(cache_dir) if cache_dir is not None else None
+    results: dict[tuple[str, str], np.ndarray] = {}
+    todo: dict[tuple[str, str], tuple[Topology, Topology]] = {}
+    for i in range(n):
+        for j in range(i + 1, n):
+            key = tuple(sorted((prints[i], prints[j])))
+            if key in results or key in todo:
+                continue
+            if key[0] == key[1]:
+                results[key] = np.zeros(len(shapes))
+                continue
+            path = cache / f"{key[0]}-{key[1]}-{tag}.npy" if cache is not None else None
+            if path is not None and path.exists():
+                results[key] = np.load(path)
+                continue
+            first, second = (topologies[i], topologies[j]) if prints[i] == key[0] else (topologies[j], topologies[i])
+            todo[key] = (first, second)
 
-    def one(pair: tuple[int, int]) -> np.ndarray:
-        i, j = pair
-        return nnstd(topologies[i], topologies[j], match_outputs=match_outputs, solver=solver,
-                     max_dense_bytes=max_dense_bytes).per_layer
+    keys = list(todo)
+    computed = nnstd_many([todo[k] for k in keys], match_outputs=match_outputs, solver=solver, n_jobs=n_jobs,
+                          progress=progress, max_dense_bytes=max_dense_bytes, cluster=cluster)
+    for key, per_layer in zip(keys, computed):
+        results[key] = per_layer
+        if cache is not None:
+            from ._util import atomic_path
+
+            with atomic_path(cache / f"{key[0]}-{key[1]}-{tag}.npy") as tmp:
+                np.save(tmp, per_layer)
 
     out = np.zeros((n, n, len(shapes)), dtype=np.float64)
-    for (i, j), per_layer in zip(pairs, map_tasks(one, pairs, n_jobs=n_jobs, progress=progress,
-                                                  desc="NNSTD pairs")):
-        out[i, j] = out[j, i] = per_layer
+    for i in range(n):
+        for j in range(i + 1, n):
+            out[i, j] = out[j, i] = results[tuple(sorted((prints[i], prints[j])))]
     return out
+
+
+def nnstd_many(pairs: Sequence[tuple[Topology, Topology]], *, match_outputs: bool = True,
+               solver: Solver = "auto", n_jobs: int | None = 1, progress: bool = False,
+               max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES, cluster: str | None = None) -> list[np.ndarray]:
+    """Per-layer NNSTD of many ``(A, B)`` pairs, in parallel; results in input order."""
+    from .parallel import map_tasks
+
+    task = functools.partial(_pair_task, match_outputs=match_outputs, solver=solver,
+                             max_dense_bytes=max_dense_bytes)
+    return list(map_tasks(task, list(pairs), n_jobs=n_jobs, progress=progress, cluster=cluster,
+                          desc="NNSTD pairs"))
+
+
+def _pair_task(pair: tuple[Topology, Topology], *, match_outputs: bool, solver: str,
+               max_dense_bytes: int) -> np.ndarray:
+    """One pair's per-layer NNSTD; module-level so that Dask and joblib can ship it."""
+    a, b = pair
+    return nnstd(a, b, match_outputs=match_outputs, solver=solver, max_dense_bytes=max_dense_bytes).per_layer
 
 
 def save_matrix(distances: np.ndarray, names: Sequence[str], *, npz: str | None = None,
@@ -354,3 +406,25 @@ def load_matrix(path: str) -> tuple[np.ndarray, list[str]]:
         if "nnstd" not in z.files or "names" not in z.files:
             raise ValueError(f"{path}: not an NNSTD matrix file (needs arrays 'nnstd' and 'names')")
         return z["nnstd"], [str(s) for s in z["names"]]
+
+
+def classical_mds(distances: np.ndarray, dims: int = 2) -> np.ndarray:
+    """Classical (Torgerson) multidimensional scaling of a symmetric distance matrix.
+
+    Returns ``(N, dims)`` coordinates whose Euclidean distances best match
+    ``distances`` in the least-squares sense of the double-centred Gram matrix.
+    NNSTD is not Euclidean, so negative eigenvalues are dropped.
+    """
+    d = np.asarray(distances, dtype=np.float64)
+    if d.ndim != 2 or d.shape[0] != d.shape[1]:
+        raise ValueError(f"classical_mds needs a square matrix, got shape {d.shape}")
+    n = d.shape[0]
+    j = np.eye(n) - np.full((n, n), 1.0 / n)
+    b = -0.5 * j @ (d ** 2) @ j
+    vals, vecs = np.linalg.eigh((b + b.T) / 2)
+    order = np.argsort(vals)[::-1][:dims]
+    vals, vecs = np.clip(vals[order], 0, None), vecs[:, order]
+    coords = vecs * np.sqrt(vals)
+    if coords.shape[1] < dims:
+        coords = np.hstack([coords, np.zeros((n, dims - coords.shape[1]))])
+    return coords

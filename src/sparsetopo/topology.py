@@ -173,6 +173,17 @@ class Topology:
         t._metadata = {**self._metadata, **metadata}
         return t
 
+    def fingerprint(self) -> str:
+        """A hash of the connectivity alone (not the name or metadata); equal topologies share it."""
+        import hashlib
+
+        h = hashlib.sha1()
+        for m in self._layers:
+            h.update(np.asarray(m.shape, dtype=np.int64).tobytes())
+            h.update(np.asarray(m.indptr, dtype=np.int64).tobytes())
+            h.update(np.asarray(m.indices, dtype=np.int64).tobytes())
+        return h.hexdigest()[:20]
+
     def to_dense(self) -> list[np.ndarray]:
         """The layers as dense boolean arrays (for small networks and tests)."""
         return [m.toarray() for m in self._layers]

@@ -56,6 +56,8 @@ class TrainConfig:
         "help": "SET's Erdős–Rényi sparsity parameter: layer density epsilon(n_in + n_out)/(n_in n_out)."})
     density: float | None = field(default=None, metadata={
         "help": "Target density of the sparse layers, in (0, 1]; overrides --epsilon."})
+    initial_topology: str | None = field(default=None, metadata={
+        "help": "Start from this saved topology (.npz) instead of a random Erdős–Rényi one (static, set, rigl)."})
     zeta: float = field(default=0.3, metadata={"help": "Fraction of connections dropped and regrown per epoch."})
     dense_output: bool = field(default=True, metadata={"help": "Keep the output layer fully connected."})
     epochs: int = field(default=100, metadata={"help": "Training epochs (for lottery: of the final ticket)."})
@@ -136,6 +138,11 @@ class TrainConfig:
         round_epochs = self.round_epochs or self.epochs
         if self.rewind_epoch < 0 or (self.method == "lottery" and self.rewind_epoch > round_epochs):
             raise ValueError(f"--rewind-epoch must be in [0, round epochs], got {self.rewind_epoch}")
+        if self.initial_topology is not None:
+            if self.method not in ("static", "set", "rigl"):
+                raise ValueError(f"--initial-topology applies to static, set and rigl, not --method {self.method}")
+            if not Path(self.initial_topology).is_file():
+                raise ValueError(f"--initial-topology: {self.initial_topology} is not a file")
         if any(e < 0 for e in self.snapshot_epochs) or self.snapshot_every < 0:
             raise ValueError("--snapshot-epochs and --snapshot-every must be >= 0")
         return self
@@ -284,7 +291,15 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = T
     method = get_method(config)
     model = SparseMLP(sizes, activation=config.activation, dropout=config.dropout,
                       init_seed=config.named_seed("init"), dropout_seed=config.named_seed("dropout"))
-    topo = method.initial_topology(sizes, config.named_seed("topology"))
+    if config.initial_topology:
+        from .topology import Topology
+
+        topo = Topology.load(config.initial_topology)
+        if list(topo.sizes) != sizes:
+            raise ValueError(f"--initial-topology {config.initial_topology} has layer sizes {list(topo.sizes)}, "
+                             f"the network {sizes}")
+    else:
+        topo = method.initial_topology(sizes, config.named_seed("topology"))
     if topo is not None:
         model.set_topology(topo)
     optimizer = _make_optimizer(config, model)

@@ -1,0 +1,9 @@
+"""The paper's studies as runnable experiments: ``evolution``, ``sparse-vs-dense`` and ``tickets``."""
+# ruff: noqa: I001  -- import order is the registry's order
+
+from .base import EXPERIMENTS, PRESETS, Context, make_config, run_experiment
+from . import evolution  # noqa: F401
+from . import sparse_vs_dense  # noqa: F401
+from . import tickets  # noqa: F401
+
+__all__ = ["EXPERIMENTS", "PRESETS", "Context", "make_config", "run_experiment"]

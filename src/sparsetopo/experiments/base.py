@@ -1,0 +1,151 @@
+"""What every experiment shares: typed configs with presets, the registry and the summary file.
+
+An experiment is a dataclass of settings (``Config``), a dict of presets
+(``smoke``, ``small``, ``paper``: overrides of the dataclass defaults) and a
+``run(config, out, ctx)`` function. Its outputs go under ``out``; every step
+skips work whose outputs already exist, so a stopped experiment continues
+where it stopped when run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .._util import write_text_atomic
+from ..training import TrainConfig
+
+PRESETS = ("smoke", "small", "paper")
+
+
+@dataclass
+class CommonConfig:
+    """Settings every experiment has: data and the optimizer of its training runs."""
+
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    limit_train: int | None = None
+    limit_test: int | None = None
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    zeta: float = 0.3
+    seed: int = 0
+    solver: str = "auto"
+
+    def train_config(self, **overrides: Any) -> TrainConfig:
+        """A TrainConfig carrying the common settings plus ``overrides``."""
+        base = {f.name: getattr(self, f.name) for f in dataclasses.fields(CommonConfig)
+                if f.name in {g.name for g in dataclasses.fields(TrainConfig)}}
+        base.update(overrides)
+        return TrainConfig(**base)
+
+
+@dataclass
+class Context:
+    """How to run: parallelism, cluster, progress."""
+
+    n_jobs: int = -1
+    cluster: str | None = None
+    progress: bool = True
+    log: Callable[[str], None] = field(default=print)
+
+
+@dataclass
+class Experiment:
+    name: str
+    config_cls: type
+    presets: dict[str, dict[str, Any]]
+    run: Callable[[Any, Path, Context], dict[str, Any]]
+    help: str
+
+
+EXPERIMENTS: dict[str, Experiment] = {}
+
+
+def register(exp: Experiment) -> Experiment:
+    EXPERIMENTS[exp.name] = exp
+    return exp
+
+
+def make_config(name: str, preset: str, overrides: dict[str, Any] | None = None, *, source: str = "config"):
+    """The experiment's config: dataclass defaults < preset < ``overrides`` (a YAML file's keys)."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"experiment must be one of {', '.join(EXPERIMENTS)}; got {name!r}")
+    if preset not in PRESETS:
+        raise ValueError(f"--preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+    exp = EXPERIMENTS[name]
+    values = dict(exp.presets[preset])
+    allowed = {f.name for f in dataclasses.fields(exp.config_cls)}
+    overrides = {str(k).replace("-", "_"): v for k, v in (overrides or {}).items()}
+    unknown = sorted(set(overrides) - allowed)
+    if unknown:
+        raise ValueError(f"{source}: unknown key(s) for {name}: {', '.join(unknown)}; "
+                         f"allowed: {', '.join(sorted(allowed))}")
+    values.update(overrides)
+    config = exp.config_cls(**values)
+    config.train_config().validate()  # bad training settings fail before any work
+    return config
+
+
+def run_experiment(name: str, preset: str, out: str | os.PathLike, *, config_file: str | None = None,
+                   overrides: dict[str, Any] | None = None, ctx: Context | None = None) -> dict[str, Any]:
+    """Run (or continue) one experiment; returns its summary (also in ``out/summary.json``)."""
+    from ..training import load_config_file
+
+    values = load_config_file(config_file) if config_file else {}
+    values.update(overrides or {})
+    config = make_config(name, preset, values, source=str(config_file or "overrides"))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "experiment.yaml"
+    resolved = {"experiment": name, "preset": preset, "config": dataclasses.asdict(config)}
+    if saved.exists():
+        previous = yaml.safe_load(saved.read_text())
+        if previous != resolved:
+            raise ValueError(f"{out}: holds a {previous.get('experiment')} experiment with other settings "
+                             f"(preset {previous.get('preset')}); use another --out or the same settings")
+    else:
+        write_text_atomic(saved, yaml.safe_dump(resolved, sort_keys=False))
+    summary = EXPERIMENTS[name].run(config, out, ctx or Context())
+    summary = {"experiment": name, "preset": preset, "config": dataclasses.asdict(config), **summary}
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write rows as CSV (atomically); floats with 6 significant digits, None as empty."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)) for k, v in r.items()})
+    write_text_atomic(path, buf.getvalue())
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Rows as a GitHub-flavoured markdown table."""
+    def fmt(v):
+        return "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def rel(path: Path, out: Path) -> str:
+    """Paths in summaries are relative to the experiment directory, so it can be moved."""
+    return str(Path(path).relative_to(out))

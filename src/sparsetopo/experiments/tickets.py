@@ -1,0 +1,170 @@
+"""RQ4 and RQ5: does adaptive sparse connectivity find many winning tickets, more cheaply than IMP?
+
+N SET runs start from one shared initial topology and differ only in their
+training seeds (initialisation, data order, regrowth); lottery tickets come
+from iterative magnitude pruning of the dense network down to the same
+connection count per layer. We compare their accuracy with the dense model,
+their topologies with NNSTD, and what each cost to obtain.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .._util import write_text_atomic
+from ..nnstd import classical_mds, pairwise_nnstd, save_matrix
+from ..plots import heatmap_grid, scatter_plot
+from ..topology import Topology, erdos_renyi
+from ..training import read_metrics
+from .base import CommonConfig, Context, Experiment, markdown_table, register, rel, write_csv
+from .runner import load_snapshot, run_trainings
+
+
+@dataclass
+class TicketsConfig(CommonConfig):
+    hidden: list[int] = field(default_factory=lambda: [1000, 1000, 1000])
+    epsilon: float = 20.0
+    set_runs: int = 5
+    lottery_runs: int = 1
+    prune_rate: float = 0.2
+    round_epochs: int | None = None
+    rewind_epoch: int = 0
+    snapshot_epochs: list[int] = field(default_factory=lambda: [0, 10, 30, 50, 100])
+    topology_seed: int = 0
+
+
+PRESETS = {
+    "smoke": dict(hidden=[64, 64], epsilon=4, set_runs=2, lottery_runs=1, epochs=2, round_epochs=1,
+                  prune_rate=0.5, snapshot_epochs=[0, 1, 2], limit_train=2000, limit_test=500, batch_size=64),
+    "small": dict(hidden=[300, 300, 300], epsilon=10, set_runs=4, lottery_runs=1, epochs=5, round_epochs=1,
+                  prune_rate=0.4, snapshot_epochs=[0, 1, 3, 5], limit_train=15000, limit_test=5000),
+    "paper": dict(hidden=[1000, 1000, 1000], epsilon=20, set_runs=5, lottery_runs=1, epochs=100,
+                  round_epochs=20, prune_rate=0.2, snapshot_epochs=[0, 10, 30, 50, 100]),
+}
+
+
+def _run(cfg: TicketsConfig, out: Path, ctx: Context) -> dict:
+    from ..data import load_dataset
+
+    init_path = out / "initial_topology.npz"
+    if not init_path.exists():
+        probe = load_dataset(cfg.dataset, cfg.data_dir, limit_train=64, limit_test=16)
+        sizes = [probe.n_features, *cfg.hidden, probe.n_classes]
+        erdos_renyi(sizes, cfg.epsilon, cfg.topology_seed, name="initial").save(init_path)
+    initial = Topology.load(init_path).with_name("initial")
+
+    set_dirs = [out / "runs" / f"set_s{i}" for i in range(cfg.set_runs)]
+    lot_dirs = [out / "runs" / f"lottery_s{i}" for i in range(cfg.lottery_runs)]
+    dense_dir = out / "runs" / "dense"
+    runs = [(cfg.train_config(method="set", hidden=list(cfg.hidden), epsilon=cfg.epsilon,
+                              initial_topology=str(init_path.resolve()), snapshot_epochs=list(cfg.snapshot_epochs),
+                              seed=cfg.seed + 1 + i), d) for i, d in enumerate(set_dirs)]
+    runs.append((cfg.train_config(method="dense", hidden=list(cfg.hidden), seed=cfg.seed), dense_dir))
+    for i, d in enumerate(lot_dirs):
+        lot_cfg = cfg.train_config(method="lottery", hidden=list(cfg.hidden), epsilon=cfg.epsilon,
+                                   prune_rate=cfg.prune_rate, round_epochs=cfg.round_epochs,
+                                   rewind_epoch=cfg.rewind_epoch, seed=cfg.seed + 100 + i,
+                                   snapshot_every=cfg.round_epochs or cfg.epochs)
+        runs.append((lot_cfg, d))
+    ctx.log(f"tickets: {cfg.set_runs} SET runs from one topology, {cfg.lottery_runs} lottery ticket(s), 1 dense")
+    run_trainings(runs, n_jobs=ctx.n_jobs, cluster=ctx.cluster, progress=ctx.progress, desc="runs")
+
+    dense_acc = read_metrics(dense_dir)[-1]["test_acc"]
+    cost_rows, acc_rows = [], []
+    finals = [initial]
+    for kind, dirs in (("set", set_dirs), ("lottery", lot_dirs)):
+        for d in dirs:
+            m = read_metrics(d)
+            last = m[-1]
+            final = load_snapshot(d, last["epoch"], d.name)
+            finals.append(final)
+            acc_rows.append({"subnetwork": d.name, "method": kind, "density": final.density,
+                             "final_test_acc": last["test_acc"], "dense_test_acc": dense_acc,
+                             "difference": last["test_acc"] - dense_acc})
+            cost_rows.append({"subnetwork": d.name, "method": kind, "epochs": last["epoch"],
+                              "train_flops": last["train_flops"],
+                              "seconds": float(sum(r["seconds"] for r in m))})
+    dm = read_metrics(dense_dir)
+    cost_rows.append({"subnetwork": "dense", "method": "dense", "epochs": dm[-1]["epoch"],
+                      "train_flops": dm[-1]["train_flops"], "seconds": float(sum(r["seconds"] for r in dm))})
+    write_csv(out / "tables" / "accuracy.csv", acc_rows)
+    write_csv(out / "tables" / "cost.csv", cost_rows)
+    write_text_atomic(out / "tables" / "accuracy.md", markdown_table(acc_rows))
+    write_text_atomic(out / "tables" / "cost.md", markdown_table(cost_rows))
+
+    cache = out / "nnstd_cache"
+    names = [t.name for t in finals]
+    d_final = pairwise_nnstd(finals, n_jobs=ctx.n_jobs, cluster=ctx.cluster, cache_dir=cache,
+                             progress=ctx.progress, solver=cfg.solver)
+    save_matrix(d_final, names, npz=str(out / "nnstd" / "finals.npz"), csv=str(out / "nnstd" / "finals.csv"))
+    n_layers = d_final.shape[2]
+    figs = {}
+    p = heatmap_grid([d_final[:, :, k] for k in range(n_layers)] + [d_final.mean(axis=2)],
+                     [f"layer {k}" for k in range(n_layers)] + ["mean"], names,
+                     out / "figures" / "nnstd_finals.png", suptitle="NNSTD among final subnetworks")
+    figs["NNSTD among the final subnetworks and the shared initial topology"] = rel(p, out)
+
+    # Every snapshot of every run, embedded in 2-D by classical MDS of the network NNSTD.
+    snaps, labels, groups = [], [], []
+    for d in set_dirs + lot_dirs:
+        for path in sorted((d / "topology").glob("epoch_*.npz")):
+            epoch = int(path.stem.split("_")[1])
+            t = Topology.load(path)
+            if d in lot_dirs and t.density == 1.0:
+                continue  # the dense starting point of pruning is not a subnetwork
+            snaps.append(t.with_name(f"{d.name}@{epoch}"))
+            labels.append(d.name)
+            groups.append(epoch)
+    d_all = pairwise_nnstd(snaps, n_jobs=ctx.n_jobs, cluster=ctx.cluster, cache_dir=cache,
+                           progress=ctx.progress, solver=cfg.solver)
+    save_matrix(d_all, [t.name for t in snaps], npz=str(out / "nnstd" / "snapshots.npz"))
+    coords = classical_mds(d_all.mean(axis=2))
+    points = {}
+    for lab in dict.fromkeys(labels):
+        idx = [i for i, lb in enumerate(labels) if lb == lab]
+        points[lab] = (coords[idx, 0], coords[idx, 1])
+    p = scatter_plot(points, out / "figures" / "mds_trajectories.png", xlabel="MDS 1", ylabel="MDS 2",
+                     title="Topology trajectories (classical MDS of NNSTD)", connect=True, annotate_first=True)
+    figs["2-D embedding of all snapshots (squares: first snapshot)"] = rel(p, out)
+
+    set_idx = [names.index(d.name) for d in set_dirs]
+    set_pairs = [d_final[i, j].mean() for a, i in enumerate(set_idx) for j in set_idx[a + 1:]]
+    set_acc = np.array([r["final_test_acc"] for r in acc_rows if r["method"] == "set"])
+    lot_acc = np.array([r["final_test_acc"] for r in acc_rows if r["method"] == "lottery"])
+    set_flops = np.mean([r["train_flops"] for r in cost_rows if r["method"] == "set"])
+    lot_flops = np.mean([r["train_flops"] for r in cost_rows if r["method"] == "lottery"]) if lot_dirs else float("nan")
+    close = set_acc.min() >= dense_acc - 0.01
+    far = bool(set_pairs) and float(np.mean(set_pairs)) > 0.2
+    findings = [
+        f"SET subnetworks: test accuracy {set_acc.mean():.4f} ± {set_acc.std():.4f} vs dense {dense_acc:.4f}; "
+        + ("every one is within 1 point of the dense model (a 'winning ticket')." if close
+           else "not all are within 1 point of the dense model."),
+        (f"Mean NNSTD among the final SET subnetworks: {np.mean(set_pairs):.3f} (they started identical): "
+         + ("they are far apart, so SET found many different well-performing topologies, as the paper claims."
+            if far else "they stayed close together; the paper's claim of many distinct tickets is not shown here."))
+        if set_pairs else "Only one SET run: no distances among SET subnetworks.",
+    ]
+    if lot_dirs:
+        findings.append(
+            f"Lottery ticket(s): accuracy {lot_acc.mean():.4f}; obtaining them cost {lot_flops:.3g} training "
+            f"FLOPs vs {set_flops:.3g} per SET subnetwork ({lot_flops / set_flops:.1f}x): "
+            + ("SET is cheaper, as the paper claims." if set_flops < lot_flops else "SET is NOT cheaper here.")
+        )
+    return {
+        "title": "SET subnetworks vs lottery tickets (RQ4, RQ5)",
+        "tables": {"Accuracy of each subnetwork vs the dense model": "tables/accuracy.csv",
+                   "Training cost to obtain each subnetwork": "tables/cost.csv"},
+        "markdown_tables": {"Accuracy of each subnetwork vs the dense model": "tables/accuracy.md",
+                            "Training cost to obtain each subnetwork": "tables/cost.md"},
+        "figures": figs,
+        "findings": findings,
+    }
+
+
+register(Experiment(
+    name="tickets", config_cls=TicketsConfig, presets=PRESETS, run=_run,
+    help="RQ4-5: SET runs from one shared topology vs lottery tickets: accuracy, NNSTD, cost, MDS trajectories.",
+))
