@@ -32,8 +32,11 @@ data:
 test: setup
 	$(PY) -m pytest -q
 
+# The main job: the paper's topology-evolution study (Figure 4) at the `small`
+# preset on Fashion-MNIST, then its report (demo_out/report.html).
 demo: setup
-	$(VENV)/bin/sparsetopo demo --out demo_out
+	$(VENV)/bin/sparsetopo experiment evolution --preset small --out demo_out/evolution
+	$(VENV)/bin/sparsetopo report demo_out
 
 bench: setup
 	$(PY) benchmarks/run.py

@@ -39,8 +39,8 @@ class EvolutionConfig(CommonConfig):
 PRESETS = {
     "smoke": dict(hidden=[64, 64, 64], density=0.05, networks=4, epochs=2, snapshot_epochs=[0, 1, 2],
                   limit_train=2000, limit_test=500, batch_size=64),
-    "small": dict(hidden=[784, 784, 784], density=0.006, networks=10, epochs=8, snapshot_epochs=[0, 2, 4, 8],
-                  limit_train=12000, limit_test=5000),
+    "small": dict(hidden=[784, 784, 784], density=0.006, networks=10, epochs=10, snapshot_epochs=[0, 2, 5, 10],
+                  limit_train=24000, limit_test=10000),
     "paper": dict(hidden=[784, 784, 784], density=0.006, networks=10, epochs=200,
                   snapshot_epochs=[0, 10, 30, 50, 100, 190]),
 }
