@@ -185,6 +185,6 @@ def test_bad_experiment_input(tmp_path, data_config):
 
 
 def test_presets_are_valid():
-    for name, exp in EXPERIMENTS.items():
+    for name in EXPERIMENTS:
         for preset in ("smoke", "small", "paper"):
             make_config(name, preset)
