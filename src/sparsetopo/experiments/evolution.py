@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..nnstd import load_matrix, nnstd_many, pairwise_nnstd, save_matrix
-from ..plots import heatmap_grid, line_plot
+from ..plots import heatmap_grid, line_plot, scatter_plot
 from ..topology import Topology, erdos_renyi, perturbation_chain
 from ..training import read_metrics
 from .base import CommonConfig, Context, Experiment, register, rel, write_csv
@@ -138,6 +138,19 @@ def _run(cfg: EvolutionConfig, out: Path, ctx: Context) -> dict:
         + ("all perform alike (spread < 2 points)." if accs.max() - accs.min() < 0.02
            else "their accuracies differ by 2 points or more."),
     ]
+    common = [e for e in epochs if e in PAPER_LAYER0_MEAN]
+    if common:
+        findings.append("Against the paper's published networks (layer 0, mean off-diagonal): " + "; ".join(
+            f"epoch {e}: ours {layer0[e]:.3f} vs paper {PAPER_LAYER0_MEAN[e]:.2f}" for e in common) + ".")
+    else:
+        findings.append(f"No snapshot epoch in common with the paper's ({', '.join(map(str, PAPER_LAYER0_MEAN))}); "
+                        "see the side-by-side table.")
+    p = scatter_plot({"this run": (epochs, [layer0[e] for e in epochs]),
+                      "paper's published networks": (sorted(PAPER_LAYER0_MEAN),
+                                                     [PAPER_LAYER0_MEAN[e] for e in sorted(PAPER_LAYER0_MEAN)])},
+                     out / "figures" / "layer0_vs_paper.png", xlabel="epoch", ylabel="mean off-diagonal NNSTD",
+                     title="Layer 0: this run vs the paper", connect=True)
+    figs["Layer-0 mean off-diagonal NNSTD: this run vs the paper's networks"] = rel(p, out)
     paper_rows = [{"epoch": e, "ours_layer0_mean": layer0.get(e), "paper_layer0_mean": PAPER_LAYER0_MEAN.get(e)}
                   for e in sorted(set(epochs) | set(PAPER_LAYER0_MEAN))]
     write_csv(out / "tables" / "paper_comparison.csv", paper_rows)

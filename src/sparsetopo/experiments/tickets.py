@@ -143,8 +143,11 @@ def _run(cfg: TicketsConfig, out: Path, ctx: Context) -> dict:
         + ("every one is within 1 point of the dense model (a 'winning ticket')." if close
            else "not all are within 1 point of the dense model."),
         (f"Mean NNSTD among the final SET subnetworks: {np.mean(set_pairs):.3f} (they started identical): "
-         + ("they are far apart, so SET found many different well-performing topologies, as the paper claims."
-            if far else "they stayed close together; the paper's claim of many distinct tickets is not shown here."))
+         + ("they are far apart and all perform like the dense model: many distinct winning tickets, "
+            "as the paper claims." if far and close else
+            "they are far apart, but not all reach the dense model's accuracy, so they are not all winning "
+            "tickets." if far else
+            "they stayed close together; the paper's claim of many distinct tickets is not shown here."))
         if set_pairs else "Only one SET run: no distances among SET subnetworks.",
     ]
     if lot_dirs:
