@@ -130,3 +130,41 @@ def test_lottery_prunes_to_target_and_rewinds():
     m = model.layers[0].weight_mask.bool()
     assert torch.equal(model.layers[0].weight[m], init[m])  # rewound to initialisation
     assert method.phase(rounds + 1, model.sizes) == "ticket"
+
+
+def test_sparsify_a_users_own_model_and_loop():
+    from torch import nn
+
+    from sparsetopo.methods import sparsify
+    from sparsetopo.topology import Topology
+
+    torch.manual_seed(0)  # the test's own model init; the library never seeds globally
+    model = nn.Sequential(nn.Linear(40, 60), nn.ReLU(), nn.Linear(60, 50), nn.ReLU(), nn.Linear(50, 4))
+    sp = sparsify(model, "set", epsilon=3, seed=1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    counts = [int(m.weight_mask.sum()) for m in sp.masked_layers]
+    assert counts[-1] == 200 and counts[0] < 40 * 60
+    g = torch.Generator().manual_seed(0)
+    before = sp.topology()
+    for epoch in (1, 2):
+        for _ in range(10):  # the user's loop: no masking calls in it
+            x, y = torch.randn(16, 40, generator=g), torch.randint(0, 4, (16,), generator=g)
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+        for m in sp.masked_layers:
+            assert torch.count_nonzero(m.weight[m.weight_mask == 0]) == 0
+        changed = sp.end_epoch(opt, epoch, 3)
+        assert changed == [0, 1]
+    assert [int(m.weight_mask.sum()) for m in sp.masked_layers] == counts
+    assert sp.topology() != before
+    assert Topology.from_torch(model) == sp.topology()
+    assert "0.weight_mask" in model.state_dict()
+    with pytest.raises(ValueError, match="static, set or rigl"):
+        sparsify(model, "lottery")
+    rigl = sparsify(nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 3)), "rigl", epsilon=2)
+    with pytest.raises(ValueError, match="loss_closure"):
+        rigl.end_epoch(opt, 1, 3)
+    net = rigl.model
+    assert rigl.end_epoch(torch.optim.SGD(net.parameters(), lr=0.1), 1, 3,
+                          loss_closure=lambda: net(torch.randn(8, 10)).pow(2).mean()) == [0]

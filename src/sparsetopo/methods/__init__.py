@@ -12,5 +12,7 @@ from . import static  # noqa: F401
 from . import set_  # noqa: F401
 from . import rigl  # noqa: F401
 from . import lottery  # noqa: F401
+from .sparsify import Sparsifier, sparsify
 
-__all__ = ["METHODS", "DropGrowMethod", "Method", "UpdateContext", "drop_and_grow", "get_method", "register"]
+__all__ = ["METHODS", "DropGrowMethod", "Method", "Sparsifier", "UpdateContext", "drop_and_grow", "get_method",
+           "register", "sparsify"]
