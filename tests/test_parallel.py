@@ -84,7 +84,7 @@ def test_training_runs_on_dask_equal_local(tiny_data, tmp_path):
         return TrainConfig(method="set", data_dir=str(tiny_data), hidden=[16, 16], epsilon=3, epochs=2,
                            batch_size=32, lr=0.05, seed=seed)
 
-    local = run_trainings([(cfg(s), tmp_path / "local" / f"r{s}") for s in range(2)], n_jobs=1, progress=False)
+    local = run_trainings([(cfg(s), tmp_path / "local" / f"r{s}") for s in range(2)], n_jobs=2, progress=False)
     dask = run_trainings([(cfg(s), tmp_path / "dask" / f"r{s}") for s in range(2)], cluster="local:2",
                          progress=False)
     timing = {"seconds", "train_seconds", "update_seconds"}

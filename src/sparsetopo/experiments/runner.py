@@ -33,12 +33,14 @@ def run_trainings(runs: Sequence[tuple[TrainConfig, Path]], *, n_jobs: int = -1,
     each, so two cores train two networks at once.
     """
     runs = list(runs)
-    todo = [(c.validate().to_dict(), str(d), 1) for c, d in runs if not (Path(d) / "result.json").exists()]
-    workers = n_jobs if n_jobs and n_jobs > 0 else (os.cpu_count() or 1)
-    if len(todo) == 1 and cluster is None:
-        todo = [(c, d, 0) for c, d, _ in todo]  # one run alone may use every core
-    for _ in map_tasks(_train_one, todo, n_jobs=min(workers, max(len(todo), 1)), backend="processes",
-                       cluster=cluster, progress=progress, desc=desc):
+    pending = [(c.validate().to_dict(), str(d)) for c, d in runs if not (Path(d) / "result.json").exists()]
+    workers = min(n_jobs if n_jobs and n_jobs > 0 else (os.cpu_count() or 1), max(len(pending), 1))
+    # Worker processes train with one torch thread each; a run trained in this
+    # process leaves torch's thread setting alone.
+    threads = 1 if (cluster is not None or workers > 1) else 0
+    todo = [(c, d, threads) for c, d in pending]
+    for _ in map_tasks(_train_one, todo, n_jobs=workers, backend="processes", cluster=cluster,
+                       progress=progress, desc=desc):
         pass
     return [Path(d) for _, d in runs]
 
