@@ -136,7 +136,31 @@ def bench_training(quick: bool) -> None:
             f"{res['acc1']:.4f} / {res['accN']:.4f}", target, verdict)
 
 
-SECTIONS = {"nnstd": bench_nnstd, "training": bench_training}
+def bench_experiments(quick: bool) -> None:
+    """Wall-clock of each experiment preset through the CLI, as a user runs it (2 cores)."""
+    import shutil
+    import tempfile
+
+    print("Experiments (CLI, Fashion-MNIST, 2 cores)", flush=True)
+    exe = str(Path(sys.executable).with_name("sparsetopo"))
+    presets = [("smoke", 1 if quick else 3, 75)] + ([] if quick else [("small", 1, 600)])
+    for preset, runs, limit in presets:
+        for name in ("evolution", "sparse-vs-dense", "tickets"):
+            times = []
+            for _ in range(runs):
+                tmp = tempfile.mkdtemp()
+                t = time.perf_counter()
+                subprocess.run([exe, "experiment", name, "--preset", preset, "--out", f"{tmp}/{name}", "-q"],
+                               check=True, capture_output=True)
+                times.append(time.perf_counter() - t)
+                shutil.rmtree(tmp)
+            t = statistics.median(times)
+            target = "about a minute" if preset == "smoke" else "<= 10 min on 2 cores"
+            row(f"experiment {name} --preset {preset} ({'median of ' + str(runs) if runs > 1 else '1 run'})",
+                f"{t:.0f} s", target, ok(t <= limit))
+
+
+SECTIONS = {"nnstd": bench_nnstd, "training": bench_training, "experiments": bench_experiments}
 
 
 def main() -> None:

@@ -184,6 +184,17 @@ def test_bad_experiment_input(tmp_path, data_config):
     assert res.exit_code == 2 and "no such directory" in res.output
 
 
+@pytest.mark.parametrize("overrides,msg", [
+    ({"solver": "fast"}, "solver must be one of auto, dense, sparse; got 'fast'"),
+    ({"networks": 1}, "networks must be >= 2, got 1"),
+    ({"epsilons": [1], "seeds": 0}, None),
+])
+def test_experiment_config_validation(overrides, msg):
+    name = "sparse-vs-dense" if "seeds" in overrides else "evolution"
+    with pytest.raises(ValueError, match=msg or "seeds must be >= 1, got 0"):
+        make_config(name, "smoke", overrides)
+
+
 def test_presets_are_valid():
     for name in EXPERIMENTS:
         for preset in ("smoke", "small", "paper"):

@@ -190,3 +190,12 @@ def test_pairwise_matrix_properties_and_parallel_equality(tmp_path):
     assert len(lines) == 1 + 5 * 5 * 4
     with pytest.raises(ValueError, match="same layer shapes"):
         pairwise_nnstd([base, erdos_renyi([100, 81, 60, 5], epsilon=4, seed=0)])
+
+
+def test_topology_and_nnstd_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, sparsetopo, sparsetopo.topology, sparsetopo.nnstd, sparsetopo.cli; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -94,6 +94,14 @@ def make_config(name: str, preset: str, overrides: dict[str, Any] | None = None,
     values.update(overrides)
     config = exp.config_cls(**values)
     config.train_config().validate()  # bad training settings fail before any work
+    from ..nnstd import SOLVERS
+
+    if config.solver not in SOLVERS:
+        raise ValueError(f"{source}: solver must be one of {', '.join(SOLVERS)}; got {config.solver!r}")
+    for name in ("networks", "seeds", "set_runs"):
+        if hasattr(config, name) and int(getattr(config, name)) < (2 if name == "networks" else 1):
+            raise ValueError(f"{source}: {name} must be >= {2 if name == 'networks' else 1}, "
+                             f"got {getattr(config, name)}")
     return config
 
 

@@ -32,7 +32,7 @@ PRESETS = {
     "smoke": dict(hidden=[64, 64], wide_hidden=[128, 128], epsilons=[2, 8], seeds=1, epochs=1,
                   limit_train=2000, limit_test=500, batch_size=64),
     "small": dict(hidden=[300, 300, 300], wide_hidden=[1000, 1000, 1000], epsilons=[1, 5, 20], seeds=2,
-                  epochs=4, limit_train=15000, limit_test=5000),
+                  epochs=12),
     "paper": dict(hidden=[1000, 1000, 1000], wide_hidden=[2000, 2000, 2000], epsilons=[1, 5, 10, 20, 50],
                   seeds=5, epochs=100),
 }

@@ -39,8 +39,8 @@ class TicketsConfig(CommonConfig):
 PRESETS = {
     "smoke": dict(hidden=[64, 64], epsilon=4, set_runs=2, lottery_runs=1, epochs=2, round_epochs=1,
                   prune_rate=0.5, snapshot_epochs=[0, 1, 2], limit_train=2000, limit_test=500, batch_size=64),
-    "small": dict(hidden=[300, 300, 300], epsilon=10, set_runs=4, lottery_runs=1, epochs=5, round_epochs=1,
-                  prune_rate=0.4, snapshot_epochs=[0, 1, 3, 5], limit_train=15000, limit_test=5000),
+    "small": dict(hidden=[300, 300, 300], epsilon=10, set_runs=4, lottery_runs=1, epochs=15, round_epochs=2,
+                  prune_rate=0.4, snapshot_epochs=[0, 1, 3, 7, 15]),
     "paper": dict(hidden=[1000, 1000, 1000], epsilon=20, set_runs=5, lottery_runs=1, epochs=100,
                   round_epochs=20, prune_rate=0.2, snapshot_epochs=[0, 10, 30, 50, 100]),
 }
