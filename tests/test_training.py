@@ -153,3 +153,15 @@ def test_yaml_config_with_cli_override(tmp_path, tiny_data):
     bad.write_text("methd: set\n")
     res = CliRunner().invoke(app, ["train", "--config", str(bad), "--out", str(tmp_path / "x")])
     assert res.exit_code == 2 and "unknown key(s) methd" in res.output
+
+
+def test_example_configs_are_valid():
+    from pathlib import Path
+
+    from sparsetopo.experiments import make_config
+    from sparsetopo.training import load_config_file
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for path in sorted(root.glob("train-*.yaml")):
+        TrainConfig.from_dict(load_config_file(path), source=str(path)).validate()
+    make_config("evolution", "small", load_config_file(root / "evolution-longer-small.yaml"))
