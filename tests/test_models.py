@@ -76,3 +76,41 @@ def test_dropout_is_seeded_and_off_in_eval():
     m1.eval()
     assert torch.equal(m1(x), m1(x))
     np.testing.assert_allclose(m1.drop(torch.ones(3)).numpy(), 1.0)
+
+
+@pytest.mark.parametrize("density", [0.01, 0.2])
+def test_sparse_kernel_matches_dense_matmul(density):
+    sizes = [60, 50, 40, 5]
+    dense = SparseMLP(sizes, init_seed=3, sparse_kernel=False)
+    sparse = SparseMLP(sizes, init_seed=3, sparse_kernel=True)
+    topo = erdos_renyi(sizes, density=density, seed=1)
+    dense.set_topology(topo)
+    sparse.set_topology(topo)
+    x = torch.randn(16, 60, generator=torch.Generator().manual_seed(0))
+    out_d, out_s = dense(x), sparse(x)
+    torch.testing.assert_close(out_s, out_d, rtol=1e-5, atol=1e-5)
+    out_d.square().sum().backward()
+    out_s.square().sum().backward()
+    for ld, ls in zip(dense.layers, sparse.layers):
+        m = ld.weight_mask.bool()
+        torch.testing.assert_close(ls.weight.grad[m], ld.weight.grad[m], rtol=1e-4, atol=1e-5)
+        assert torch.count_nonzero(ls.weight.grad[~m]) == 0  # the sparse kernel's gradient lives on the mask
+        torch.testing.assert_close(ls.bias.grad, ld.bias.grad, rtol=1e-4, atol=1e-5)
+    # a changed mask is picked up (the cached CSR pattern is rebuilt)
+    new = erdos_renyi(sizes, density=density, seed=2)
+    dense.set_topology(new, rescale=False)
+    sparse.set_topology(new, rescale=False)
+    torch.testing.assert_close(sparse(x), dense(x), rtol=1e-5, atol=1e-5)
+    # dense_compute gives gradients everywhere (RigL)
+    sparse.zero_grad()
+    with sparse.dense_compute():
+        sparse(x).sum().backward()
+    last_sparse = sparse.layers[1]  # feeds the dense output layer, so gradients reach it
+    assert torch.count_nonzero(last_sparse.weight.grad[~last_sparse.weight_mask.bool()]) > 0
+    assert not sparse.layers[0].force_dense
+
+
+def test_sparse_kernel_chosen_by_density():
+    model = SparseMLP([100, 100, 10], init_seed=0)
+    model.set_topology(erdos_renyi(model.sizes, density=0.01, seed=0))
+    assert model.layers[0]._use_sparse() and not model.layers[1]._use_sparse()  # output layer dense

@@ -9,6 +9,8 @@ the optimizer step (so momentum never builds up there) and weights after it.
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,13 +30,70 @@ ACTIVATIONS = {
 }
 
 
+#: Layers at most this dense compute with sparse kernels (``sparse_kernel=None``).
+#: Measured on this project's 2-core CPU: 3x faster than a dense matmul at
+#: 0.6 % density, slower from a few per cent on.
+SPARSE_KERNEL_MAX_DENSITY = 0.02
+
+
+class _SparseLinear(torch.autograd.Function):
+    """``x @ W.T + b`` touching only the connections of the mask.
+
+    The weight stays a dense parameter (so optimizers and state dicts are the
+    usual ones); forward gathers its values at the mask's positions into a CSR
+    matrix, backward returns the input gradient through the transposed CSR and
+    a weight gradient that is non-zero only on the mask.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, pattern):
+        crow, col, rows, perm_t, crow_t, col_t = pattern
+        vals = weight[rows, col]
+        with warnings.catch_warnings():  # torch flags CSR support as beta on every first use
+            warnings.simplefilter("ignore", UserWarning)
+            w = torch.sparse_csr_tensor(crow, col, vals, weight.shape)
+            y = torch.sparse.mm(w, x.t()).t()
+        if bias is not None:
+            y = y + bias
+        ctx.save_for_backward(x, vals)
+        ctx.pattern = pattern
+        ctx.shape = weight.shape
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        x, vals = ctx.saved_tensors
+        crow, col, rows, perm_t, crow_t, col_t = ctx.pattern
+        n_out, n_in = ctx.shape
+        gy = gy.contiguous()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            wt = torch.sparse_csr_tensor(crow_t, col_t, vals[perm_t], (n_in, n_out))
+            gx = torch.sparse.mm(wt, gy.t()).t()
+        gw = torch.zeros(ctx.shape, dtype=gy.dtype)
+        gw[rows, col] = (gy.t()[rows] * x.t()[col]).sum(1)
+        gb = gy.sum(0) if ctx.has_bias else None
+        return gx, gw, gb, None
+
+
 class MaskedLinear(nn.Linear):
-    """``nn.Linear`` with a ``weight_mask`` buffer of the weight's shape (1 = connection)."""
+    """``nn.Linear`` with a ``weight_mask`` buffer of the weight's shape (1 = connection).
+
+    ``sparse_kernel``: ``True`` computes through sparse CSR kernels, ``False``
+    through a dense matmul of the (zero-outside-the-mask) weight, ``None``
+    chooses sparse for layers at most ``SPARSE_KERNEL_MAX_DENSITY`` dense.
+    Both give the same result up to float rounding.
+    """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, sparse_kernel: bool | None = None):
         super().__init__(in_features, out_features, bias=bias)
         self.register_buffer("weight_mask", torch.ones(out_features, in_features))
+        self.sparse_kernel = sparse_kernel
+        self.force_dense = False  # set while RigL needs gradients at every position
+        self._pattern_key: tuple | None = None
+        self._pattern: tuple | None = None
         if generator is not None:
             # He-uniform weights (ReLU gain) drawn from our own generator; the
             # bias as in nn.Linear.
@@ -48,6 +107,34 @@ class MaskedLinear(nn.Linear):
     @property
     def n_connections(self) -> int:
         return int(self.weight_mask.count_nonzero())
+
+    def _use_sparse(self) -> bool:
+        if self.force_dense or self.weight.device.type != "cpu":
+            return False
+        if self.sparse_kernel is not None:
+            return self.sparse_kernel
+        return self.n_connections <= SPARSE_KERNEL_MAX_DENSITY * self.weight_mask.numel()
+
+    def _csr_pattern(self) -> tuple:
+        """Index arrays of the mask, rebuilt only when the mask has changed."""
+        key = (self.weight_mask.data_ptr(), self.weight_mask._version)
+        if key != self._pattern_key:
+            mask = self.weight_mask != 0
+            n_out, n_in = mask.shape
+            rows, col = mask.nonzero(as_tuple=True)  # row-major: CSR order
+            crow = torch.zeros(n_out + 1, dtype=torch.int64)
+            crow[1:] = torch.cumsum(mask.sum(1), 0)
+            perm_t = torch.argsort(col * n_out + rows)  # CSR order -> order of the transpose's CSR
+            crow_t = torch.zeros(n_in + 1, dtype=torch.int64)
+            crow_t[1:] = torch.cumsum(mask.sum(0), 0)
+            self._pattern = (crow, col, rows, perm_t, crow_t, rows[perm_t])
+            self._pattern_key = key
+        return self._pattern
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._use_sparse():
+            return _SparseLinear.apply(x, self.weight, self.bias, self._csr_pattern())
+        return super().forward(x)
 
     @torch.no_grad()
     def set_mask(self, mask: torch.Tensor | np.ndarray) -> None:
@@ -103,10 +190,12 @@ class SparseMLP(nn.Module):
         Dropout after each hidden activation.
     init_seed, dropout_seed : int
         Seeds of the weight initialisation and of the dropout masks.
+    sparse_kernel : bool or None
+        Passed to every :class:`MaskedLinear` (``None``: sparse kernels for very sparse layers).
     """
 
     def __init__(self, sizes: Sequence[int], *, activation: str = "relu", dropout: float = 0.0,
-                 init_seed: int = 0, dropout_seed: int = 0):
+                 init_seed: int = 0, dropout_seed: int = 0, sparse_kernel: bool | None = None):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"--activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
@@ -114,7 +203,8 @@ class SparseMLP(nn.Module):
         init_gen = torch.Generator().manual_seed(int(init_seed))
         self.dropout_generator = torch.Generator().manual_seed(int(dropout_seed))
         self.layers = nn.ModuleList(
-            MaskedLinear(a, b, generator=init_gen) for a, b in zip(self.sizes[:-1], self.sizes[1:])
+            MaskedLinear(a, b, generator=init_gen, sparse_kernel=sparse_kernel)
+            for a, b in zip(self.sizes[:-1], self.sizes[1:])
         )
         self.act = ACTIVATIONS[activation]()
         self.drop = SeededDropout(dropout, self.dropout_generator) if dropout > 0 else nn.Identity()
@@ -127,6 +217,18 @@ class SparseMLP(nn.Module):
     @property
     def masked_layers(self) -> list[MaskedLinear]:
         return list(self.layers)
+
+    @contextlib.contextmanager
+    def dense_compute(self):
+        """Compute through dense matmuls inside the block, so that backward gives the
+        gradient at *every* weight position (RigL's grow criterion), not only on the mask."""
+        for layer in self.layers:
+            layer.force_dense = True
+        try:
+            yield self
+        finally:
+            for layer in self.layers:
+                layer.force_dense = False
 
     def apply_masks(self) -> None:
         for layer in self.layers:

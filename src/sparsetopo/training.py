@@ -81,6 +81,8 @@ class TrainConfig:
     round_epochs: int | None = field(default=None, metadata={
         "help": "Lottery: epochs per pruning round (default --epochs)."})
     rewind_epoch: int = field(default=0, metadata={"help": "Lottery: rewind to the weights of this epoch (0: init)."})
+    sparse_kernel: bool | None = field(default=None, metadata={
+        "help": "Sparse CSR kernels for the masked layers (default: for layers at most 2 % dense)."})
     limit_train: int | None = field(default=None, metadata={"help": "Use only the first N training samples."})
     limit_test: int | None = field(default=None, metadata={"help": "Use only the first N test samples."})
 
@@ -290,7 +292,8 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = T
     sizes = config.sizes(data.n_features, data.n_classes)
     method = get_method(config)
     model = SparseMLP(sizes, activation=config.activation, dropout=config.dropout,
-                      init_seed=config.named_seed("init"), dropout_seed=config.named_seed("dropout"))
+                      init_seed=config.named_seed("init"), dropout_seed=config.named_seed("dropout"),
+                      sparse_kernel=config.sparse_kernel)
     if config.initial_topology:
         from .topology import Topology
 
@@ -430,9 +433,10 @@ def _dense_gradients(model, x, y, generator, batch_size: int, n_batches: int = 4
 
     model.zero_grad(set_to_none=True)
     idx = torch.randperm(len(x), generator=generator)[: batch_size * n_batches]
-    for i in range(0, len(idx), batch_size):
-        b = idx[i:i + batch_size]
-        (F.cross_entropy(model(x[b]), y[b]) * len(b) / len(idx)).backward()
+    with model.dense_compute():
+        for i in range(0, len(idx), batch_size):
+            b = idx[i:i + batch_size]
+            (F.cross_entropy(model(x[b]), y[b]) * len(b) / len(idx)).backward()
     grads = [layer.weight.grad.detach().clone() for layer in model.masked_layers]
     model.zero_grad(set_to_none=True)
     return grads
