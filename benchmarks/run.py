@@ -136,6 +136,25 @@ def bench_training(quick: bool) -> None:
             f"{res['acc1']:.4f} / {res['accN']:.4f}", target, verdict)
 
 
+def bench_sparse_kernel(quick: bool) -> None:
+    """The evolution study's network (784-784-784-784-10 at 0.6 %): dense matmul vs sparse kernels."""
+    import tempfile
+
+    print("Sparse kernels (784-784-784-784-10 at 0.6 %, SET, full Fashion-MNIST, 1 thread)", flush=True)
+    epochs = 2 if quick else 3
+    for kernel in (False, True):
+        with tempfile.TemporaryDirectory() as tmp:
+            res = run_in_subprocess(
+                "import statistics, torch\nfrom sparsetopo.training import TrainConfig, train\n"
+                "torch.set_num_threads(1)\n"
+                f"r=train(TrainConfig(method='set', hidden=[784, 784, 784], density=0.006, epsilon=None, "
+                f"epochs={epochs}, sparse_kernel={kernel}), {tmp!r} + '/run', progress=False, log=lambda m: None)\n"
+                "RESULT={'epoch_s': statistics.median(x['train_seconds'] for x in r.metrics), "
+                "'acc': r.metrics[-1]['test_acc']}")
+        row(f"SET epoch, {'sparse kernels' if kernel else 'dense masked matmul'} (median of {epochs})",
+            f"{res['epoch_s']:.1f} s (test acc {res['acc']:.4f})", "(measure)")
+
+
 def bench_experiments(quick: bool) -> None:
     """Wall-clock of each experiment preset through the CLI, as a user runs it (2 cores)."""
     import shutil
@@ -160,7 +179,8 @@ def bench_experiments(quick: bool) -> None:
                 f"{t:.0f} s", target, ok(t <= limit))
 
 
-SECTIONS = {"nnstd": bench_nnstd, "training": bench_training, "experiments": bench_experiments}
+SECTIONS = {"nnstd": bench_nnstd, "training": bench_training, "sparse-kernel": bench_sparse_kernel,
+            "experiments": bench_experiments}
 
 
 def main() -> None:
