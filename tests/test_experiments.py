@@ -188,9 +188,11 @@ def test_bad_experiment_input(tmp_path, data_config):
     ({"solver": "fast"}, "solver must be one of auto, dense, sparse; got 'fast'"),
     ({"networks": 1}, "networks must be >= 2, got 1"),
     ({"epsilons": [1], "seeds": 0}, None),
+    ({"methods": ["set", "magic"]}, r"methods must be a non-empty list of static, set, rigl; got \['set', 'magic'\]"),
+    ({"perturb_fraction": 0}, r"perturb_fraction must be in \(0, 1\], got 0"),
 ])
 def test_experiment_config_validation(overrides, msg):
-    name = "sparse-vs-dense" if "seeds" in overrides else "evolution"
+    name = "sparse-vs-dense" if {"seeds", "methods"} & set(overrides) else "evolution"
     with pytest.raises(ValueError, match=msg or "seeds must be >= 1, got 0"):
         make_config(name, "smoke", overrides)
 

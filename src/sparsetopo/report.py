@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from ._util import write_text_atomic
+from ._util import markdown_table, write_text_atomic
 
 __all__ = ["find_experiments", "write_report"]
 
@@ -47,15 +47,6 @@ def find_experiments(root: str | os.PathLike) -> list[tuple[Path, dict[str, Any]
 def _read_csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
-
-
-def _md_table(rows: list[dict[str, str]]) -> str:
-    if not rows:
-        return "_(empty)_\n"
-    cols = list(rows[0])
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    out += ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows]
-    return "\n".join(out) + "\n"
 
 
 def _html_table(rows: list[dict[str, str]]) -> str:
@@ -99,7 +90,7 @@ def write_report(root: str | os.PathLike) -> tuple[Path, Path]:
         body += ["<h3>Findings</h3><ul>"] + [f"<li>{html.escape(f)}</li>" for f in s.get("findings", [])] + ["</ul>"]
         for caption, rel_path in s.get("tables", {}).items():
             rows = _read_csv(exp_dir / rel_path)
-            md += [f"### {caption}", "", _md_table(rows)]
+            md += [f"### {caption}", "", markdown_table(rows)]
             body += [f"<h3>{html.escape(caption)}</h3>", _html_table(rows)]
         for caption, rel_path in s.get("figures", {}).items():
             fig = exp_dir / rel_path

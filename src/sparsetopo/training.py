@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import io
 import json
 import os
 import sys
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ._util import atomic_path, write_text_atomic
+from ._util import atomic_path, write_csv, write_text_atomic
 
 __all__ = ["TrainConfig", "RunResult", "train", "load_config_file", "SEED_PURPOSES"]
 
@@ -216,16 +215,6 @@ def _evaluate(model, x, y, batch: int = 2000) -> tuple[float, float]:
     return loss / len(x), correct / len(x)
 
 
-def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
-    if not rows:
-        return
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    w.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
-
-
 def _snapshot(model, out: Path, epoch: int, config: TrainConfig, run_name: str) -> None:
     topo = model.topology(epoch=epoch, method=config.method, run=run_name)
     topo.with_name(f"{run_name}@{epoch}").save(out / "topology" / f"epoch_{epoch:03d}.npz")
@@ -397,7 +386,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = T
         row["update_seconds"] = update_seconds
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
-        _write_metrics(out / "metrics.csv", rows)
+        write_csv(out / "metrics.csv", rows)
         if epoch in snapshots:
             _snapshot(model, out, epoch, config, run_name)
         state = {

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from .._util import write_csv as _write_csv
 from .._util import write_text_atomic
 from ..training import TrainConfig
 
@@ -94,6 +95,11 @@ def make_config(name: str, preset: str, overrides: dict[str, Any] | None = None,
     values.update(overrides)
     config = exp.config_cls(**values)
     config.train_config().validate()  # bad training settings fail before any work
+    if hasattr(config, "validate"):
+        try:
+            config.validate()
+        except ValueError as exc:
+            raise ValueError(f"{source}: {exc}") from None
     from ..nnstd import SOLVERS
 
     if config.solver not in SOLVERS:
@@ -131,27 +137,8 @@ def run_experiment(name: str, preset: str, out: str | os.PathLike, *, config_fil
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Write rows as CSV (atomically); floats with 6 significant digits, None as empty."""
-    import csv
-    import io
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if v is None else (f"{v:.6g}" if isinstance(v, float) else v)) for k, v in r.items()})
-    write_text_atomic(path, buf.getvalue())
-
-
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    """Rows as a GitHub-flavoured markdown table."""
-    def fmt(v):
-        return "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
-
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    """Tables for people: floats to 6 significant digits."""
+    _write_csv(path, rows, float_digits=6)
 
 
 def rel(path: Path, out: Path) -> str:

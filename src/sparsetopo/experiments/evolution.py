@@ -35,6 +35,12 @@ class EvolutionConfig(CommonConfig):
     snapshot_epochs: list[int] = field(default_factory=lambda: [0, 10, 30, 50, 100, 190])
     topology_seed: int = 0
 
+    def validate(self) -> None:
+        if not 0 < self.density <= 1:
+            raise ValueError(f"density must be in (0, 1], got {self.density}")
+        if not 0 < self.perturb_fraction <= 1:
+            raise ValueError(f"perturb_fraction must be in (0, 1], got {self.perturb_fraction}")
+
 
 PRESETS = {
     "smoke": dict(hidden=[64, 64, 64], density=0.05, networks=4, epochs=2, snapshot_epochs=[0, 1, 2],

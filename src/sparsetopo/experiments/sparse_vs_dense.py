@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .._util import write_text_atomic
+from .._util import markdown_table, write_text_atomic
 from ..plots import scatter_plot
-from ..topology import Topology
 from ..training import read_metrics
-from .base import CommonConfig, Context, Experiment, markdown_table, register, rel, write_csv
-from .runner import run_trainings
+from .base import CommonConfig, Context, Experiment, register, rel, write_csv
+from .runner import load_snapshot, run_trainings
 
 
 @dataclass
@@ -26,6 +25,13 @@ class SparseVsDenseConfig(CommonConfig):
     epsilons: list[float] = field(default_factory=lambda: [1, 5, 10, 20, 50])
     methods: list[str] = field(default_factory=lambda: ["static", "set"])
     seeds: int = 5
+
+    def validate(self) -> None:
+        bad = [m for m in self.methods if m not in ("static", "set", "rigl")]
+        if bad or not self.methods:
+            raise ValueError(f"methods must be a non-empty list of static, set, rigl; got {self.methods}")
+        if not self.epsilons or any(float(e) <= 0 for e in self.epsilons):
+            raise ValueError(f"epsilons must be a non-empty list of numbers > 0; got {self.epsilons}")
 
 
 PRESETS = {
@@ -58,7 +64,7 @@ def _run(cfg: SparseVsDenseConfig, out: Path, ctx: Context) -> dict:
     table = []
     for (method, hidden, eps), dirs in groups.items():
         accs = np.array([read_metrics(d)[-1]["test_acc"] for d in dirs])
-        final = Topology.load(max((dirs[0] / "topology").glob("epoch_*.npz")))
+        final = load_snapshot(dirs[0], read_metrics(dirs[0])[-1]["epoch"])
         table.append({"method": method, "hidden": hidden, "epsilon": "" if eps is None else f"{eps:g}",
                       "density": final.density, "parameters": sum(final.n_connections) + sum(final.sizes[1:]),
                       "test_acc_mean": float(accs.mean()), "test_acc_std": float(accs.std()),

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .._util import write_text_atomic
+from .._util import markdown_table, write_text_atomic
 from ..nnstd import classical_mds, pairwise_nnstd, save_matrix
 from ..plots import heatmap_grid, scatter_plot
 from ..topology import Topology, erdos_renyi
 from ..training import read_metrics
-from .base import CommonConfig, Context, Experiment, markdown_table, register, rel, write_csv
+from .base import CommonConfig, Context, Experiment, register, rel, write_csv
 from .runner import load_snapshot, run_trainings
 
 
@@ -34,6 +34,12 @@ class TicketsConfig(CommonConfig):
     rewind_epoch: int = 0
     snapshot_epochs: list[int] = field(default_factory=lambda: [0, 10, 30, 50, 100])
     topology_seed: int = 0
+
+    def validate(self) -> None:
+        self.train_config(method="lottery", epsilon=self.epsilon, prune_rate=self.prune_rate,
+                          round_epochs=self.round_epochs, rewind_epoch=self.rewind_epoch).validate()
+        if self.lottery_runs < 0:
+            raise ValueError(f"lottery_runs must be >= 0, got {self.lottery_runs}")
 
 
 PRESETS = {
