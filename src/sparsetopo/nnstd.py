@@ -43,6 +43,7 @@ import scipy.sparse as ss
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
+from ._util import atomic_path, write_text_atomic
 from .topology import Topology
 
 __all__ = [
@@ -312,40 +313,38 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
             )
     n = len(topologies)
     prints = [t.fingerprint() for t in topologies]
+    by_print = dict(zip(prints, topologies))
     tag = f"{solver}-{'matched' if match_outputs else 'identity'}-outputs"
-    cache = Path(cache_dir) if cache_dir is not None else None
+
+    def cache_file(key: tuple[str, str]) -> Path | None:
+        return Path(cache_dir) / f"{key[0]}-{key[1]}-{tag}.npy" if cache_dir is not None else None
+
+    # One key per unordered pair, in canonical (sorted-fingerprint) order.
+    pair_keys = {(i, j): tuple(sorted((prints[i], prints[j]))) for i in range(n) for j in range(i + 1, n)}
     results: dict[tuple[str, str], np.ndarray] = {}
-    todo: dict[tuple[str, str], tuple[Topology, Topology]] = {}
-    for i in range(n):
-        for j in range(i + 1, n):
-            key = tuple(sorted((prints[i], prints[j])))
-            if key in results or key in todo:
-                continue
-            if key[0] == key[1]:
-                results[key] = np.zeros(len(shapes))
-                continue
-            path = cache / f"{key[0]}-{key[1]}-{tag}.npy" if cache is not None else None
-            if path is not None and path.exists():
-                results[key] = np.load(path)
-                continue
-            first, second = (topologies[i], topologies[j]) if prints[i] == key[0] else (topologies[j], topologies[i])
-            todo[key] = (first, second)
+    todo: list[tuple[str, str]] = []
+    for key in dict.fromkeys(pair_keys.values()):
+        path = cache_file(key)
+        if key[0] == key[1]:
+            results[key] = np.zeros(len(shapes))
+        elif path is not None and path.exists():
+            results[key] = np.load(path)
+        else:
+            todo.append(key)
 
-    keys = list(todo)
-    computed = nnstd_many([todo[k] for k in keys], match_outputs=match_outputs, solver=solver, n_jobs=n_jobs,
-                          progress=progress, max_dense_bytes=max_dense_bytes, cluster=cluster)
-    for key, per_layer in zip(keys, computed):
+    computed = nnstd_many([(by_print[a], by_print[b]) for a, b in todo], match_outputs=match_outputs,
+                          solver=solver, n_jobs=n_jobs, progress=progress, max_dense_bytes=max_dense_bytes,
+                          cluster=cluster)
+    for key, per_layer in zip(todo, computed):
         results[key] = per_layer
-        if cache is not None:
-            from ._util import atomic_path
-
-            with atomic_path(cache / f"{key[0]}-{key[1]}-{tag}.npy") as tmp:
+        path = cache_file(key)
+        if path is not None:
+            with atomic_path(path) as tmp:
                 np.save(tmp, per_layer)
 
     out = np.zeros((n, n, len(shapes)), dtype=np.float64)
-    for i in range(n):
-        for j in range(i + 1, n):
-            out[i, j] = out[j, i] = results[tuple(sorted((prints[i], prints[j])))]
+    for (i, j), key in pair_keys.items():
+        out[i, j] = out[j, i] = results[key]
     return out
 
 
@@ -377,8 +376,6 @@ def save_matrix(distances: np.ndarray, names: Sequence[str], *, npz: str | None 
     """
     import csv as _csv
     import io
-
-    from ._util import atomic_path, write_text_atomic
 
     distances = np.asarray(distances, dtype=np.float64)
     names = [str(n) for n in names]

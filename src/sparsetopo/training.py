@@ -266,8 +266,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = T
     if (out / "config.yaml").exists():
         _check_same_config(out, config)
         if (out / "result.json").exists():
-            rows = _read_metrics(out / "metrics.csv")
-            return RunResult(out, rows, skipped=True)
+            return RunResult(out, read_metrics(out), skipped=True)
     else:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -431,7 +430,9 @@ def _dense_gradients(model, x, y, generator, batch_size: int, n_batches: int = 4
     return grads
 
 
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a run's ``metrics.csv`` with numbers parsed (empty before the first epoch)."""
+    path = Path(run_dir) / "metrics.csv"
     if not path.exists():
         return []
     with open(path) as f:
@@ -445,8 +446,3 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
             except ValueError:
                 pass
     return rows
-
-
-def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The rows of a run's ``metrics.csv`` with numbers parsed."""
-    return _read_metrics(Path(run_dir) / "metrics.csv")

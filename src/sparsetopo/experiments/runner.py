@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..parallel import map_tasks
 from ..topology import Topology
-from ..training import TrainConfig, read_metrics
+from ..training import TrainConfig
 
 
 def _train_one(task: tuple[dict, str, int]) -> str:
@@ -53,6 +53,3 @@ def load_snapshot(run_dir: Path, epoch: int, name: str | None = None) -> Topolog
     t = Topology.load(snapshot_path(run_dir, epoch))
     return t.with_name(name or f"{Path(run_dir).name}@{epoch}")
 
-
-def final_metrics(run_dir: Path) -> dict:
-    return read_metrics(run_dir)[-1]

@@ -63,8 +63,9 @@ def _run(cfg: SparseVsDenseConfig, out: Path, ctx: Context) -> dict:
 
     table = []
     for (method, hidden, eps), dirs in groups.items():
-        accs = np.array([read_metrics(d)[-1]["test_acc"] for d in dirs])
-        final = load_snapshot(dirs[0], read_metrics(dirs[0])[-1]["epoch"])
+        lasts = [read_metrics(d)[-1] for d in dirs]
+        accs = np.array([m["test_acc"] for m in lasts])
+        final = load_snapshot(dirs[0], lasts[0]["epoch"])
         table.append({"method": method, "hidden": hidden, "epsilon": "" if eps is None else f"{eps:g}",
                       "density": final.density, "parameters": sum(final.n_connections) + sum(final.sizes[1:]),
                       "test_acc_mean": float(accs.mean()), "test_acc_std": float(accs.std()),

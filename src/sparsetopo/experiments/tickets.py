@@ -78,7 +78,8 @@ def _run(cfg: TicketsConfig, out: Path, ctx: Context) -> dict:
     ctx.log(f"tickets: {cfg.set_runs} SET runs from one topology, {cfg.lottery_runs} lottery ticket(s), 1 dense")
     run_trainings(runs, n_jobs=ctx.n_jobs, cluster=ctx.cluster, progress=ctx.progress, desc="runs")
 
-    dense_acc = read_metrics(dense_dir)[-1]["test_acc"]
+    dm = read_metrics(dense_dir)
+    dense_acc = dm[-1]["test_acc"]
     cost_rows, acc_rows = [], []
     finals = [initial]
     for kind, dirs in (("set", set_dirs), ("lottery", lot_dirs)):
@@ -93,7 +94,6 @@ def _run(cfg: TicketsConfig, out: Path, ctx: Context) -> dict:
             cost_rows.append({"subnetwork": d.name, "method": kind, "epochs": last["epoch"],
                               "train_flops": last["train_flops"],
                               "seconds": float(sum(r["seconds"] for r in m))})
-    dm = read_metrics(dense_dir)
     cost_rows.append({"subnetwork": "dense", "method": "dense", "epochs": dm[-1]["epoch"],
                       "train_flops": dm[-1]["train_flops"], "seconds": float(sum(r["seconds"] for r in dm))})
     write_csv(out / "tables" / "accuracy.csv", acc_rows)
