@@ -114,3 +114,11 @@ def test_sparse_kernel_chosen_by_density():
     model = SparseMLP([100, 100, 10], init_seed=0)
     model.set_topology(erdos_renyi(model.sizes, density=0.01, seed=0))
     assert model.layers[0]._use_sparse() and not model.layers[1]._use_sparse()  # output layer dense
+
+
+def test_sparse_kernel_choice_follows_mask_changes():
+    model = SparseMLP([100, 100, 10], init_seed=0)
+    model.set_topology(erdos_renyi(model.sizes, density=0.01, seed=0))
+    assert model.layers[0]._use_sparse()
+    model.set_topology(erdos_renyi(model.sizes, density=0.3, seed=0), rescale=False)
+    assert not model.layers[0]._use_sparse()

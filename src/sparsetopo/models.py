@@ -94,6 +94,8 @@ class MaskedLinear(nn.Linear):
         self.force_dense = False  # set while RigL needs gradients at every position
         self._pattern_key: tuple | None = None
         self._pattern: tuple | None = None
+        self._auto_key: tuple | None = None
+        self._auto_sparse = False
         if generator is not None:
             # He-uniform weights (ReLU gain) drawn from our own generator; the
             # bias as in nn.Linear.
@@ -113,7 +115,12 @@ class MaskedLinear(nn.Linear):
             return False
         if self.sparse_kernel is not None:
             return self.sparse_kernel
-        return self.n_connections <= SPARSE_KERNEL_MAX_DENSITY * self.weight_mask.numel()
+        # Counting the mask costs a pass over it: decide once per mask version, not per batch.
+        key = (self.weight_mask.data_ptr(), self.weight_mask._version)
+        if key != self._auto_key:
+            self._auto_sparse = self.n_connections <= SPARSE_KERNEL_MAX_DENSITY * self.weight_mask.numel()
+            self._auto_key = key
+        return self._auto_sparse
 
     def _csr_pattern(self) -> tuple:
         """Index arrays of the mask, rebuilt only when the mask has changed."""

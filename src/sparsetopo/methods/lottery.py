@@ -47,15 +47,19 @@ class Lottery(Method):
         r = (epoch - 1) // self.round_epochs() + 1
         return f"prune-round-{r}" if r <= self.n_rounds(sizes) else "ticket"
 
+    @staticmethod
+    def _copy_params(model) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in model.named_parameters()}
+
     def on_start(self, model) -> None:
         if self.config.rewind_epoch == 0:
-            self._rewind = {k: v.detach().clone() for k, v in model.named_parameters()}
+            self._rewind = self._copy_params(model)
 
     def after_epoch(self, ctx) -> UpdateResult:
         model = ctx.model
         sizes = model.sizes
         if ctx.epoch == self.config.rewind_epoch and self._rewind is None:
-            self._rewind = {k: v.detach().clone() for k, v in model.named_parameters()}
+            self._rewind = self._copy_params(model)
         re = self.round_epochs()
         rounds = self.n_rounds(sizes)
         if ctx.epoch % re or ctx.epoch // re > rounds:
