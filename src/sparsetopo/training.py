@@ -192,12 +192,18 @@ class RunResult:
 
 # ------------------------------------------------------------------ helpers
 def _make_optimizer(config: TrainConfig, model):
+    """The configured optimizer. SGD is :class:`MaskedSGD`, which takes the sparse
+    kernels' sparse gradients (the same update as ``torch.optim.SGD``, on the mask only)."""
     import torch
 
-    if config.optimizer == "adam":
+    from .optim import MaskedSGD
+
+    sgd = config.optimizer == "sgd"
+    for layer in model.masked_layers:
+        layer.sparse_grad = sgd
+    if not sgd:
         return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                           weight_decay=config.weight_decay)
+    return MaskedSGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
 def _evaluate(model, x, y, batch: int = 2000) -> tuple[float, float]:
