@@ -19,7 +19,7 @@ from torch import nn
 
 from .topology import Topology
 
-__all__ = ["ACTIVATIONS", "MaskedLinear", "SeededDropout", "SparseMLP"]
+__all__ = ["ACTIVATIONS", "INITS", "MaskedLinear", "SeededDropout", "SparseMLP"]
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -29,6 +29,10 @@ ACTIVATIONS = {
     "leaky_relu": nn.LeakyReLU,
 }
 
+#: Weight initialisations: ``he`` -- He-uniform, rescaled in ``set_topology`` to
+#: each neuron's actual fan-in; ``normal`` -- N(0, init_std^2) weights and zero
+#: biases, SET's original implementation (no rescaling: the scale is absolute).
+INITS = ("he", "normal")
 
 #: Layers at most this dense compute with sparse kernels (``sparse_kernel=None``).
 #: Measured on this project's 2-core CPU: 3x faster than a dense matmul at
@@ -101,7 +105,8 @@ class MaskedLinear(nn.Linear):
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 generator: torch.Generator | None = None, sparse_kernel: bool | None = None):
+                 generator: torch.Generator | None = None, sparse_kernel: bool | None = None,
+                 init: str = "he", init_std: float = 0.1):
         super().__init__(in_features, out_features, bias=bias)
         self.register_buffer("weight_mask", torch.ones(out_features, in_features))
         self.sparse_kernel = sparse_kernel
@@ -114,15 +119,23 @@ class MaskedLinear(nn.Linear):
         self._pattern: tuple | None = None
         self._auto_key: tuple | None = None
         self._auto_sparse = False
+        if init not in INITS:
+            raise ValueError(f"--init must be one of {', '.join(INITS)}; got {init!r}")
         if generator is not None:
-            # He-uniform weights (ReLU gain) drawn from our own generator; the
-            # bias as in nn.Linear.
-            bound = float(np.sqrt(6.0 / in_features))
             with torch.no_grad():
-                self.weight.uniform_(-bound, bound, generator=generator)
-                if self.bias is not None:
-                    b = 1.0 / float(np.sqrt(in_features))
-                    self.bias.uniform_(-b, b, generator=generator)
+                if init == "normal":
+                    # SET's original implementation: N(0, std^2) weights, zero biases.
+                    self.weight.normal_(0.0, init_std, generator=generator)
+                    if self.bias is not None:
+                        self.bias.zero_()
+                else:
+                    # He-uniform weights (ReLU gain) drawn from our own generator; the
+                    # bias as in nn.Linear.
+                    bound = float(np.sqrt(6.0 / in_features))
+                    self.weight.uniform_(-bound, bound, generator=generator)
+                    if self.bias is not None:
+                        b = 1.0 / float(np.sqrt(in_features))
+                        self.bias.uniform_(-b, b, generator=generator)
 
     @property
     def n_connections(self) -> int:
@@ -221,20 +234,24 @@ class SparseMLP(nn.Module):
         Dropout after each hidden activation.
     init_seed, dropout_seed : int
         Seeds of the weight initialisation and of the dropout masks.
+    init : {"he", "normal"}
+        See ``INITS``; ``init_std`` is the standard deviation of ``normal``.
     sparse_kernel : bool or None
         Passed to every :class:`MaskedLinear` (``None``: sparse kernels for very sparse layers).
     """
 
     def __init__(self, sizes: Sequence[int], *, activation: str = "relu", dropout: float = 0.0,
-                 init_seed: int = 0, dropout_seed: int = 0, sparse_kernel: bool | None = None):
+                 init_seed: int = 0, dropout_seed: int = 0, sparse_kernel: bool | None = None,
+                 init: str = "he", init_std: float = 0.1):
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ValueError(f"--activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
         self.sizes = tuple(int(s) for s in sizes)
+        self.init = init
         init_gen = torch.Generator().manual_seed(int(init_seed))
         self.dropout_generator = torch.Generator().manual_seed(int(dropout_seed))
         self.layers = nn.ModuleList(
-            MaskedLinear(a, b, generator=init_gen, sparse_kernel=sparse_kernel)
+            MaskedLinear(a, b, generator=init_gen, sparse_kernel=sparse_kernel, init=init, init_std=init_std)
             for a, b in zip(self.sizes[:-1], self.sizes[1:])
         )
         self.act = ACTIVATIONS[activation]()
@@ -270,14 +287,17 @@ class SparseMLP(nn.Module):
             layer.mask_grad()
 
     @torch.no_grad()
-    def set_topology(self, topology: Topology, *, rescale: bool = True) -> None:
+    def set_topology(self, topology: Topology, *, rescale: bool | None = None) -> None:
         """Install a topology's masks.
 
-        With ``rescale`` each neuron's initial weights are scaled by
-        ``sqrt(n_in / fan_in)``, i.e. He initialisation for its *actual*
-        number of inputs; without it a 4 %-dense layer would shrink the
-        signal fivefold and a deep sparse net would not start learning.
+        With ``rescale`` (default: for ``init="he"``) each neuron's initial
+        weights are scaled by ``sqrt(n_in / fan_in)``, i.e. He initialisation
+        for its *actual* number of inputs; without it a 4 %-dense layer would
+        shrink the signal fivefold and a deep sparse net would not start
+        learning. ``init="normal"`` keeps SET's absolute scale.
         """
+        if rescale is None:
+            rescale = self.init == "he"
         if len(topology) != len(self.layers):
             raise ValueError(f"topology has {len(topology)} layers, the model {len(self.layers)}")
         if topology.shapes != tuple(tuple(layer.weight.shape) for layer in self.layers):
@@ -288,8 +308,14 @@ class SparseMLP(nn.Module):
                 fan_in = layer.weight_mask.sum(dim=1, keepdim=True).clamp(min=1)
                 layer.weight.mul_(torch.sqrt(layer.in_features / fan_in))
 
-    def topology(self, **metadata) -> Topology:
-        masks = [layer.weight_mask.detach().cpu().numpy() != 0 for layer in self.layers]
+    def topology(self, *, nonzero: bool = False, **metadata) -> Topology:
+        """The masks as a Topology; with ``nonzero`` only connections whose weight is not exactly zero."""
+        masks = []
+        for layer in self.layers:
+            m = layer.weight_mask.detach() != 0
+            if nonzero:
+                m &= layer.weight.detach() != 0
+            masks.append(m.cpu().numpy())
         return Topology.from_masks(masks, metadata=metadata)
 
     def n_connections(self) -> list[int]:

@@ -32,10 +32,14 @@ import yaml
 
 from ._util import atomic_path, write_csv, write_text_atomic
 
-__all__ = ["TrainConfig", "RunResult", "train", "load_config_file", "SEED_PURPOSES"]
+__all__ = ["TrainConfig", "RunResult", "train", "load_config_file", "loss_function", "SEED_PURPOSES"]
 
 SEED_PURPOSES = ("topology", "init", "data", "regrowth", "dropout")
 OPTIMIZERS = ("sgd", "adam")
+LOSSES = ("cross_entropy", "mse")
+REGROW_INITS = ("zero", "normal")
+SNAPSHOT_TIMINGS = ("after_update", "before_update")
+SNAPSHOT_CONNECTIONS = ("mask", "nonzero")
 
 
 @dataclass
@@ -58,6 +62,17 @@ class TrainConfig:
     initial_topology: str | None = field(default=None, metadata={
         "help": "Start from this saved topology (.npz) instead of a random Erdős–Rényi one (static, set, rigl)."})
     zeta: float = field(default=0.3, metadata={"help": "Fraction of connections dropped and regrown per epoch."})
+    init: str = field(default="he", metadata={
+        "help": "Weight initialisation: he (He-uniform rescaled to each neuron's fan-in) or normal "
+                "(N(0, init_std^2), zero biases: SET's original code)."})
+    init_std: float = field(default=0.1, metadata={"help": "Standard deviation of --init normal and --regrow-init normal."})
+    regrow_init: str = field(default="zero", metadata={
+        "help": "Value of a regrown connection: zero (SET's Keras code, RigL) or normal (N(0, init_std^2): SET's NumPy code)."})
+    loss: str = field(default="cross_entropy", metadata={
+        "help": "cross_entropy (softmax) or mse (sigmoid outputs, squared error to one-hot labels: SET's NumPy code)."})
+    snapshot_timing: str = field(default="after_update", metadata={
+        "help": "Topology snapshot of epoch E: after_update (after E epochs and the E-th drop-and-grow) or "
+                "before_update (after E epochs of training, before that update: only connections that trained)."})
     dense_output: bool = field(default=True, metadata={"help": "Keep the output layer fully connected."})
     epochs: int = field(default=100, metadata={"help": "Training epochs (for lottery: of the final ticket)."})
     batch_size: int = field(default=128, metadata={"help": "Mini-batch size."})
@@ -76,6 +91,11 @@ class TrainConfig:
     snapshot_epochs: list[int] = field(default_factory=list, metadata={
         "help": "Epochs whose topology is saved (0 and the last are always saved)."})
     snapshot_every: int = field(default=0, metadata={"help": "Also snapshot every N epochs (0: off)."})
+    snapshot_connections: str = field(default="mask", metadata={
+        "help": "Connections in a topology snapshot: mask (every connection) or nonzero (only those whose weight "
+                "is not exactly zero, as in a saved weight matrix like the paper's published files)."})
+    snapshot_weights: bool = field(default=False, metadata={
+        "help": "With each topology snapshot also save the weights and biases (weights/epoch_XXX.npz)."})
     prune_rate: float = field(default=0.2, metadata={"help": "Lottery: fraction pruned per round, in (0, 1)."})
     round_epochs: int | None = field(default=None, metadata={
         "help": "Lottery: epochs per pruning round (default --epochs)."})
@@ -105,7 +125,7 @@ class TrainConfig:
         """Raise ``ValueError`` naming the option, allowed values and value given."""
         from .data import DATASETS
         from .methods import METHODS
-        from .models import ACTIVATIONS
+        from .models import ACTIVATIONS, INITS
 
         def choice(name, value, allowed):
             if value not in allowed:
@@ -115,6 +135,13 @@ class TrainConfig:
         choice("dataset", self.dataset, DATASETS)
         choice("activation", self.activation, list(ACTIVATIONS))
         choice("optimizer", self.optimizer, OPTIMIZERS)
+        choice("init", self.init, INITS)
+        choice("regrow-init", self.regrow_init, REGROW_INITS)
+        choice("loss", self.loss, LOSSES)
+        choice("snapshot-timing", self.snapshot_timing, SNAPSHOT_TIMINGS)
+        choice("snapshot-connections", self.snapshot_connections, SNAPSHOT_CONNECTIONS)
+        if not self.init_std > 0:
+            raise ValueError(f"--init-std must be > 0, got {self.init_std}")
         if not self.hidden or any(int(h) < 1 for h in self.hidden):
             raise ValueError(f"--hidden must list positive layer sizes, got {self.hidden}")
         if self.density is None and (self.epsilon is None or not self.epsilon > 0):
@@ -206,28 +233,89 @@ def _make_optimizer(config: TrainConfig, model):
     return MaskedSGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
-def _evaluate(model, x, y, batch: int = 2000) -> tuple[float, float]:
+def loss_function(name: str):
+    """``fn(logits, y, reduction)`` for a ``--loss`` name.
+
+    ``mse`` is SET's original loss: sigmoid outputs, squared error to the
+    one-hot labels summed over classes and halved, averaged over the batch
+    (its gradient is SET's ``(y_pred - y_true) * sigmoid'``).
+    """
     import torch
     import torch.nn.functional as F
+
+    if name == "cross_entropy":
+        return F.cross_entropy
+
+    def mse(logits, y, reduction: str = "mean"):
+        target = F.one_hot(y, logits.shape[1]).to(logits.dtype)
+        per_sample = 0.5 * (torch.sigmoid(logits) - target).pow(2).sum(1)
+        return per_sample.sum() if reduction == "sum" else per_sample.mean()
+
+    if name == "mse":
+        return mse
+    raise ValueError(f"--loss must be one of {', '.join(LOSSES)}; got {name!r}")
+
+
+def _evaluate(model, x, y, loss_fn, batch: int = 2000) -> tuple[float, float]:
+    import torch
 
     model.eval()
     loss, correct = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(x), batch):
             out = model(x[i:i + batch])
-            loss += float(F.cross_entropy(out, y[i:i + batch], reduction="sum"))
+            loss += float(loss_fn(out, y[i:i + batch], reduction="sum"))
             correct += int((out.argmax(1) == y[i:i + batch]).sum())
     model.train()
     return loss / len(x), correct / len(x)
 
 
 def _snapshot(model, out: Path, epoch: int, config: TrainConfig, run_name: str) -> None:
-    topo = model.topology(epoch=epoch, method=config.method, run=run_name)
+    topo = model.topology(nonzero=config.snapshot_connections == "nonzero", epoch=epoch, method=config.method,
+                          run=run_name, timing=config.snapshot_timing)
     topo.with_name(f"{run_name}@{epoch}").save(out / "topology" / f"epoch_{epoch:03d}.npz")
+    if config.snapshot_weights:
+        save_weights(model, out / "weights" / f"epoch_{epoch:03d}.npz")
+
+
+def save_weights(model, path: str | os.PathLike) -> Path:
+    """Save each layer's weights at its mask's positions (zeros included) and its biases.
+
+    The file holds, per layer ``k``, ``w{k}`` (values in the row-major order of
+    the mask's positions, float32) and ``b{k}``; :func:`load_weights` returns
+    them as scipy CSR matrices of shape ``(n_out, n_in)`` whose stored entries
+    are exactly the mask.
+    """
+    arrays = {}
+    for k, layer in enumerate(model.masked_layers):
+        mask = layer.weight_mask.detach().cpu().numpy() != 0
+        arrays[f"w{k}"] = layer.weight.detach().cpu().numpy()[mask].astype(np.float32)
+        arrays[f"m{k}_indptr"] = np.concatenate([[0], np.cumsum(mask.sum(1))]).astype(np.int64)
+        arrays[f"m{k}_indices"] = np.nonzero(mask)[1].astype(np.int32)
+        arrays[f"m{k}_shape"] = np.array(mask.shape, dtype=np.int64)
+        arrays[f"b{k}"] = layer.bias.detach().cpu().numpy().astype(np.float32)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, n_layers=np.array(len(model.masked_layers)), **arrays)
+    return path
+
+
+def load_weights(path: str | os.PathLike) -> tuple[list, list[np.ndarray]]:
+    """The ``(weights, biases)`` saved by :func:`save_weights`: CSR matrices over the mask, bias vectors."""
+    import scipy.sparse as ss
+
+    with np.load(path, allow_pickle=False) as z:
+        n = int(z["n_layers"])
+        weights = [ss.csr_matrix((z[f"w{k}"], z[f"m{k}_indices"], z[f"m{k}_indptr"]), shape=tuple(z[f"m{k}_shape"]))
+                   for k in range(n)]
+        biases = [z[f"b{k}"] for k in range(n)]
+    return weights, biases
 
 
 def _check_same_config(out: Path, config: TrainConfig) -> None:
-    saved = load_config_file(out / "config.yaml")
+    # A key missing from an older run's config.yaml had the field's default then.
+    saved = {**TrainConfig().to_dict(), **load_config_file(out / "config.yaml")}
     current = config.to_dict()
     diff = sorted(k for k in set(saved) | set(current)
                   if k not in _NON_SEMANTIC and saved.get(k) != current.get(k))
@@ -240,6 +328,31 @@ def _check_same_config(out: Path, config: TrainConfig) -> None:
 
 
 # --------------------------------------------------------------------- train
+@dataclass
+class _Run:
+    """Everything a run holds while it trains: built by :func:`_prepare`, advanced by the epoch steps."""
+
+    config: TrainConfig
+    out: Path
+    name: str
+    data: Any
+    method: Any
+    model: Any
+    optimizer: Any
+    loss_fn: Any
+    data_gen: Any
+    regrowth_gen: Any
+    total: int
+    snapshots: set[int]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    start: int = 0
+    resumed_from: int | None = None
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+
 def train(config: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = True, log=None,
           command: str | None = None, dataset=None) -> RunResult:
     """Train one network as configured, writing a resumable run directory.
@@ -257,28 +370,28 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = T
     dataset : Dataset, optional
         Pre-loaded data (experiments share one copy across runs).
     """
-    import torch
-    import torch.nn.functional as F
-    from tqdm.auto import tqdm
-
-    from .data import load_dataset
-    from .methods import UpdateContext, get_method
-    from .models import SparseMLP
-
     config.validate()
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out = Path(out_dir)
-    run_name = out.name
     if (out / "config.yaml").exists():
         _check_same_config(out, config)
         if (out / "result.json").exists():
             return RunResult(out, read_metrics(out), skipped=True)
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=False))
-    cmd = command or " ".join(sys.argv)
-    with open(out / "command.txt", "a") as f:
-        f.write(cmd + "\n")
+    run = _prepare(config, out, dataset)  # everything that can fail on bad input, before anything is written
+    _open_run_dir(run, command)
+    _start_or_resume(run, log)
+    for epoch in range(run.start + 1, run.total + 1):
+        _train_epoch(run, epoch, progress, log)
+    return _finish(run)
+
+
+def _prepare(config: TrainConfig, out: Path, dataset) -> _Run:
+    """Load the data and build the model, method and optimizer; writes nothing."""
+    import torch
+
+    from .data import load_dataset
+    from .methods import get_method
+    from .models import SparseMLP
 
     data = dataset or load_dataset(config.dataset, config.data_dir, val_fraction=config.val_fraction,
                                    seed=config.named_seed("data"), limit_train=config.limit_train,
@@ -287,7 +400,7 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = T
     method = get_method(config)
     model = SparseMLP(sizes, activation=config.activation, dropout=config.dropout,
                       init_seed=config.named_seed("init"), dropout_seed=config.named_seed("dropout"),
-                      sparse_kernel=config.sparse_kernel)
+                      sparse_kernel=config.sparse_kernel, init=config.init, init_std=config.init_std)
     if config.initial_topology:
         from .topology import Topology
 
@@ -299,138 +412,161 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = T
         topo = method.initial_topology(sizes, config.named_seed("topology"))
     if topo is not None:
         model.set_topology(topo)
-    optimizer = _make_optimizer(config, model)
-    data_gen = torch.Generator().manual_seed(config.named_seed("data"))
-    regrowth_gen = torch.Generator().manual_seed(config.named_seed("regrowth"))
     total = method.total_epochs(sizes)
     snapshots = set(config.snapshot_epochs) | {0, total}
     if config.snapshot_every:
         snapshots |= set(range(0, total + 1, config.snapshot_every))
+    return _Run(config=config, out=out, name=out.name, data=data, method=method, model=model,
+                optimizer=_make_optimizer(config, model), loss_fn=loss_function(config.loss),
+                data_gen=torch.Generator().manual_seed(config.named_seed("data")),
+                regrowth_gen=torch.Generator().manual_seed(config.named_seed("regrowth")),
+                total=total, snapshots=snapshots)
 
-    x_tr, y_tr = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
-    x_te, y_te = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
-    has_val = data.x_val is not None
-    if has_val:
-        x_va, y_va = torch.from_numpy(data.x_val), torch.from_numpy(data.y_val)
 
-    rows: list[dict[str, Any]] = []
-    start = 0
-    resumed_from = None
-    ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
-        model.load_state_dict(ckpt["model"])
-        optimizer = _make_optimizer(config, model)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        method.load_state_dict(ckpt["method"])
-        data_gen.set_state(ckpt["rng"]["data"])
-        regrowth_gen.set_state(ckpt["rng"]["regrowth"])
-        model.dropout_generator.set_state(ckpt["rng"]["dropout"])
-        rows = ckpt["metrics"]
-        start = resumed_from = ckpt["epoch"]
-        log(f"[{run_name}] resuming after epoch {start} of {total}")
-    else:
-        method.on_start(model)
-        _snapshot(model, out, 0, config, run_name)
+def _open_run_dir(run: _Run, command: str | None) -> None:
+    run.out.mkdir(parents=True, exist_ok=True)
+    if not (run.out / "config.yaml").exists():
+        write_text_atomic(run.out / "config.yaml", yaml.safe_dump(run.config.to_dict(), sort_keys=False))
+    with open(run.out / "command.txt", "a") as f:
+        f.write((command or " ".join(sys.argv)) + "\n")
 
+
+def _start_or_resume(run: _Run, log) -> None:
+    """Restore the last checkpoint, or snapshot the initial topology of a fresh run."""
+    import torch
+
+    if not run.checkpoint.exists():
+        run.method.on_start(run.model)
+        _snapshot(run.model, run.out, 0, run.config, run.name)
+        return
+    ckpt = torch.load(run.checkpoint, weights_only=False)
+    run.model.load_state_dict(ckpt["model"])
+    run.optimizer = _make_optimizer(run.config, run.model)
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.method.load_state_dict(ckpt["method"])
+    run.data_gen.set_state(ckpt["rng"]["data"])
+    run.regrowth_gen.set_state(ckpt["rng"]["regrowth"])
+    run.model.dropout_generator.set_state(ckpt["rng"]["dropout"])
+    run.rows = ckpt["metrics"]
+    run.start = run.resumed_from = ckpt["epoch"]
+    log(f"[{run.name}] resuming after epoch {run.start} of {run.total}")
+
+
+def _train_epoch(run: _Run, epoch: int, progress: bool, log) -> None:
+    """One epoch: training steps, the method's topology update, evaluation, snapshot, checkpoint."""
+    import torch
+    from tqdm.auto import tqdm
+
+    cfg, model = run.config, run.model
+    x_tr, y_tr = torch.from_numpy(run.data.x_train), torch.from_numpy(run.data.y_train)
     n = len(x_tr)
-    flops = rows[-1]["train_flops"] if rows else 0.0
-    for epoch in range(start + 1, total + 1):
-        t0 = time.perf_counter()
-        connections = model.n_connections()
-        order = torch.randperm(n, generator=data_gen)
-        batches = range(0, n, config.batch_size)
-        bar = tqdm(batches, desc=f"{run_name} epoch {epoch}/{total}", disable=not progress, leave=False,
-                   dynamic_ncols=True, file=sys.stderr)
-        loss_sum, correct = 0.0, 0
-        model.train()
-        for i in bar:
-            idx = order[i:i + config.batch_size]
-            xb, yb = x_tr[idx], y_tr[idx]
-            optimizer.zero_grad(set_to_none=True)
-            logits = model(xb)
-            loss = F.cross_entropy(logits, yb)
-            loss.backward()
-            model.mask_grads()
-            optimizer.step()
-            model.apply_masks()
-            loss_sum += loss.item() * len(idx)
-            correct += int((logits.argmax(1) == yb).sum())
-            if progress:
-                bar.set_postfix(loss=f"{loss_sum / min(i + config.batch_size, n):.4f}",
-                                acc=f"{correct / min(i + config.batch_size, n):.4f}", refresh=False)
-        bar.close()
-        train_seconds = time.perf_counter() - t0
-        flops += 6.0 * sum(connections) * n  # forward + backward over existing connections only
+    t0 = time.perf_counter()
+    connections = model.n_connections()
+    order = torch.randperm(n, generator=run.data_gen)
+    bar = tqdm(range(0, n, cfg.batch_size), desc=f"{run.name} epoch {epoch}/{run.total}", disable=not progress,
+               leave=False, dynamic_ncols=True, file=sys.stderr)
+    loss_sum, correct = 0.0, 0
+    model.train()
+    for i in bar:
+        idx = order[i:i + cfg.batch_size]
+        xb, yb = x_tr[idx], y_tr[idx]
+        run.optimizer.zero_grad(set_to_none=True)
+        logits = model(xb)
+        loss = run.loss_fn(logits, yb)
+        loss.backward()
+        model.mask_grads()
+        run.optimizer.step()
+        model.apply_masks()
+        loss_sum += loss.item() * len(idx)
+        correct += int((logits.argmax(1) == yb).sum())
+        if progress:
+            seen = min(i + cfg.batch_size, n)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
+    bar.close()
+    train_seconds = time.perf_counter() - t0
+    flops = (run.rows[-1]["train_flops"] if run.rows else 0.0) + 6.0 * sum(connections) * n  # fwd + bwd, live only
 
-        t1 = time.perf_counter()
-        dense_grads = functools.cache(functools.partial(
-            _dense_gradients, model, x_tr, y_tr, data_gen, config.batch_size))
-        ctx = UpdateContext(model=model, optimizer=optimizer, epoch=epoch, total_epochs=total,
-                            regrowth=regrowth_gen, dense_grads=dense_grads)
-        update = method.after_epoch(ctx)
-        if update.reset_optimizer:
-            optimizer = _make_optimizer(config, model)
-        update_seconds = time.perf_counter() - t1
-
-        test_loss, test_acc = _evaluate(model, x_te, y_te)
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "phase": method.phase(epoch, sizes),
-            "train_loss": loss_sum / n,
-            "train_acc": correct / n,
-            "test_loss": test_loss,
-            "test_acc": test_acc,
-        }
-        if has_val:
-            row["val_loss"], row["val_acc"] = _evaluate(model, x_va, y_va)
-        for k, c in enumerate(model.n_connections()):
-            row[f"connections_l{k}"] = c
-        row["train_flops"] = flops
-        row["train_seconds"] = train_seconds
-        row["update_seconds"] = update_seconds
-        row["seconds"] = time.perf_counter() - t0
-        rows.append(row)
-        write_csv(out / "metrics.csv", rows)
-        if epoch in snapshots:
-            _snapshot(model, out, epoch, config, run_name)
-        state = {
-            "epoch": epoch,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "method": method.state_dict(),
-            "rng": {"data": data_gen.get_state(), "regrowth": regrowth_gen.get_state(),
-                    "dropout": model.dropout_generator.get_state()},
-            "metrics": rows,
-        }
-        with atomic_path(ckpt_path) as tmp:
-            torch.save(state, tmp)
-        if not progress:
-            val = f" val_acc {row['val_acc']:.4f}" if has_val else ""
-            log(f"[{run_name}] epoch {epoch}/{total} ({row['phase']}) loss {row['train_loss']:.4f} "
-                f"train_acc {row['train_acc']:.4f} test_acc {test_acc:.4f}{val} ({row['seconds']:.1f}s)")
-
-    with atomic_path(out / "model_final.pt") as tmp:
-        torch.save(model.state_dict(), tmp)
-    write_text_atomic(out / "result.json", json.dumps({"final": rows[-1], "epochs": total}, indent=2))
-    return RunResult(out, rows, resumed_from=resumed_from)
+    # The trained network is evaluated before its topology update (as SET does):
+    # the update prunes a fraction of small weights and adds zero-valued ones.
+    test_loss, test_acc = _evaluate(model, torch.from_numpy(run.data.x_test), torch.from_numpy(run.data.y_test),
+                                    run.loss_fn)
+    row: dict[str, Any] = {"epoch": epoch, "phase": run.method.phase(epoch, model.sizes),
+                           "train_loss": loss_sum / n, "train_acc": correct / n,
+                           "test_loss": test_loss, "test_acc": test_acc}
+    if run.data.x_val is not None:
+        row["val_loss"], row["val_acc"] = _evaluate(model, torch.from_numpy(run.data.x_val),
+                                                    torch.from_numpy(run.data.y_val), run.loss_fn)
+    if epoch in run.snapshots and cfg.snapshot_timing == "before_update":
+        _snapshot(model, run.out, epoch, cfg, run.name)
+    t1 = time.perf_counter()
+    _update_topology(run, epoch, x_tr, y_tr)
+    update_seconds = time.perf_counter() - t1
+    for k, c in enumerate(model.n_connections()):
+        row[f"connections_l{k}"] = c
+    row.update(train_flops=flops, train_seconds=train_seconds, update_seconds=update_seconds,
+               seconds=time.perf_counter() - t0)
+    run.rows.append(row)
+    write_csv(run.out / "metrics.csv", run.rows)
+    if epoch in run.snapshots and cfg.snapshot_timing == "after_update":
+        _snapshot(model, run.out, epoch, cfg, run.name)
+    _checkpoint(run, epoch)
+    if not progress:
+        val = f" val_acc {row['val_acc']:.4f}" if "val_acc" in row else ""
+        log(f"[{run.name}] epoch {epoch}/{run.total} ({row['phase']}) loss {row['train_loss']:.4f} "
+            f"train_acc {row['train_acc']:.4f} test_acc {test_acc:.4f}{val} ({row['seconds']:.1f}s)")
 
 
-def _dense_gradients(model, x, y, generator, batch_size: int, n_batches: int = 4):
+def _update_topology(run: _Run, epoch: int, x_tr, y_tr) -> None:
+    """The method's drop-and-grow (or pruning) after ``epoch``."""
+    from .methods import UpdateContext
+
+    dense_grads = functools.cache(functools.partial(
+        _dense_gradients, run.model, x_tr, y_tr, run.data_gen, run.config.batch_size, run.loss_fn))
+    ctx = UpdateContext(model=run.model, optimizer=run.optimizer, epoch=epoch, total_epochs=run.total,
+                        regrowth=run.regrowth_gen, dense_grads=dense_grads)
+    if run.method.after_epoch(ctx).reset_optimizer:
+        run.optimizer = _make_optimizer(run.config, run.model)
+
+
+def _checkpoint(run: _Run, epoch: int) -> None:
+    import torch
+
+    state = {
+        "epoch": epoch,
+        "model": run.model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "method": run.method.state_dict(),
+        "rng": {"data": run.data_gen.get_state(), "regrowth": run.regrowth_gen.get_state(),
+                "dropout": run.model.dropout_generator.get_state()},
+        "metrics": run.rows,
+    }
+    with atomic_path(run.checkpoint) as tmp:
+        torch.save(state, tmp)
+
+
+def _finish(run: _Run) -> RunResult:
+    import torch
+
+    with atomic_path(run.out / "model_final.pt") as tmp:
+        torch.save(run.model.state_dict(), tmp)
+    write_text_atomic(run.out / "result.json", json.dumps({"final": run.rows[-1], "epochs": run.total}, indent=2))
+    return RunResult(run.out, run.rows, resumed_from=run.resumed_from)
+
+
+def _dense_gradients(model, x, y, generator, batch_size: int, loss_fn, n_batches: int = 4):
     """Gradients of the loss w.r.t. each layer's full weight, on a few random batches.
 
     The masked weights are zero outside the mask, so the gradient there tells
     how much a new connection would help (RigL's grow criterion).
     """
     import torch
-    import torch.nn.functional as F
 
     model.zero_grad(set_to_none=True)
     idx = torch.randperm(len(x), generator=generator)[: batch_size * n_batches]
     with model.dense_compute():
         for i in range(0, len(idx), batch_size):
             b = idx[i:i + batch_size]
-            (F.cross_entropy(model(x[b]), y[b]) * len(b) / len(idx)).backward()
+            (loss_fn(model(x[b]), y[b]) * len(b) / len(idx)).backward()
     grads = [layer.weight.grad.detach().clone() for layer in model.masked_layers]
     model.zero_grad(set_to_none=True)
     return grads

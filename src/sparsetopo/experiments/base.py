@@ -40,6 +40,13 @@ class CommonConfig:
     momentum: float = 0.9
     weight_decay: float = 2e-4
     zeta: float = 0.3
+    init: str = "he"
+    init_std: float = 0.1
+    regrow_init: str = "zero"
+    loss: str = "cross_entropy"
+    dropout: float = 0.0
+    val_fraction: float = 0.0
+    snapshot_timing: str = "after_update"
     seed: int = 0
     solver: str = "auto"
 

@@ -15,7 +15,7 @@ import numpy as np
 from ..nnstd import load_matrix, nnstd_many, pairwise_nnstd, save_matrix
 from ..plots import heatmap_grid, line_plot, scatter_plot
 from ..topology import Topology, erdos_renyi, perturbation_chain
-from ..training import read_metrics
+from ..training import TrainConfig, read_metrics
 from .base import CommonConfig, Context, Experiment, register, rel, write_csv
 from .runner import load_snapshot, run_trainings
 
@@ -34,6 +34,9 @@ class EvolutionConfig(CommonConfig):
     perturb_fraction: float = 0.01
     snapshot_epochs: list[int] = field(default_factory=lambda: [0, 10, 30, 50, 100, 190])
     topology_seed: int = 0
+    #: All networks start from the same initial weights (seeded by ``seed``), as the
+    #: paper's published networks did; data order, dropout and regrowth differ.
+    shared_init: bool = True
 
     def validate(self) -> None:
         if not 0 < self.density <= 1:
@@ -71,6 +74,8 @@ def _run(cfg: EvolutionConfig, out: Path, ctx: Context) -> dict:
         tc = cfg.train_config(method="set", hidden=list(cfg.hidden), density=cfg.density, epsilon=None,
                               initial_topology=str((init_dir / f"{name}.npz").resolve()),
                               snapshot_epochs=epochs, seed=cfg.seed + i)
+        if cfg.shared_init:
+            tc.init_seed = TrainConfig(seed=cfg.seed).named_seed("init")
         runs.append((tc, out / "runs" / name))
     ctx.log(f"evolution: training {len(runs)} SET networks for {cfg.epochs} epochs")
     run_dirs = run_trainings(runs, n_jobs=ctx.n_jobs, cluster=ctx.cluster, progress=ctx.progress,

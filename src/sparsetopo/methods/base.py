@@ -156,7 +156,8 @@ class DropGrowMethod(Method):
 
     A subclass supplies only :meth:`drop` (which active connections go) and
     :meth:`grow_score` (where new ones appear: highest score first). New
-    weights start at zero with fresh optimizer state.
+    weights start at zero (``regrow_init="zero"``) or N(0, init_std^2)
+    (``"normal"``, SET's NumPy code), always with fresh optimizer state.
     """
 
     def drop(self, weight: torch.Tensor, mask: torch.Tensor, ctx: UpdateContext) -> torch.Tensor:
@@ -181,6 +182,9 @@ class DropGrowMethod(Method):
             with torch.no_grad():
                 layer.weight_mask.copy_(new_mask)
                 layer.weight.mul_(new_mask & ~grown)
+                if self.config.regrow_init == "normal":
+                    layer.weight[grown] = self.config.init_std * torch.randn(
+                        int(grown.sum()), generator=ctx.regrowth, dtype=layer.weight.dtype)
             reset_optimizer_state(ctx.optimizer, layer.weight, new_mask & ~grown)
             result.changed_layers.append(k)
         return result
