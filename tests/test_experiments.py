@@ -85,14 +85,21 @@ def test_evolution_outputs(results):
         assert 0.8 * identity <= d0[i, i + 1] <= identity + 1e-12
     # the run's snapshots are the perturbed chain before training
     assert Topology.load(out / "runs" / "net1" / "topology" / "epoch_000.npz") == initial[1]
-    for k in range(len(cfg["hidden"]) + 1):
+    # The output layer is dense in this study: no heatmap, not in the means.
+    assert summary["hidden_layers"] == list(range(len(cfg["hidden"])))
+    assert not (out / "figures" / f"heatmaps_layer{len(cfg['hidden'])}.png").exists()
+    for k in summary["hidden_layers"]:
         w, h = png_size(out / "figures" / f"heatmaps_layer{k}.png")
         n_panels = len(epochs)
         assert w == round(((2.4 + 0.08 * cfg["networks"]) * n_panels + 0.8) * 150)  # one panel per epoch
         assert 300 < h < w / 2
     for fig in ("mean_nnstd_vs_epoch.png", "drift_from_initial.png"):
         assert png_size(out / "figures" / fig) == (750, 540)
-    assert (out / "tables" / "paper_comparison.csv").read_text().startswith("epoch,ours_layer0_mean,paper")
+    fidelity = (out / "tables" / "fidelity.csv").read_text().splitlines()
+    assert fidelity[0] == "statistic,layer,published_epoch,published,our_epoch,ours,difference"
+    # published epoch 0 is compared with our state after two epochs of training (snapshot before the update)
+    assert any(line.startswith("mean NNSTD,0,0,0.318,2,") for line in fidelity)
+    assert png_size(out / "figures" / "fidelity.png")[0] > 1000
 
 
 def test_sparse_vs_dense_table(results):
@@ -157,7 +164,8 @@ def test_report(results):
     text = md.read_text()
     for title in ("Topology evolution", "Sparse vs dense", "lottery tickets"):
         assert title in text
-    assert "paper_layer0_mean" in text and "0.39" in text  # the paper's values side by side
+    assert "Fidelity: this run beside the paper's published networks" in text
+    assert "| mean NNSTD | 0 | 0 | 0.318 | 2 |" in text  # the published value beside ours
     html = page.read_text()
     assert html.count("data:image/png;base64,") == text.count("![")
     assert "src=\"figures/" not in html  # self-contained

@@ -3,7 +3,8 @@
 Nothing is ever downloaded. Fashion-MNIST's default location is Debian's
 ``dataset-fashion-mnist`` package; ``--data-dir`` or ``SPARSETOPO_DATA``
 point elsewhere. Features are flattened to float32 and standardized with the
-*training* set's per-feature mean and standard deviation, as SET does.
+*training* set's per-feature mean and standard deviation, as SET's Keras code
+does, or divided by 255 into [0, 1] (``input_scaling="unit"``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 
 from ._util import SeedLike, as_generator
 
-__all__ = ["Dataset", "DATASETS", "load_dataset", "read_idx", "resolve_data_dir"]
+__all__ = ["Dataset", "DATASETS", "INPUT_SCALINGS", "load_dataset", "read_idx", "resolve_data_dir"]
 
 DEFAULT_DIRS = {
     "fashion-mnist": "/usr/share/datasets/fashion-mnist",
@@ -142,9 +143,16 @@ def _load_cifar10(directory: Path):
     return (x_train, y_train), batch("test_batch")
 
 
+#: How pixels become features: ``standardize`` -- per-feature mean and standard
+#: deviation of the training split (SET's Keras code); ``unit`` -- divided by
+#: 255 into [0, 1] (the paper's published networks: non-negative inputs, so a
+#: first-layer neuron with only negative weights is dead from the start).
+INPUT_SCALINGS = ("standardize", "unit")
+
+
 def load_dataset(dataset: str = "fashion-mnist", data_dir: str | os.PathLike | None = None, *,
                  val_fraction: float = 0.0, seed: SeedLike = 0, limit_train: int | None = None,
-                 limit_test: int | None = None) -> Dataset:
+                 limit_test: int | None = None, input_scaling: str = "standardize") -> Dataset:
     """Load and standardize a data set.
 
     Parameters
@@ -158,7 +166,11 @@ def load_dataset(dataset: str = "fashion-mnist", data_dir: str | os.PathLike | N
         Seed of the validation split.
     limit_train, limit_test : int, optional
         Keep only the first samples (quick experiments and smoke tests).
+    input_scaling : {"standardize", "unit"}
+        See ``INPUT_SCALINGS``.
     """
+    if input_scaling not in INPUT_SCALINGS:
+        raise ValueError(f"--input-scaling must be one of {', '.join(INPUT_SCALINGS)}; got {input_scaling!r}")
     if not 0 <= val_fraction < 1:
         raise ValueError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     directory = resolve_data_dir(dataset, data_dir)
@@ -185,10 +197,13 @@ def load_dataset(dataset: str = "fashion-mnist", data_dir: str | os.PathLike | N
         val_idx, tr_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
         x_val, y_val = x_tr[val_idx], y_tr[val_idx]
         x_tr, y_tr = x_tr[tr_idx], y_tr[tr_idx]
-    # Per-feature statistics of the training split only; constant pixels keep std 1.
-    mean = x_tr.mean(axis=0)
-    std = x_tr.std(axis=0)
-    std[std < 1e-8] = 1.0
+    if input_scaling == "unit":
+        mean, std = np.float32(0.0), np.float32(255.0)
+    else:
+        # Per-feature statistics of the training split only; constant pixels keep std 1.
+        mean = x_tr.mean(axis=0)
+        std = x_tr.std(axis=0)
+        std[std < 1e-8] = 1.0
 
     def norm(x):
         return None if x is None else ((x - mean) / std).astype(np.float32)

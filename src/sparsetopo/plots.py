@@ -117,3 +117,36 @@ def scatter_plot(points: Mapping[str, tuple[Sequence[float], Sequence[float]]], 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncols=2)
     return save_figure(fig, path)
+
+
+def comparison_panels(panels: Sequence[tuple[str, str, Mapping[str, tuple[Sequence[float], Sequence[float]]]]],
+                      path: str | os.PathLike, *, xlabel: str = "epoch", suptitle: str | None = None,
+                      dashed: str = "published") -> Path:
+    """Side-by-side panels of overlaid curves, each series on its own x values.
+
+    ``panels`` holds ``(title, ylabel, {label: (xs, ys)})``; series whose
+    label contains ``dashed`` are drawn dashed with open markers, so a
+    reference (the paper's numbers) stands apart from the measured curves.
+    """
+    n = len(panels)
+    if n == 0:
+        raise ValueError("comparison_panels needs at least one panel")
+    ncols = min(n, 3)
+    nrows = -(-n // ncols)
+    fig = _new_figure(4.4 * ncols, 3.4 * nrows + (0.4 if suptitle else 0))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for ax, (title, ylabel, series) in zip(axes, panels):
+        for label, (xs, ys) in series.items():
+            ref = dashed in label
+            ax.plot(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float), "--" if ref else "-",
+                    marker="o", markersize=3, markerfacecolor="none" if ref else None, label=label)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in axes[n:]:
+        ax.set_axis_off()
+    if suptitle:
+        fig.suptitle(suptitle)
+    return save_figure(fig, path)

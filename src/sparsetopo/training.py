@@ -51,6 +51,8 @@ class TrainConfig:
     dataset: str = field(default="fashion-mnist", metadata={"help": "fashion-mnist, mnist or cifar10."})
     data_dir: str | None = field(default=None, metadata={
         "help": "Data directory (default: $SPARSETOPO_DATA, else the dataset's standard location)."})
+    input_scaling: str = field(default="standardize", metadata={
+        "help": "standardize (per-pixel mean/std of the training split) or unit (pixels / 255, in [0, 1])."})
     hidden: list[int] = field(default_factory=lambda: [1000, 1000, 1000],
                               metadata={"help": "Hidden layer sizes, e.g. --hidden 1000 1000 1000."})
     activation: str = field(default="relu", metadata={"help": "relu, tanh, sigmoid, gelu or leaky_relu."})
@@ -65,9 +67,11 @@ class TrainConfig:
     init: str = field(default="he", metadata={
         "help": "Weight initialisation: he (He-uniform rescaled to each neuron's fan-in) or normal "
                 "(N(0, init_std^2), zero biases: SET's original code)."})
-    init_std: float = field(default=0.1, metadata={"help": "Standard deviation of --init normal and --regrow-init normal."})
+    init_std: float = field(default=0.1, metadata={
+        "help": "Standard deviation of --init normal and --regrow-init normal."})
     regrow_init: str = field(default="zero", metadata={
-        "help": "Value of a regrown connection: zero (SET's Keras code, RigL) or normal (N(0, init_std^2): SET's NumPy code)."})
+        "help": "Value of a regrown connection: zero (SET's Keras code, RigL) or normal "
+                "(N(0, init_std^2): SET's NumPy code)."})
     loss: str = field(default="cross_entropy", metadata={
         "help": "cross_entropy (softmax) or mse (sigmoid outputs, squared error to one-hot labels: SET's NumPy code)."})
     snapshot_timing: str = field(default="after_update", metadata={
@@ -123,7 +127,7 @@ class TrainConfig:
     # ------------------------------------------------------------ validation
     def validate(self) -> TrainConfig:
         """Raise ``ValueError`` naming the option, allowed values and value given."""
-        from .data import DATASETS
+        from .data import DATASETS, INPUT_SCALINGS
         from .methods import METHODS
         from .models import ACTIVATIONS, INITS
 
@@ -133,6 +137,7 @@ class TrainConfig:
 
         choice("method", self.method, list(METHODS))
         choice("dataset", self.dataset, DATASETS)
+        choice("input-scaling", self.input_scaling, INPUT_SCALINGS)
         choice("activation", self.activation, list(ACTIVATIONS))
         choice("optimizer", self.optimizer, OPTIMIZERS)
         choice("init", self.init, INITS)
@@ -395,7 +400,7 @@ def _prepare(config: TrainConfig, out: Path, dataset) -> _Run:
 
     data = dataset or load_dataset(config.dataset, config.data_dir, val_fraction=config.val_fraction,
                                    seed=config.named_seed("data"), limit_train=config.limit_train,
-                                   limit_test=config.limit_test)
+                                   limit_test=config.limit_test, input_scaling=config.input_scaling)
     sizes = config.sizes(data.n_features, data.n_classes)
     method = get_method(config)
     model = SparseMLP(sizes, activation=config.activation, dropout=config.dropout,

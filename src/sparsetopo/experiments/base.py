@@ -34,6 +34,7 @@ class CommonConfig:
     data_dir: str | None = None
     limit_train: int | None = None
     limit_test: int | None = None
+    input_scaling: str = "standardize"
     epochs: int = 200
     batch_size: int = 128
     lr: float = 0.01
@@ -47,6 +48,8 @@ class CommonConfig:
     dropout: float = 0.0
     val_fraction: float = 0.0
     snapshot_timing: str = "after_update"
+    snapshot_connections: str = "mask"
+    snapshot_weights: bool = False
     seed: int = 0
     solver: str = "auto"
 

@@ -45,8 +45,9 @@ def run_trainings(runs: Sequence[tuple[TrainConfig, Path]], *, n_jobs: int = -1,
     return [Path(d) for _, d in runs]
 
 
-def snapshot_path(run_dir: Path, epoch: int) -> Path:
-    return Path(run_dir) / "topology" / f"epoch_{epoch:03d}.npz"
+def snapshot_path(run_dir: Path, epoch: int, kind: str = "topology") -> Path:
+    """A run's snapshot file of one epoch: ``kind`` "topology" (masks) or "weights"."""
+    return Path(run_dir) / kind / f"epoch_{epoch:03d}.npz"
 
 
 def load_snapshot(run_dir: Path, epoch: int, name: str | None = None) -> Topology:

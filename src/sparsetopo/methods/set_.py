@@ -8,7 +8,15 @@ from .base import DropGrowMethod, lowest, register
 @register
 class SET(DropGrowMethod):
     """Remove the fraction ``zeta`` of the smallest positive weights and, separately,
-    of the largest negative weights; regrow as many at uniformly random empty positions."""
+    of the largest negative weights, and every connection whose weight is exactly
+    zero; regrow as many at uniformly random empty positions.
+
+    Zeros go too because SET's threshold band ``[largest negative, smallest
+    positive]`` contains them (in its NumPy and Keras code alike). It matters
+    when regrown connections start at zero: one that lands on a dead neuron
+    never gets a gradient, and if zeros were kept such connections would pile
+    up on dead neurons epoch after epoch instead of being moved.
+    """
 
     name = "set"
 
@@ -16,7 +24,9 @@ class SET(DropGrowMethod):
         zeta = self.config.zeta
         pos = mask & (weight > 0)
         neg = mask & (weight < 0)
-        return lowest(weight, pos, int(zeta * int(pos.sum()))) | lowest(-weight, neg, int(zeta * int(neg.sum())))
+        zero = mask & (weight == 0)
+        return (lowest(weight, pos, int(zeta * int(pos.sum()))) | lowest(-weight, neg, int(zeta * int(neg.sum())))
+                | zero)
 
     def grow_score(self, layer_id, weight, mask, ctx):
         # The top-k of i.i.d. uniform scores is a uniformly random subset.

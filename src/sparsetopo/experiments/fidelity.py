@@ -1,0 +1,146 @@
+"""Our evolution study beside the networks published with the paper, statistic by statistic.
+
+Every statistic is computed on our runs exactly as it was measured on the
+published files (see :mod:`.published`): mean off-diagonal NNSTD per hidden
+layer, test accuracy, the fraction of a network's connections kept between
+two epochs, the fraction two networks share, and the correlation of their
+weights on shared connections. A published ``epoch_E`` file holds the state
+after E + 2 epochs of training (see :mod:`.published`), so it is compared with
+our snapshot after E + 2 epochs where we have one, else E + 1, else E; the
+table names both epochs.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as ss
+
+from ..topology import Topology
+from . import published
+
+__all__ = ["connection_stats", "fidelity_rows", "our_epoch_for", "write_fidelity_figure"]
+
+
+def _pairs(n: int):
+    return itertools.combinations(range(n), 2)
+
+
+def connection_stats(snapshots: Mapping[int, Sequence[Topology]],
+                     weights: Mapping[int, Sequence[Sequence[ss.csr_matrix]]] | None = None,
+                     layers: Sequence[int] = (0, 1, 2)) -> dict[str, dict]:
+    """Connection statistics of N networks' snapshots, per hidden layer.
+
+    Returns ``{"shared": {k: {epoch: v}}, "kept": {k: {(e1, e2): v}},
+    "correlation": {k: {epoch: v}}, "connections": {k: {epoch: v}}}``:
+    the fraction of network i's connections that network j also has (mean
+    over pairs i < j); the fraction of a network's connections at ``e1``
+    still there at ``e2`` (consecutive snapshot epochs, mean over networks);
+    the correlation of two networks' weights on the connections both have
+    (mean over pairs; needs ``weights``, CSR matrices over each snapshot's
+    mask); the mean connection count.
+    """
+    epochs = sorted(snapshots)
+    out: dict[str, dict] = {"shared": {}, "kept": {}, "correlation": {}, "connections": {}}
+    for k in layers:
+        shared, kept, corr, conns = {}, {}, {}, {}
+        for e in epochs:
+            masks = [t[k] for t in snapshots[e]]
+            conns[e] = float(np.mean([m.nnz for m in masks]))
+            shared[e] = float(np.mean([masks[i].multiply(masks[j]).nnz / max(masks[i].nnz, 1)
+                                       for i, j in _pairs(len(masks))]))
+            if weights and e in weights:
+                vals = []
+                for i, j in _pairs(len(masks)):
+                    both = masks[i].multiply(masks[j]).tocoo()
+                    a = np.asarray(weights[e][i][k][both.row, both.col]).ravel()
+                    b = np.asarray(weights[e][j][k][both.row, both.col]).ravel()
+                    if len(a) > 1 and a.std() > 0 and b.std() > 0:
+                        vals.append(float(np.corrcoef(a, b)[0, 1]))
+                if vals:
+                    corr[e] = float(np.mean(vals))
+        for e1, e2 in zip(epochs[:-1], epochs[1:]):
+            kept[(e1, e2)] = float(np.mean([a[k].multiply(b[k]).nnz / max(a[k].nnz, 1)
+                                            for a, b in zip(snapshots[e1], snapshots[e2])]))
+        out["shared"][k], out["kept"][k], out["correlation"][k], out["connections"][k] = shared, kept, corr, conns
+    return out
+
+
+def our_epoch_for(published_epoch: int, available: Sequence[int]) -> int | None:
+    """Our snapshot epoch to compare with a published one: the same training (E + 2), else E + 1, else E."""
+    for e in (published.trained_epochs(published_epoch), published_epoch + 1, published_epoch):
+        if e in available:
+            return e
+    return None
+
+
+def fidelity_rows(nnstd_means: Mapping[int, Mapping[int, float]], stats: Mapping[str, dict],
+                  accuracy: Mapping[int, float]) -> list[dict]:
+    """One row per statistic, layer and published epoch we can compare with.
+
+    ``nnstd_means[k][epoch]`` are our mean off-diagonal NNSTD values,
+    ``stats`` comes from :func:`connection_stats`, ``accuracy[epoch]`` is our
+    mean accuracy after that many epochs (on the held-out split when there is one).
+    """
+    rows = []
+
+    def add(statistic, layer, pub_label, pub_value, our_label, our_value):
+        rows.append({"statistic": statistic, "layer": layer, "published_epoch": pub_label,
+                     "published": pub_value, "our_epoch": our_label, "ours": our_value,
+                     "difference": our_value - pub_value})
+
+    for k, table in published.NNSTD_MEAN.items():
+        for e, v in table.items():
+            ours = our_epoch_for(e, list(nnstd_means.get(k, {})))
+            if ours is not None:
+                add("mean NNSTD", k, e, v, ours, nnstd_means[k][ours])
+    for name, ref in (("connections shared by two networks", published.SHARED),
+                      ("weight correlation on shared connections", published.WEIGHT_CORRELATION),
+                      ("connections per network", published.CONNECTIONS)):
+        key = {"connections shared by two networks": "shared",
+               "weight correlation on shared connections": "correlation",
+               "connections per network": "connections"}[name]
+        for k, table in ref.items():
+            for e, v in table.items():
+                mine = stats[key].get(k, {})
+                ours = our_epoch_for(e, list(mine))
+                if ours is not None:
+                    add(name, k, e, v, ours, mine[ours])
+    for k, table in published.KEPT.items():
+        mine = stats["kept"].get(k, {})
+        for (e1, e2), v in table.items():
+            for o1, o2 in ((published.trained_epochs(e1), published.trained_epochs(e2)), (e1 + 1, e2 + 1), (e1, e2)):
+                if (o1, o2) in mine:
+                    add("connections kept between the two epochs", k, f"{e1}-{e2}", v, f"{o1}-{o2}", mine[(o1, o2)])
+                    break
+    for trained, v in enumerate(published.ACCURACY, start=1):
+        if trained in accuracy and (trained in (1, 2, 3, 6, 11, 21, 51, 101, 200) or trained == max(accuracy)):
+            add("accuracy after this many epochs", "", trained, v, trained, accuracy[trained])
+    return rows
+
+
+def write_fidelity_figure(path: Path, nnstd_means, stats, accuracy: Mapping[int, float], title: str) -> Path:
+    """Overlaid curves, ours against the published networks', one panel per statistic."""
+    from ..plots import comparison_panels
+
+    def pub(table):  # published epoch E -> its E + 1 training epochs
+        return ([published.trained_epochs(e) for e in sorted(table)], [table[e] for e in sorted(table)])
+
+    def mine(table):
+        return (sorted(table), [table[e] for e in sorted(table)])
+
+    panels = [(f"mean NNSTD, layer {k}", "mean off-diagonal NNSTD",
+               {"ours": mine(nnstd_means[k]), "published": pub(published.NNSTD_MEAN[k])})
+              for k in sorted(nnstd_means) if k in published.NNSTD_MEAN]
+    acc_pub = published.ACCURACY[: max(accuracy)] if accuracy else published.ACCURACY
+    panels.append(("accuracy", "accuracy", {"ours": mine(accuracy),
+                                            "published": (list(range(1, len(acc_pub) + 1)), list(acc_pub))}))
+    panels.append(("connections shared by two networks, layer 0", "fraction",
+                   {"ours": mine(stats["shared"][0]), "published": pub(published.SHARED[0])}))
+    if stats["correlation"].get(0):
+        panels.append(("weight correlation on shared connections, layer 0", "correlation",
+                       {"ours": mine(stats["correlation"][0]), "published": pub(published.WEIGHT_CORRELATION[0])}))
+    return comparison_panels(panels, path, xlabel="epochs of training", suptitle=title)

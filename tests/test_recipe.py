@@ -1,0 +1,151 @@
+"""Each switch of the paper's training recipe changes what it claims to (no ../shared needed)."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from sparsetopo.data import load_dataset  # noqa: E402
+from sparsetopo.methods import METHODS, UpdateContext  # noqa: E402
+from sparsetopo.models import SparseMLP  # noqa: E402
+from sparsetopo.topology import Topology, erdos_renyi, perturb  # noqa: E402
+from sparsetopo.training import TrainConfig, load_weights, loss_function, read_metrics, train  # noqa: E402
+
+
+def test_normal_init_is_set_scale_with_zero_bias_and_no_rescaling():
+    model = SparseMLP([400, 300, 10], init="normal", init_std=0.1, init_seed=0)
+    topo = erdos_renyi(model.sizes, density=0.05, seed=0)
+    model.set_topology(topo)
+    w = model.layers[0].weight.detach()[model.layers[0].weight_mask.bool()]
+    assert abs(float(w.std()) - 0.1) < 0.01 and abs(float(w.mean())) < 0.01
+    assert torch.count_nonzero(model.layers[0].bias) == 0
+    he = SparseMLP([400, 300, 10], init="he", init_seed=0)
+    he.set_topology(topo)
+    assert float(he.layers[0].weight[he.layers[0].weight_mask.bool()].std()) > 0.3  # rescaled to the fan-in
+    with pytest.raises(ValueError, match="--init must be one of he, normal; got 'xavier'"):
+        SparseMLP([4, 3], init="xavier")
+
+
+@pytest.mark.parametrize("init", ["he", "normal"])
+def test_one_init_seed_gives_identical_weights_on_shared_connections(init):
+    base = erdos_renyi([50, 60, 60, 5], density=0.2, seed=0)
+    other = perturb(base, 0.2, seed=1)
+    a, b = (SparseMLP(base.sizes, init=init, init_seed=7) for _ in range(2))
+    a.set_topology(base, rescale=False)
+    b.set_topology(other, rescale=False)
+    c = SparseMLP(base.sizes, init=init, init_seed=8)
+    c.set_topology(base, rescale=False)
+    for la, lb, lc in zip(a.layers, b.layers, c.layers):
+        shared = la.weight_mask.bool() & lb.weight_mask.bool()
+        assert torch.equal(la.weight[shared], lb.weight[shared])
+        assert not torch.equal(la.weight[la.weight_mask.bool()], lc.weight[lc.weight_mask.bool()])
+
+
+def _set_update(regrow_init, zero_some=False):
+    cfg = TrainConfig(method="set", hidden=[40], epsilon=3, zeta=0.3, regrow_init=regrow_init, init_std=0.5)
+    model = SparseMLP([30, 40, 5], init_seed=0)
+    method = METHODS["set"](cfg)
+    model.set_topology(method.initial_topology(model.sizes, seed=1))
+    layer = model.layers[0]
+    if zero_some:
+        with torch.no_grad():
+            live = layer.weight_mask.bool().nonzero()
+            layer.weight[tuple(live[:5].t())] = 0.0
+    old_mask, old_w = layer.weight_mask.bool().clone(), layer.weight.detach().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ctx = UpdateContext(model=model, optimizer=opt, epoch=1, total_epochs=5,
+                        regrowth=torch.Generator().manual_seed(3), dense_grads=lambda: None)
+    method.after_epoch(ctx)
+    new_mask = layer.weight_mask.bool()
+    return old_mask, old_w, new_mask, layer.weight.detach()
+
+
+def test_regrown_connections_start_at_zero_or_normal_as_configured():
+    old, _, new, w = _set_update("zero")
+    grown = new & ~old
+    assert grown.sum() > 20 and torch.count_nonzero(w[grown]) == 0
+    old, _, new, w = _set_update("normal")
+    grown = new & ~old
+    assert torch.count_nonzero(w[grown]) == int(grown.sum())
+    assert 0.3 < float(w[grown].std()) < 0.7  # N(0, init_std^2) with init_std 0.5
+
+
+def test_set_drops_every_exactly_zero_weight():
+    old, old_w, new, _ = _set_update("zero", zero_some=True)
+    zeros = old & (old_w == 0)
+    assert int(zeros.sum()) == 5
+    dropped = old & ~new
+    regrown_same = zeros & new  # only possible if drawn again at random
+    assert int((zeros & dropped).sum()) + int(regrown_same.sum()) == 5
+    assert int((zeros & dropped).sum()) >= 4
+
+
+def test_mse_loss_is_sets_squared_error_on_sigmoid_outputs():
+    logits = torch.tensor([[0.0, 2.0, -1.0], [1.0, 0.5, 0.0]])
+    y = torch.tensor([1, 0])
+    target = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    expected = 0.5 * ((torch.sigmoid(logits) - target) ** 2).sum(1)
+    mse = loss_function("mse")
+    assert torch.allclose(mse(logits, y), expected.mean())
+    assert torch.allclose(mse(logits, y, reduction="sum"), expected.sum())
+    assert loss_function("cross_entropy") is torch.nn.functional.cross_entropy
+    with pytest.raises(ValueError, match="--loss must be one of cross_entropy, mse; got 'hinge'"):
+        loss_function("hinge")
+
+
+def test_unit_input_scaling_divides_pixels_by_255(tiny_data):
+    unit = load_dataset("fashion-mnist", tiny_data, input_scaling="unit")
+    std = load_dataset("fashion-mnist", tiny_data)
+    assert unit.x_train.min() >= 0 and unit.x_train.max() <= 1 and unit.x_train.max() > 0.9
+    assert std.x_train.min() < 0  # standardized: mean 0 per pixel
+    np.testing.assert_allclose(unit.x_test * 255, np.round(unit.x_test * 255), atol=1e-3)
+    with pytest.raises(ValueError, match="--input-scaling must be one of standardize, unit; got 'minmax'"):
+        load_dataset("fashion-mnist", tiny_data, input_scaling="minmax")
+
+
+def _run(tmp_path, tiny_data, name, **kw):
+    cfg = TrainConfig(method="set", dataset="fashion-mnist", data_dir=str(tiny_data), hidden=[32, 32], epsilon=2,
+                      epochs=3, batch_size=50, seed=0, snapshot_epochs=[1, 2, 3], **kw)
+    train(cfg, tmp_path / name, progress=False, log=lambda m: None)
+    return tmp_path / name
+
+
+def _topo(run, e):
+    return Topology.load(run / "topology" / f"epoch_{e:03d}.npz")
+
+
+def test_snapshot_timing_before_update_holds_only_trained_connections(tmp_path, tiny_data):
+    after = _run(tmp_path, tiny_data, "after", snapshot_weights=True)
+    before = _run(tmp_path, tiny_data, "before", snapshot_timing="before_update", snapshot_weights=True)
+    # Same seeds, same training: the runs differ only in when the snapshot is taken.
+    assert [r["test_acc"] for r in read_metrics(after)] == [r["test_acc"] for r in read_metrics(before)]
+    assert _topo(before, 3) == _topo(after, 3)  # no update after the last epoch
+    assert _topo(before, 1) != _topo(after, 1)
+    # Before the update every connection has trained for an epoch; after it, the regrown ones are fresh zeros.
+    w_after, _ = load_weights(after / "weights" / "epoch_001.npz")
+    w_before, _ = load_weights(before / "weights" / "epoch_001.npz")
+    assert (w_after[0].data == 0).sum() > (w_before[0].data == 0).sum()
+    # The weights file's entries (zeros included) are exactly the snapshot's mask.
+    w = w_after[0]
+    pattern = type(w)((np.ones(w.nnz, dtype=bool), w.indices, w.indptr), shape=w.shape)
+    assert w.nnz == _topo(after, 1)[0].nnz and (pattern != _topo(after, 1)[0]).nnz == 0
+
+
+def test_nonzero_snapshots_leave_out_exactly_zero_weights(tmp_path, tiny_data):
+    mask = _run(tmp_path, tiny_data, "mask", snapshot_weights=True)
+    nonzero = _run(tmp_path, tiny_data, "nz", snapshot_connections="nonzero")
+    w, _ = load_weights(mask / "weights" / "epoch_001.npz")
+    zeros = int((w[0].data == 0).sum())
+    assert zeros > 0  # regrown at zero just now
+    assert _topo(nonzero, 1)[0].nnz == _topo(mask, 1)[0].nnz - zeros
+
+
+def test_new_config_fields_are_validated():
+    for key, bad, allowed in (("init", "x", "he, normal"), ("regrow_init", "x", "zero, normal"),
+                              ("loss", "x", "cross_entropy, mse"), ("input_scaling", "x", "standardize, unit"),
+                              ("snapshot_timing", "x", "after_update, before_update"),
+                              ("snapshot_connections", "x", "mask, nonzero")):
+        with pytest.raises(ValueError, match=f"--{key.replace('_', '-')} must be one of {allowed}; got 'x'"):
+            TrainConfig(**{key: bad}).validate()
+    with pytest.raises(ValueError, match="--init-std must be > 0"):
+        TrainConfig(init_std=0).validate()
