@@ -179,8 +179,44 @@ def bench_experiments(quick: bool) -> None:
                 f"{t:.0f} s", target, ok(t <= limit))
 
 
+def bench_fidelity(quick: bool) -> None:
+    """Issue 7's acceptance: the paper preset for 10 epochs against the published networks."""
+    import shutil
+    import tempfile
+
+    import numpy as np
+
+    from sparsetopo.experiments import published
+    from sparsetopo.nnstd import load_matrix
+    from sparsetopo.training import read_metrics
+
+    print("Evolution study vs the published networks (paper preset, 10 epochs, 2 cores)", flush=True)
+    exe = str(Path(sys.executable).with_name("sparsetopo"))
+    tmp = Path(tempfile.mkdtemp())
+    (tmp / "that.yaml").write_text("epochs: 10\nsnapshot_epochs: [0, 10]\n")
+    t = time.perf_counter()
+    subprocess.run([exe, "experiment", "evolution", "--preset", "paper", "--config", str(tmp / "that.yaml"),
+                    "--out", str(tmp / "DIR"), "-q"], check=True, capture_output=True)
+    seconds = time.perf_counter() - t
+    d, _ = load_matrix(str(tmp / "DIR" / "nnstd" / "epoch_010.npz"))
+    off = ~np.eye(len(d), dtype=bool)
+    for k in range(3):
+        v, ref = float(d[:, :, k][off].mean()), published.NNSTD_MEAN[k][10]
+        row(f"evolution --preset paper, 10 epochs: layer-{k} mean NNSTD at epoch 10 (published {ref})",
+            f"{v:.3f} ({v - ref:+.3f})", "within 0.05", ok(abs(v - ref) <= 0.05))
+    runs = sorted((tmp / "DIR" / "runs").iterdir())
+    last = [read_metrics(r)[-1] for r in runs]
+    for key, label in (("val_acc", "held-out 12,000 (the published statistic)"), ("test_acc", "test set 10,000")):
+        v = float(np.mean([m[key] for m in last]))
+        row(f"evolution --preset paper, 10 epochs: mean accuracy at epoch 10, {label} (published 0.782)",
+            f"{v:.4f} ({v - 0.782:+.4f})", "within 0.03", ok(abs(v - 0.782) <= 0.03))
+    row("evolution --preset paper, 10 epochs: wall-clock (1 run)", f"{seconds:.0f} s", "<= 15 min on 2 cores",
+        ok(seconds <= 900))
+    shutil.rmtree(tmp)
+
+
 SECTIONS = {"nnstd": bench_nnstd, "training": bench_training, "sparse-kernel": bench_sparse_kernel,
-            "experiments": bench_experiments}
+            "experiments": bench_experiments, "fidelity": bench_fidelity}
 
 
 def main() -> None:

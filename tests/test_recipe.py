@@ -147,5 +147,5 @@ def test_new_config_fields_are_validated():
                               ("snapshot_connections", "x", "mask, nonzero")):
         with pytest.raises(ValueError, match=f"--{key.replace('_', '-')} must be one of {allowed}; got 'x'"):
             TrainConfig(**{key: bad}).validate()
-    with pytest.raises(ValueError, match="--init-std must be > 0"):
+    with pytest.raises(ValueError, match="--init-std must be a number > 0; got 0"):
         TrainConfig(init_std=0).validate()

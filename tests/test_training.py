@@ -122,13 +122,19 @@ def test_resume_after_kill_equals_uninterrupted_run(tiny_data, tmp_path):
 
 
 @pytest.mark.parametrize("args,msg", [
-    (["--epsilon", "-1"], "--epsilon must be > 0"),
-    (["--zeta", "1.5"], r"--zeta must be in (0, 1), got 1.5"),
-    (["--zeta", "0"], r"--zeta must be in (0, 1), got 0.0"),
-    (["--density", "1.2"], r"--density must be in (0, 1], got 1.2"),
+    (["--epsilon", "-1"], "--epsilon must be a number > 0; got -1.0"),
+    (["--zeta", "1.5"], r"--zeta must be a number in (0, 1); got 1.5"),
+    (["--zeta", "0"], r"--zeta must be a number in (0, 1); got 0.0"),
+    (["--density", "1.2"], r"--density must be a number in (0, 1]; got 1.2"),
     (["--method", "magic"], "--method must be one of dense, static, set, rigl, lottery; got 'magic'"),
     (["--optimizer", "rmsprop"], "--optimizer must be one of sgd, adam; got 'rmsprop'"),
-    (["--hidden", "10", "0"], "--hidden must list positive layer sizes"),
+    (["--hidden", "10", "0"], "--hidden must be a list of integers in [1, 1000000]; got [10, 0]"),
+    (["--momentum", "-1"], "--momentum must be a number in [0, 1); got -1.0"),
+    (["--seed", "-1"], "--seed must be an integer in [0, 4294967295]; got -1"),
+    (["--lr", "nan"], "--lr must be a finite number > 0; got nan"),
+    (["--lr", "inf"], "--lr must be a finite number > 0; got inf"),
+    (["--limit-train", "0"], "--limit-train must be an integer >= 1; got 0"),
+    (["--limit-train", "-5"], "--limit-train must be an integer >= 1; got -5"),
 ])
 def test_bad_config_fails_before_training(args, msg, tmp_path, tiny_data):
     out = tmp_path / "run"

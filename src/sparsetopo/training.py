@@ -31,6 +31,8 @@ import numpy as np
 import yaml
 
 from ._util import atomic_path, write_csv, write_text_atomic
+from .config import check_config, load_yaml_mapping
+from .errors import SparsetopoError
 
 __all__ = ["TrainConfig", "RunResult", "train", "load_config_file", "loss_function", "SEED_PURPOSES"]
 
@@ -42,72 +44,94 @@ SNAPSHOT_TIMINGS = ("after_update", "before_update")
 SNAPSHOT_CONNECTIONS = ("mask", "nonzero")
 
 
+def _registry(module: str, name: str):
+    """Choices filled by a registry at import (methods, activations, ...), looked up when checked."""
+    def get():
+        import importlib
+
+        return tuple(getattr(importlib.import_module(f"sparsetopo.{module}"), name))
+    return get
+
+
+def _f(default=dataclasses.MISSING, *, help: str, factory=None, **checks):
+    """A config field: its ``help`` (the flag's help text) and checks (see :mod:`sparsetopo.config`)."""
+    meta = {"help": help, **checks}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+_SEED = dict(min=0, max=2**32 - 1)
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run. Field names are the YAML keys and,
-    with dashes, the CLI flags; the ``help`` metadata is the flag's help."""
+    with dashes, the CLI flags; the ``help`` metadata is the flag's help and the
+    other metadata its allowed values (checked by :meth:`validate`)."""
 
-    method: str = field(default="set", metadata={"help": "dense, static, set, rigl or lottery."})
-    dataset: str = field(default="fashion-mnist", metadata={"help": "fashion-mnist, mnist or cifar10."})
-    data_dir: str | None = field(default=None, metadata={
-        "help": "Data directory (default: $SPARSETOPO_DATA, else the dataset's standard location)."})
-    input_scaling: str = field(default="standardize", metadata={
-        "help": "standardize (per-pixel mean/std of the training split) or unit (pixels / 255, in [0, 1])."})
-    hidden: list[int] = field(default_factory=lambda: [1000, 1000, 1000],
-                              metadata={"help": "Hidden layer sizes, e.g. --hidden 1000 1000 1000."})
-    activation: str = field(default="relu", metadata={"help": "relu, tanh, sigmoid, gelu or leaky_relu."})
-    dropout: float = field(default=0.0, metadata={"help": "Dropout after each hidden layer, in [0, 1)."})
-    epsilon: float | None = field(default=20.0, metadata={
-        "help": "SET's Erdős–Rényi sparsity parameter: layer density epsilon(n_in + n_out)/(n_in n_out)."})
-    density: float | None = field(default=None, metadata={
-        "help": "Target density of the sparse layers, in (0, 1]; overrides --epsilon."})
-    initial_topology: str | None = field(default=None, metadata={
-        "help": "Start from this saved topology (.npz) instead of a random Erdős–Rényi one (static, set, rigl)."})
-    zeta: float = field(default=0.3, metadata={"help": "Fraction of connections dropped and regrown per epoch."})
-    init: str = field(default="he", metadata={
-        "help": "Weight initialisation: he (He-uniform rescaled to each neuron's fan-in) or normal "
-                "(N(0, init_std^2), zero biases: SET's original code)."})
-    init_std: float = field(default=0.1, metadata={
-        "help": "Standard deviation of --init normal and --regrow-init normal."})
-    regrow_init: str = field(default="zero", metadata={
-        "help": "Value of a regrown connection: zero (SET's Keras code, RigL) or normal "
-                "(N(0, init_std^2): SET's NumPy code)."})
-    loss: str = field(default="cross_entropy", metadata={
-        "help": "cross_entropy (softmax) or mse (sigmoid outputs, squared error to one-hot labels: SET's NumPy code)."})
-    snapshot_timing: str = field(default="after_update", metadata={
-        "help": "Topology snapshot of epoch E: after_update (after E epochs and the E-th drop-and-grow) or "
-                "before_update (after E epochs of training, before that update: only connections that trained)."})
-    dense_output: bool = field(default=True, metadata={"help": "Keep the output layer fully connected."})
-    epochs: int = field(default=100, metadata={"help": "Training epochs (for lottery: of the final ticket)."})
-    batch_size: int = field(default=128, metadata={"help": "Mini-batch size."})
-    optimizer: str = field(default="sgd", metadata={"help": "sgd or adam."})
-    lr: float = field(default=0.01, metadata={"help": "Learning rate."})
-    momentum: float = field(default=0.9, metadata={"help": "SGD momentum."})
-    weight_decay: float = field(default=2e-4, metadata={"help": "L2 weight decay."})
-    seed: int = field(default=0, metadata={"help": "Base seed; each named seed left unset derives from it."})
-    topology_seed: int | None = field(default=None, metadata={"help": "Seed of the initial topology."})
-    init_seed: int | None = field(default=None, metadata={"help": "Seed of the weight initialisation."})
-    data_seed: int | None = field(default=None, metadata={"help": "Seed of the data order (and validation split)."})
-    regrowth_seed: int | None = field(default=None, metadata={"help": "Seed of SET's random regrowth."})
-    dropout_seed: int | None = field(default=None, metadata={"help": "Seed of the dropout masks."})
-    val_fraction: float = field(default=0.0, metadata={
-        "help": "Fraction of the training set held out for validation."})
-    snapshot_epochs: list[int] = field(default_factory=list, metadata={
-        "help": "Epochs whose topology is saved (0 and the last are always saved)."})
-    snapshot_every: int = field(default=0, metadata={"help": "Also snapshot every N epochs (0: off)."})
-    snapshot_connections: str = field(default="mask", metadata={
-        "help": "Connections in a topology snapshot: mask (every connection) or nonzero (only those whose weight "
-                "is not exactly zero, as in a saved weight matrix like the paper's published files)."})
-    snapshot_weights: bool = field(default=False, metadata={
-        "help": "With each topology snapshot also save the weights and biases (weights/epoch_XXX.npz)."})
-    prune_rate: float = field(default=0.2, metadata={"help": "Lottery: fraction pruned per round, in (0, 1)."})
-    round_epochs: int | None = field(default=None, metadata={
-        "help": "Lottery: epochs per pruning round (default --epochs)."})
-    rewind_epoch: int = field(default=0, metadata={"help": "Lottery: rewind to the weights of this epoch (0: init)."})
-    sparse_kernel: bool | None = field(default=None, metadata={
-        "help": "Sparse CSR kernels for the masked layers (default: for layers at most 2 % dense)."})
-    limit_train: int | None = field(default=None, metadata={"help": "Use only the first N training samples."})
-    limit_test: int | None = field(default=None, metadata={"help": "Use only the first N test samples."})
+    method: str = _f("set", help="dense, static, set, rigl or lottery.", choices=_registry("methods", "METHODS"))
+    dataset: str = _f("fashion-mnist", help="fashion-mnist, mnist or cifar10.", choices=_registry("data", "DATASETS"))
+    data_dir: str | None = _f(None, help="Data directory (default: $SPARSETOPO_DATA/<dataset>, else the dataset's "
+                                         "standard location).")
+    input_scaling: str = _f("standardize", choices=_registry("data", "INPUT_SCALINGS"),
+                            help="standardize (per-pixel mean/std of the training split) or unit (pixels / 255).")
+    hidden: list[int] = _f(factory=lambda: [1000, 1000, 1000], min=1, max=1_000_000, nonempty=True,
+                           help="Hidden layer sizes, e.g. --hidden 1000 1000 1000.")
+    activation: str = _f("relu", help="relu, tanh, sigmoid, gelu or leaky_relu.",
+                         choices=_registry("models", "ACTIVATIONS"))
+    dropout: float = _f(0.0, min=0.0, lt=1.0, help="Dropout after each hidden layer, in [0, 1).")
+    epsilon: float | None = _f(20.0, gt=0.0, help="SET's Erdős–Rényi sparsity parameter: layer density "
+                                                  "epsilon(n_in + n_out)/(n_in n_out).")
+    density: float | None = _f(None, gt=0.0, max=1.0,
+                               help="Target density of the sparse layers, in (0, 1]; overrides --epsilon.")
+    initial_topology: str | None = _f(None, help="Start from this saved topology (.npz) instead of a random "
+                                                 "Erdős–Rényi one (static, set, rigl).")
+    zeta: float = _f(0.3, gt=0.0, lt=1.0, help="Fraction of connections dropped and regrown per epoch.")
+    init: str = _f("he", choices=_registry("models", "INITS"),
+                   help="Weight initialisation: he (He-uniform rescaled to each neuron's fan-in) or normal "
+                        "(N(0, init_std^2), zero biases: SET's original code).")
+    init_std: float = _f(0.1, gt=0.0, help="Standard deviation of --init normal and --regrow-init normal.")
+    regrow_init: str = _f("zero", choices=REGROW_INITS,
+                          help="Value of a regrown connection: zero (SET's Keras code, RigL) or normal "
+                               "(N(0, init_std^2): SET's NumPy code).")
+    loss: str = _f("cross_entropy", choices=LOSSES,
+                   help="cross_entropy (softmax) or mse (sigmoid outputs, squared error to one-hot labels: "
+                        "SET's NumPy code).")
+    snapshot_timing: str = _f("after_update", choices=SNAPSHOT_TIMINGS,
+                              help="Topology snapshot of epoch E: after_update (after E epochs and the E-th "
+                                   "drop-and-grow) or before_update (after E epochs of training, before that "
+                                   "update: only connections that trained).")
+    dense_output: bool = _f(True, help="Keep the output layer fully connected.")
+    epochs: int = _f(100, min=1, help="Training epochs (for lottery: of the final ticket).")
+    batch_size: int = _f(128, min=1, help="Mini-batch size.")
+    optimizer: str = _f("sgd", choices=OPTIMIZERS, help="sgd or adam.")
+    lr: float = _f(0.01, gt=0.0, help="Learning rate.")
+    momentum: float = _f(0.9, min=0.0, lt=1.0, help="SGD momentum, in [0, 1).")
+    weight_decay: float = _f(2e-4, min=0.0, help="L2 weight decay.")
+    seed: int = _f(0, **_SEED, help="Base seed; each named seed left unset derives from it.")
+    topology_seed: int | None = _f(None, **_SEED, help="Seed of the initial topology.")
+    init_seed: int | None = _f(None, **_SEED, help="Seed of the weight initialisation.")
+    data_seed: int | None = _f(None, **_SEED, help="Seed of the data order (and validation split).")
+    regrowth_seed: int | None = _f(None, **_SEED, help="Seed of SET's random regrowth.")
+    dropout_seed: int | None = _f(None, **_SEED, help="Seed of the dropout masks.")
+    val_fraction: float = _f(0.0, min=0.0, lt=1.0, help="Fraction of the training set held out for validation.")
+    snapshot_epochs: list[int] = _f(factory=list, min=0,
+                                    help="Epochs whose topology is saved (0 and the last are always saved).")
+    snapshot_every: int = _f(0, min=0, help="Also snapshot every N epochs (0: off).")
+    snapshot_connections: str = _f("mask", choices=SNAPSHOT_CONNECTIONS,
+                                   help="Connections in a topology snapshot: mask (every connection) or nonzero "
+                                        "(only those whose weight is not exactly zero, as in a saved weight matrix "
+                                        "like the paper's published files).")
+    snapshot_weights: bool = _f(False, help="With each topology snapshot also save the weights and biases "
+                                            "(weights/epoch_XXX.npz).")
+    prune_rate: float = _f(0.2, gt=0.0, lt=1.0, help="Lottery: fraction pruned per round, in (0, 1).")
+    round_epochs: int | None = _f(None, min=1, help="Lottery: epochs per pruning round (default --epochs).")
+    rewind_epoch: int = _f(0, min=0, help="Lottery: rewind to the weights of this epoch (0: init).")
+    sparse_kernel: bool | None = _f(None, help="Sparse CSR kernels for the masked layers (default: for layers at "
+                                               "most 2 % dense).")
+    limit_train: int | None = _f(None, min=1, help="Use only the first N training samples.")
+    limit_test: int | None = _f(None, min=1, help="Use only the first N test samples.")
 
     # ----------------------------------------------------------------- seeds
     def named_seed(self, purpose: str) -> int:
@@ -126,58 +150,21 @@ class TrainConfig:
 
     # ------------------------------------------------------------ validation
     def validate(self) -> TrainConfig:
-        """Raise ``ValueError`` naming the option, allowed values and value given."""
-        from .data import DATASETS, INPUT_SCALINGS
-        from .methods import METHODS
-        from .models import ACTIVATIONS, INITS
-
-        def choice(name, value, allowed):
-            if value not in allowed:
-                raise ValueError(f"--{name} must be one of {', '.join(allowed)}; got {value!r}")
-
-        choice("method", self.method, list(METHODS))
-        choice("dataset", self.dataset, DATASETS)
-        choice("input-scaling", self.input_scaling, INPUT_SCALINGS)
-        choice("activation", self.activation, list(ACTIVATIONS))
-        choice("optimizer", self.optimizer, OPTIMIZERS)
-        choice("init", self.init, INITS)
-        choice("regrow-init", self.regrow_init, REGROW_INITS)
-        choice("loss", self.loss, LOSSES)
-        choice("snapshot-timing", self.snapshot_timing, SNAPSHOT_TIMINGS)
-        choice("snapshot-connections", self.snapshot_connections, SNAPSHOT_CONNECTIONS)
-        if not self.init_std > 0:
-            raise ValueError(f"--init-std must be > 0, got {self.init_std}")
-        if not self.hidden or any(int(h) < 1 for h in self.hidden):
-            raise ValueError(f"--hidden must list positive layer sizes, got {self.hidden}")
-        if self.density is None and (self.epsilon is None or not self.epsilon > 0):
-            raise ValueError(f"--epsilon must be > 0 (or give --density), got {self.epsilon}")
-        if self.density is not None and not 0 < self.density <= 1:
-            raise ValueError(f"--density must be in (0, 1], got {self.density}")
-        if not 0 < self.zeta < 1:
-            raise ValueError(f"--zeta must be in (0, 1), got {self.zeta}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if not 0 < self.prune_rate < 1:
-            raise ValueError(f"--prune-rate must be in (0, 1), got {self.prune_rate}")
-        if not 0 <= self.val_fraction < 1:
-            raise ValueError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        for name in ("epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.round_epochs is not None and self.round_epochs < 1:
-            raise ValueError(f"--round-epochs must be >= 1, got {self.round_epochs}")
-        if self.lr <= 0:
-            raise ValueError(f"--lr must be > 0, got {self.lr}")
+        """Check every field (type and range, from its annotation and metadata), then the
+        rules that tie fields together; raise :class:`SparsetopoError` naming the option,
+        what is allowed and what was given."""
+        check_config(self, flags=True)
+        if self.density is None and self.epsilon is None:
+            raise SparsetopoError("give --epsilon or --density (both are unset)")
         round_epochs = self.round_epochs or self.epochs
-        if self.rewind_epoch < 0 or (self.method == "lottery" and self.rewind_epoch > round_epochs):
-            raise ValueError(f"--rewind-epoch must be in [0, round epochs], got {self.rewind_epoch}")
+        if self.method == "lottery" and self.rewind_epoch > round_epochs:
+            raise SparsetopoError(f"--rewind-epoch must be in [0, {round_epochs}] (the epochs of a pruning round); "
+                                  f"got {self.rewind_epoch}")
         if self.initial_topology is not None:
             if self.method not in ("static", "set", "rigl"):
-                raise ValueError(f"--initial-topology applies to static, set and rigl, not --method {self.method}")
+                raise SparsetopoError(f"--initial-topology applies to static, set and rigl, not --method {self.method}")
             if not Path(self.initial_topology).is_file():
-                raise ValueError(f"--initial-topology: {self.initial_topology} is not a file")
-        if any(e < 0 for e in self.snapshot_epochs) or self.snapshot_every < 0:
-            raise ValueError("--snapshot-epochs and --snapshot-every must be >= 0")
+                raise SparsetopoError(f"--initial-topology: {self.initial_topology} is not a file")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -185,11 +172,18 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> TrainConfig:
+        """A config from YAML-style keys; unknown keys and values of the wrong type are errors naming ``source``."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"{source}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(names))}")
-        return cls(**data)
+            raise SparsetopoError(f"{source}: unknown key(s) {', '.join(unknown)}; "
+                                  f"allowed: {', '.join(sorted(names))}")
+        config = cls(**data)
+        try:
+            check_config(config, flags=True)
+        except SparsetopoError as exc:
+            raise SparsetopoError(f"{source}: {exc}") from None
+        return config
 
 
 # Fields that do not change a run's results; they may differ when resuming.
@@ -197,17 +191,11 @@ _NON_SEMANTIC = {"data_dir"}
 
 
 def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML config file into a dict (keys as in :class:`TrainConfig`, dashes allowed)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: invalid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: a config file must be a mapping of keys to values")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    """Read a YAML config file into a dict (keys as in :class:`TrainConfig`, dashes allowed).
+
+    Duplicate keys, non-mapping files and unreadable files are errors naming the file.
+    """
+    return load_yaml_mapping(path)
 
 
 @dataclass

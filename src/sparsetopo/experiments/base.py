@@ -21,6 +21,8 @@ import yaml
 
 from .._util import write_csv as _write_csv
 from .._util import write_text_atomic
+from ..config import check_config
+from ..errors import SparsetopoError
 from ..training import TrainConfig
 
 PRESETS = ("smoke", "small", "paper")
@@ -51,7 +53,7 @@ class CommonConfig:
     snapshot_connections: str = "mask"
     snapshot_weights: bool = False
     seed: int = 0
-    solver: str = "auto"
+    solver: str = field(default="auto", metadata={"choices": ("auto", "dense", "sparse")})
 
     def train_config(self, **overrides: Any) -> TrainConfig:
         """A TrainConfig carrying the common settings plus ``overrides``."""
@@ -104,20 +106,15 @@ def make_config(name: str, preset: str, overrides: dict[str, Any] | None = None,
                          f"allowed: {', '.join(sorted(allowed))}")
     values.update(overrides)
     config = exp.config_cls(**values)
-    config.train_config().validate()  # bad training settings fail before any work
-    if hasattr(config, "validate"):
-        try:
+    try:
+        # Types and ranges of every field (training fields borrow TrainConfig's checks),
+        # then the experiment's own rules; bad settings fail before any work.
+        check_config(config, borrow=TrainConfig)
+        config.train_config().validate()
+        if hasattr(config, "validate"):
             config.validate()
-        except ValueError as exc:
-            raise ValueError(f"{source}: {exc}") from None
-    from ..nnstd import SOLVERS
-
-    if config.solver not in SOLVERS:
-        raise ValueError(f"{source}: solver must be one of {', '.join(SOLVERS)}; got {config.solver!r}")
-    for name in ("networks", "seeds", "set_runs"):
-        if hasattr(config, name) and int(getattr(config, name)) < (2 if name == "networks" else 1):
-            raise ValueError(f"{source}: {name} must be >= {2 if name == 'networks' else 1}, "
-                             f"got {getattr(config, name)}")
+    except SparsetopoError as exc:
+        raise SparsetopoError(f"{source}: {exc}") from None
     return config
 
 

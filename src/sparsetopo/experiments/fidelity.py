@@ -70,11 +70,16 @@ def connection_stats(snapshots: Mapping[int, Sequence[Topology]],
 
 
 def our_epoch_for(published_epoch: int, available: Sequence[int]) -> int | None:
-    """Our snapshot epoch to compare with a published one: the same training (E + 2), else E + 1, else E."""
-    for e in (published.trained_epochs(published_epoch), published_epoch + 1, published_epoch):
-        if e in available:
-            return e
-    return None
+    """Our snapshot epoch to compare with a published one: the same training (E + 2), else E + 1, else E.
+
+    The fallbacks are for later epochs, where one or two epochs change little;
+    published epoch 0 (after the first update) is compared only with our
+    epoch 2, never with the untrained epoch 0.
+    """
+    options = [published.trained_epochs(published_epoch)]
+    if published_epoch > 0:
+        options += [published_epoch + 1, published_epoch]
+    return next((e for e in options if e in available), None)
 
 
 def fidelity_rows(nnstd_means: Mapping[int, Mapping[int, float]], stats: Mapping[str, dict],
@@ -113,7 +118,7 @@ def fidelity_rows(nnstd_means: Mapping[int, Mapping[int, float]], stats: Mapping
         mine = stats["kept"].get(k, {})
         for (e1, e2), v in table.items():
             for o1, o2 in ((published.trained_epochs(e1), published.trained_epochs(e2)), (e1 + 1, e2 + 1), (e1, e2)):
-                if (o1, o2) in mine:
+                if (o1, o2) in mine and (e1 > 0 or o1 == published.trained_epochs(e1)):
                     add("connections kept between the two epochs", k, f"{e1}-{e2}", v, f"{o1}-{o2}", mine[(o1, o2)])
                     break
     for trained, v in enumerate(published.ACCURACY, start=1):

@@ -22,16 +22,10 @@ from .runner import load_snapshot, run_trainings
 class SparseVsDenseConfig(CommonConfig):
     hidden: list[int] = field(default_factory=lambda: [1000, 1000, 1000])
     wide_hidden: list[int] = field(default_factory=lambda: [2000, 2000, 2000])
-    epsilons: list[float] = field(default_factory=lambda: [1, 5, 10, 20, 50])
-    methods: list[str] = field(default_factory=lambda: ["static", "set"])
-    seeds: int = 5
-
-    def validate(self) -> None:
-        bad = [m for m in self.methods if m not in ("static", "set", "rigl")]
-        if bad or not self.methods:
-            raise ValueError(f"methods must be a non-empty list of static, set, rigl; got {self.methods}")
-        if not self.epsilons or any(float(e) <= 0 for e in self.epsilons):
-            raise ValueError(f"epsilons must be a non-empty list of numbers > 0; got {self.epsilons}")
+    epsilons: list[float] = field(default_factory=lambda: [1, 5, 10, 20, 50], metadata={"gt": 0, "nonempty": True})
+    methods: list[str] = field(default_factory=lambda: ["static", "set"],
+                               metadata={"choices": ("static", "set", "rigl"), "nonempty": True})
+    seeds: int = field(default=5, metadata={"min": 1, "max": 1000})
 
 
 PRESETS = {

@@ -27,19 +27,17 @@ from .runner import load_snapshot, run_trainings
 class TicketsConfig(CommonConfig):
     hidden: list[int] = field(default_factory=lambda: [1000, 1000, 1000])
     epsilon: float = 20.0
-    set_runs: int = 5
-    lottery_runs: int = 1
+    set_runs: int = field(default=5, metadata={"min": 1, "max": 1000})
+    lottery_runs: int = field(default=1, metadata={"min": 0, "max": 1000})
     prune_rate: float = 0.2
     round_epochs: int | None = None
     rewind_epoch: int = 0
     snapshot_epochs: list[int] = field(default_factory=lambda: [0, 10, 30, 50, 100])
-    topology_seed: int = 0
+    topology_seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1})
 
     def validate(self) -> None:
         self.train_config(method="lottery", epsilon=self.epsilon, prune_rate=self.prune_rate,
                           round_epochs=self.round_epochs, rewind_epoch=self.rewind_epoch).validate()
-        if self.lottery_runs < 0:
-            raise ValueError(f"lottery_runs must be >= 0, got {self.lottery_runs}")
 
 
 PRESETS = {
