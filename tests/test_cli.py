@@ -62,7 +62,7 @@ def test_matrix_writes_npz_csv_plot(saved, tmp_path):
 
 
 @pytest.mark.parametrize("args,msg", [
-    (["distance", "nope.npz", "nope2.npz"], "nope.npz: no such topology file"),
+    (["distance", "nope.npz", "nope2.npz"], "nope.npz: no such file (a sparsetopo topology expected)"),
     (["matrix", "x.npz", "--out", "o.npz"], "at least two topologies"),
     (["demo", "--networks", "1"], "--networks must be >= 2, got 1"),
     (["demo", "--fraction", "2"], r"--fraction must be in (0, 1], got 2.0"),

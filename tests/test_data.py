@@ -45,13 +45,16 @@ def test_missing_directory_and_files(tmp_path):
         load_dataset("imagenet", tmp_path)
 
 
-def test_env_var_overrides_default(tmp_path, monkeypatch):
-    d = make_idx_dataset(tmp_path / "env", gz=False)
-    monkeypatch.setenv("SPARSETOPO_DATA", str(d))
+def test_env_var_names_a_folder_per_dataset(tmp_path, monkeypatch):
+    d = make_idx_dataset(tmp_path / "env" / "fashion-mnist", gz=False)
+    monkeypatch.setenv("SPARSETOPO_DATA", str(tmp_path / "env"))
     assert resolve_data_dir("fashion-mnist") == d
     assert resolve_data_dir("fashion-mnist", tmp_path / "x") == tmp_path / "x"
     data = load_dataset("fashion-mnist")
     assert data.x_train.shape == (600, 64)
+    # Another data set never silently gets Fashion-MNIST's files.
+    with pytest.raises(FileNotFoundError, match=r"SPARSETOPO_DATA=.*env: no mnist/ folder there"):
+        load_dataset("mnist")
 
 
 def test_standardized_with_training_statistics_and_val_split(tiny_data):
@@ -68,6 +71,15 @@ def test_standardized_with_training_statistics_and_val_split(tiny_data):
         load_dataset("fashion-mnist", tiny_data, val_fraction=1.0)
 
 
+class _Evil:
+    """A pickle that would run a shell command when loaded by pickle.load."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned",))
+
+
 def test_cifar10_batches(tmp_path):
     rng = np.random.default_rng(0)
     d = tmp_path / "cifar-10-batches-py"
@@ -80,6 +92,9 @@ def test_cifar10_batches(tmp_path):
     assert data.x_train.shape == (35, 3072) and data.x_test.shape == (7, 3072)
     (d / "test_batch").write_bytes(b"junk")
     with pytest.raises(ValueError, match="test_batch: not a CIFAR-10 python batch"):
+        load_dataset("cifar10", d)
+    (d / "test_batch").write_bytes(pickle.dumps(_Evil()))
+    with pytest.raises(ValueError, match="test_batch: not a CIFAR-10 python batch.*refusing to load posix.system"):
         load_dataset("cifar10", d)
     (d / "data_batch_3").unlink()
     with pytest.raises(FileNotFoundError, match="data_batch_3 not found"):

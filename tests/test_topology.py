@@ -86,7 +86,7 @@ def test_official_layout_errors(tmp_path):
         Topology.from_official_npz(gap)
     bad = official_dir(tmp_path / "bad", [np.ones((3, 4))])
     (bad / "weight_l0.npz").write_bytes(b"garbage")
-    with pytest.raises(ValueError, match=r"weight_l0.npz: cannot read"):
+    with pytest.raises(ValueError, match=r"weight_l0.npz: a text file; a weight matrix of the official NNSTD layout"):
         Topology.from_official_npz(bad)
     nan = tmp_path / "nan"
     nan.mkdir()

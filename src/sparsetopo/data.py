@@ -1,9 +1,12 @@
 """Data sets read from local files: Fashion-MNIST / MNIST (IDX) and CIFAR-10 (python pickles).
 
 Nothing is ever downloaded. Fashion-MNIST's default location is Debian's
-``dataset-fashion-mnist`` package; ``--data-dir`` or ``SPARSETOPO_DATA``
-point elsewhere. Features are flattened to float32 and standardized with the
-*training* set's per-feature mean and standard deviation, as SET's Keras code
+``dataset-fashion-mnist`` package; ``--data-dir``, or ``SPARSETOPO_DATA`` (a
+directory with one folder per data set), point elsewhere. Every file is
+checked (headers against sizes, labels in range, train and test alike) and a
+damaged one is named in the error. Features are flattened to float32 and
+standardized with the *training* set's per-feature mean and standard
+deviation, as SET's Keras code
 does, or divided by 255 into [0, 1] (``input_scaling="unit"``).
 """
 
@@ -12,12 +15,14 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ._util import SeedLike, as_generator
+from .errors import FileFormatError, SparsetopoError
 
 __all__ = ["Dataset", "DATASETS", "INPUT_SCALINGS", "load_dataset", "read_idx", "resolve_data_dir"]
 
@@ -63,33 +68,45 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"{path}: cannot read IDX file ({exc})") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise FileFormatError(path, f"cannot read IDX file ({type(exc).__name__}: {exc})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path}: wrong magic number {raw[:4].hex() or '(empty file)'}; not an IDX file")
+        raise FileFormatError(path, f"wrong magic number {raw[:4].hex() or '(empty file)'}; not an IDX file")
     ndim = raw[3]
     header = 4 + 4 * ndim
     if ndim == 0 or len(raw) < header:
-        raise ValueError(f"{path}: truncated IDX header")
+        raise FileFormatError(path, "truncated IDX header")
     dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = int(np.prod(dims)) * dtype.itemsize
+    expected = int(np.prod(dims, dtype=object)) * dtype.itemsize
     if len(raw) - header != expected:
-        raise ValueError(
-            f"{path}: truncated or oversized IDX file: header promises {dims} "
-            f"({expected} bytes of data), file has {len(raw) - header}"
-        )
+        raise FileFormatError(path, f"truncated or oversized IDX file: header promises {dims} "
+                                    f"({expected} bytes of data), file has {len(raw) - header}")
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
 
 
 def resolve_data_dir(dataset: str, data_dir: str | os.PathLike | None = None) -> Path:
-    """``data_dir`` if given, else ``$SPARSETOPO_DATA``, else the dataset's default directory."""
+    """``data_dir`` if given, else ``$SPARSETOPO_DATA/<dataset>``, else the dataset's default directory.
+
+    ``SPARSETOPO_DATA`` names a directory holding one folder per data set
+    (``fashion-mnist/``, ``mnist/``, ``cifar10/``), so that setting it for one
+    data set never hands another data set's files to a run.
+    """
     if dataset not in DEFAULT_DIRS:
-        raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}; got {dataset!r}")
-    chosen = data_dir or os.environ.get("SPARSETOPO_DATA") or DEFAULT_DIRS[dataset]
-    if not chosen:
+        raise SparsetopoError(f"--dataset must be one of {', '.join(DATASETS)}; got {dataset!r}")
+    if data_dir:
+        return Path(data_dir)
+    root = os.environ.get("SPARSETOPO_DATA")
+    if root:
+        sub = Path(root) / dataset
+        if not sub.is_dir():
+            raise FileNotFoundError(
+                f"SPARSETOPO_DATA={root}: no {dataset}/ folder there; SPARSETOPO_DATA names a directory with one "
+                f"folder per data set ({', '.join(d + '/' for d in DATASETS)}); or pass --data-dir")
+        return sub
+    if not DEFAULT_DIRS[dataset]:
         raise FileNotFoundError(f"{dataset} has no default location: give --data-dir or set SPARSETOPO_DATA")
-    return Path(chosen)
+    return Path(DEFAULT_DIRS[dataset])
 
 
 def _find(directory: Path, stem: str, dataset: str) -> Path:
@@ -109,13 +126,38 @@ def _load_idx_set(directory: Path, dataset: str):
         lab_path = _find(directory, f"{prefix}-labels-idx1-ubyte", dataset)
         images, labels = read_idx(img_path), read_idx(lab_path)
         if labels.ndim != 1:
-            raise ValueError(f"{lab_path}: labels must be 1-D, got shape {labels.shape}")
-        if images.shape[0] != labels.shape[0]:
-            raise ValueError(
-                f"{img_path}: {images.shape[0]} images but {lab_path.name} has {labels.shape[0]} labels"
-            )
-        parts[split] = (images.reshape(len(images), -1), labels.astype(np.int64))
-    return parts["train"], parts["test"]
+            raise FileFormatError(lab_path, f"labels must be 1-D, got shape {labels.shape}")
+        if images.ndim < 2 or images.shape[0] != labels.shape[0]:
+            raise FileFormatError(img_path, f"{images.shape[0]} images but {lab_path.name} has "
+                                            f"{labels.shape[0]} labels")
+        _check_labels(lab_path, labels)
+        parts[split] = (img_path, images, labels.astype(np.int64))
+    (tr_path, tr_img, tr_lab), (te_path, te_img, te_lab) = parts["train"], parts["test"]
+    if tr_img.shape[1:] != te_img.shape[1:]:
+        raise FileFormatError(te_path, f"test images are {'x'.join(map(str, te_img.shape[1:]))} but the training "
+                                       f"images in {tr_path.name} are {'x'.join(map(str, tr_img.shape[1:]))}")
+    return (tr_img.reshape(len(tr_img), -1), tr_lab), (te_img.reshape(len(te_img), -1), te_lab)
+
+
+#: Every supported data set has ten classes; a label outside 0..9 is a damaged file.
+N_CLASSES = 10
+
+
+def _check_labels(path, labels: np.ndarray) -> None:
+    if len(labels) and (labels.min() < 0 or labels.max() >= N_CLASSES):
+        raise FileFormatError(path, f"labels must be in 0..{N_CLASSES - 1}, found {labels.min()}..{labels.max()}")
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR-10 batches only: plain containers and NumPy arrays, never arbitrary code."""
+
+    _ALLOWED = {(m, n) for m in ("numpy.core.multiarray", "numpy._core.multiarray") for n in ("_reconstruct", "scalar")}
+    _ALLOWED |= {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
 
 
 def _load_cifar10(directory: Path):
@@ -128,13 +170,15 @@ def _load_cifar10(directory: Path):
             raise FileNotFoundError(f"cifar10: {name} not found in {directory}; {_HOW_TO_GET['cifar10']}")
         try:
             with open(path, "rb") as f:
-                d = pickle.load(f, encoding="bytes")
+                d = _SafeUnpickler(f, encoding="bytes").load()
             data = np.asarray(d[b"data"], dtype=np.uint8)
             labels = np.asarray(d[b"labels"], dtype=np.int64)
-        except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f"{path}: not a CIFAR-10 python batch ({exc!r})") from None
+        except (pickle.UnpicklingError, EOFError, KeyError, TypeError, ValueError, AttributeError, IndexError,
+                UnicodeDecodeError, OverflowError, MemoryError) as exc:
+            raise FileFormatError(path, f"not a CIFAR-10 python batch ({type(exc).__name__}: {exc})") from None
         if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
-            raise ValueError(f"{path}: expected (N, 3072) data with N labels, got {data.shape} and {len(labels)}")
+            raise FileFormatError(path, f"expected (N, 3072) data with N labels, got {data.shape} and {len(labels)}")
+        _check_labels(path, labels)
         return data, labels
 
     train = [batch(f"data_batch_{i}") for i in range(1, 6)]
@@ -170,9 +214,9 @@ def load_dataset(dataset: str = "fashion-mnist", data_dir: str | os.PathLike | N
         See ``INPUT_SCALINGS``.
     """
     if input_scaling not in INPUT_SCALINGS:
-        raise ValueError(f"--input-scaling must be one of {', '.join(INPUT_SCALINGS)}; got {input_scaling!r}")
+        raise SparsetopoError(f"--input-scaling must be one of {', '.join(INPUT_SCALINGS)}; got {input_scaling!r}")
     if not 0 <= val_fraction < 1:
-        raise ValueError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+        raise SparsetopoError(f"--val-fraction must be in [0, 1), got {val_fraction}")
     directory = resolve_data_dir(dataset, data_dir)
     if not directory.is_dir():
         raise FileNotFoundError(
@@ -183,6 +227,9 @@ def load_dataset(dataset: str = "fashion-mnist", data_dir: str | os.PathLike | N
         (x_tr, y_tr), (x_te, y_te) = _load_cifar10(directory)
     else:
         (x_tr, y_tr), (x_te, y_te) = _load_idx_set(directory, dataset)
+    for name, limit in (("--limit-train", limit_train), ("--limit-test", limit_test)):
+        if limit is not None and (not isinstance(limit, int) or limit < 1):
+            raise SparsetopoError(f"{name} must be an integer >= 1; got {limit!r}")
     if limit_train:
         x_tr, y_tr = x_tr[:limit_train], y_tr[:limit_train]
     if limit_test:

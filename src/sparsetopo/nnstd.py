@@ -43,7 +43,7 @@ import scipy.sparse as ss
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
-from ._util import atomic_path, write_text_atomic
+from ._util import atomic_write, write_text_atomic
 from .topology import Topology
 
 __all__ = [
@@ -339,8 +339,8 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
         results[key] = per_layer
         path = cache_file(key)
         if path is not None:
-            with atomic_path(path) as tmp:
-                np.save(tmp, per_layer)
+            with atomic_write(path) as f:
+                np.save(f, per_layer)
 
     out = np.zeros((n, n, len(shapes)), dtype=np.float64)
     for (i, j), key in pair_keys.items():
@@ -382,8 +382,8 @@ def save_matrix(distances: np.ndarray, names: Sequence[str], *, npz: str | None 
     if distances.ndim != 3 or distances.shape[0] != distances.shape[1] or distances.shape[0] != len(names):
         raise ValueError(f"expected an (N, N, L) array for {len(names)} names, got shape {distances.shape}")
     if npz:
-        with atomic_path(npz) as tmp:
-            np.savez(tmp, nnstd=distances, mean=distances.mean(axis=2), names=np.array(names))
+        with atomic_write(npz) as f:
+            np.savez(f, nnstd=distances, mean=distances.mean(axis=2), names=np.array(names))
     if csv:
         buf = io.StringIO()
         w = _csv.writer(buf)

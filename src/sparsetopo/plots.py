@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ._util import atomic_path
+from ._util import atomic_write
 
 CMAP = "gnuplot"  # the colour map of the paper's Figure 4
 
@@ -30,8 +30,8 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 150) -> Path
     """Save to ``path`` atomically; the format follows the suffix (png, pdf, svg)."""
     path = Path(path)
     fmt = path.suffix.lstrip(".") or "png"
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format=fmt, dpi=dpi)
+    with atomic_write(path) as f:
+        fig.savefig(f, format=fmt, dpi=dpi)
     return path
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import zipfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as ss
 
-from ._util import SeedLike, as_generator, atomic_path
+from ._npz import _int_array, check_csr_arrays, check_shape, read_npz, read_scipy_sparse
+from ._util import SeedLike, as_generator, atomic_write
+from .errors import FileFormatError, SparsetopoError
 
 __all__ = [
     "Topology",
@@ -223,23 +224,14 @@ class Topology:
             )
         layers = []
         for k in range(len(found)):
-            path = found[k]
-            try:
-                mat = ss.load_npz(path)
-            except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
-                raise ValueError(f"{path}: cannot read a scipy.sparse .npz matrix ({exc})") from None
-            if mat.ndim != 2 or mat.shape[0] < 2:
-                raise ValueError(
-                    f"{path}: expected shape (n_in + 1, n_out) with a bias row, got {mat.shape}"
-                )
-            mat = ss.csr_matrix(mat)
-            if mat.dtype.kind in "fc" and not np.all(np.isfinite(mat.data)):
-                raise ValueError(f"{path}: contains NaN or infinite weights")
+            mat = read_scipy_sparse(found[k], "a weight matrix of the official NNSTD layout")
+            if mat.shape[0] < 2:
+                raise FileFormatError(found[k], f"expected shape (n_in + 1, n_out) with a bias row, got {mat.shape}")
             layers.append(mat[:-1, :].T)
         try:
             return cls(layers, name=name or directory.name, metadata={"source": str(directory)})
         except ValueError as exc:
-            raise ValueError(f"{directory}: {exc}") from None
+            raise SparsetopoError(f"{directory}: {exc}") from None
 
     @classmethod
     def from_torch(cls, module_or_state_dict: Any, *, name: str | None = None) -> Topology:
@@ -291,10 +283,8 @@ class Topology:
 
     # --------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike) -> Path:
-        """Save to one ``.npz`` file (written to a temporary name, then renamed)."""
+        """Save to one ``.npz`` file at exactly ``path`` (written to a temporary name, then renamed)."""
         path = Path(path)
-        if path.suffix != ".npz":
-            path = path.with_suffix(path.suffix + ".npz")
         arrays: dict[str, np.ndarray] = {}
         for k, m in enumerate(self._layers):
             arrays[f"l{k}_indptr"] = np.asarray(m.indptr)
@@ -308,51 +298,36 @@ class Topology:
             "metadata": self._metadata,
         }
         arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-        with atomic_path(path) as tmp:
-            np.savez_compressed(tmp, **arrays)
+        with atomic_write(path) as f:
+            np.savez_compressed(f, **arrays)
         return path
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Topology:
-        """Load a topology written by :meth:`save`."""
+        """Load a topology written by :meth:`save`, validating everything it reads.
+
+        A damaged or foreign file raises :class:`~sparsetopo.errors.FileFormatError`
+        (``FILE: what is wrong``), never a crash or a half-built topology.
+        """
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no such topology file")
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                files = {k: z[k] for k in z.files}
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-            raise ValueError(f"{path}: not a readable .npz file ({exc})") from None
+        what = "a sparsetopo topology"
+        files = read_npz(path, what)
         if "header" not in files:
-            raise ValueError(
-                f"{path}: not a sparsetopo topology file (no header); for the official "
-                "NNSTD layout pass the directory holding weight_l<k>.npz instead"
-            )
-        try:
-            header = json.loads(files["header"].tobytes().decode())
-        except ValueError:
-            raise ValueError(f"{path}: corrupt topology header") from None
-        if header.get("format") != _FORMAT or header.get("version") != _FORMAT_VERSION:
-            raise ValueError(
-                f"{path}: unsupported format {header.get('format')!r} version {header.get('version')!r}"
-            )
+            raise FileFormatError(path, "not a sparsetopo topology file (no header); for the official NNSTD layout "
+                                        "pass the directory holding weight_l<k>.npz instead")
+        header = _read_header(path, files["header"])
         layers = []
+        for k in range(header["n_layers"]):
+            where = f"layer {k}"
+            shape = check_shape(path, files.get(f"l{k}_shape"), where)
+            indptr = _int_array(path, files, f"l{k}_indptr", what)
+            indices = _int_array(path, files, f"l{k}_indices", what)
+            check_csr_arrays(path, where, indptr, indices, shape)
+            layers.append(ss.csr_matrix((np.ones(len(indices), dtype=bool), indices, indptr), shape=shape))
         try:
-            for k in range(int(header["n_layers"])):
-                shape = tuple(int(s) for s in files[f"l{k}_shape"])
-                indices = files[f"l{k}_indices"]
-                indptr = files[f"l{k}_indptr"]
-                if len(indptr) != shape[0] + 1 or indptr[-1] != len(indices):
-                    raise ValueError(f"layer {k} arrays are inconsistent")
-                layers.append(
-                    ss.csr_matrix((np.ones(len(indices), dtype=bool), indices, indptr), shape=shape)
-                )
-        except (KeyError, ValueError) as exc:
-            raise ValueError(f"{path}: corrupt topology file ({exc})") from None
-        try:
-            return cls(layers, name=header.get("name"), metadata=header.get("metadata") or {})
+            return cls(layers, name=header["name"], metadata=header["metadata"])
         except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from None
+            raise FileFormatError(path, str(exc)) from None
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> Topology:
@@ -362,6 +337,28 @@ class Topology:
             return cls.from_official_npz(p)
         t = cls.load(p)
         return t if t.name else t.with_name(p.stem)
+
+
+def _read_header(path: Path, raw: np.ndarray) -> dict[str, Any]:
+    """The JSON header of a saved topology, checked against its schema."""
+    try:
+        header = json.loads(raw.tobytes().decode())
+    except (ValueError, UnicodeDecodeError):
+        raise FileFormatError(path, "corrupt topology header (not JSON)") from None
+    if not isinstance(header, dict):
+        raise FileFormatError(path, f"topology header must be a JSON object, got {type(header).__name__}")
+    if header.get("format") != _FORMAT or header.get("version") != _FORMAT_VERSION:
+        raise FileFormatError(path, f"unsupported format {header.get('format')!r} version {header.get('version')!r} "
+                                    f"(expected {_FORMAT!r} version {_FORMAT_VERSION})")
+    n = header.get("n_layers")
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10_000:
+        raise FileFormatError(path, f"header field n_layers must be an integer in [1, 10000], got {n!r}")
+    name, metadata = header.get("name"), header.get("metadata") or {}
+    if name is not None and not isinstance(name, str):
+        raise FileFormatError(path, f"header field name must be a string, got {name!r}")
+    if not isinstance(metadata, dict):
+        raise FileFormatError(path, f"header field metadata must be a JSON object, got {type(metadata).__name__}")
+    return {"n_layers": n, "name": name, "metadata": metadata}
 
 
 # --------------------------------------------------------------- generators

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ._util import atomic_path, write_csv, write_text_atomic
+from ._util import atomic_write, write_csv, write_text_atomic
 from .config import check_config, load_yaml_mapping
 from .errors import SparsetopoError
 
@@ -288,9 +288,8 @@ def save_weights(model, path: str | os.PathLike) -> Path:
         arrays[f"m{k}_shape"] = np.array(mask.shape, dtype=np.int64)
         arrays[f"b{k}"] = layer.bias.detach().cpu().numpy().astype(np.float32)
     path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, n_layers=np.array(len(model.masked_layers)), **arrays)
+    with atomic_write(path) as f:
+        np.savez_compressed(f, n_layers=np.array(len(model.masked_layers)), **arrays)
     return path
 
 
@@ -533,15 +532,15 @@ def _checkpoint(run: _Run, epoch: int) -> None:
                 "dropout": run.model.dropout_generator.get_state()},
         "metrics": run.rows,
     }
-    with atomic_path(run.checkpoint) as tmp:
-        torch.save(state, tmp)
+    with atomic_write(run.checkpoint) as f:
+        torch.save(state, f)
 
 
 def _finish(run: _Run) -> RunResult:
     import torch
 
-    with atomic_path(run.out / "model_final.pt") as tmp:
-        torch.save(run.model.state_dict(), tmp)
+    with atomic_write(run.out / "model_final.pt") as f:
+        torch.save(run.model.state_dict(), f)
     write_text_atomic(run.out / "result.json", json.dumps({"final": run.rows[-1], "epochs": run.total}, indent=2))
     return RunResult(run.out, run.rows, resumed_from=run.resumed_from)
 
