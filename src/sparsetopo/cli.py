@@ -34,16 +34,30 @@ _SOLVER_HELP = (
 )
 
 
+def os_error_message(exc: OSError) -> str:
+    """``PATH: reason`` for an OSError, whether it carries a file name or not."""
+    reason = exc.strerror or str(exc)
+    if exc.filename is not None:
+        where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else str(exc.filename)
+        return f"{where}: {reason[0].lower() + reason[1:] if reason else reason}"
+    return str(exc)
+
+
 def friendly(fn):
-    """Turn expected errors into a one-line message and exit status 2."""
+    """Turn bad input (SparsetopoError, any ValueError) and OS errors into one red line and exit status 2."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
-            click.secho(f"Error: {exc}", err=True, fg="red")
-            raise SystemExit(2) from None
+        except ValueError as exc:  # SparsetopoError and the ValueErrors of the libraries we validate for
+            message = str(exc)
+        except OSError as exc:
+            message = os_error_message(exc)
+        except MemoryError:
+            message = "out of memory; use smaller inputs, fewer parallel jobs (-j) or a larger machine"
+        click.secho(f"Error: {message}", err=True, fg="red")
+        raise SystemExit(2)
 
     return wrapper
 

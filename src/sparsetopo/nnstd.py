@@ -32,6 +32,7 @@ All set sizes and intersections of a layer come from one sparse product
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,7 +44,9 @@ import scipy.sparse as ss
 from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
+from ._npz import read_npz
 from ._util import atomic_write, write_text_atomic
+from .errors import FileFormatError
 from .topology import Topology
 
 __all__ = [
@@ -317,7 +320,7 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
     tag = f"{solver}-{'matched' if match_outputs else 'identity'}-outputs"
 
     def cache_file(key: tuple[str, str]) -> Path | None:
-        return Path(cache_dir) / f"{key[0]}-{key[1]}-{tag}.npy" if cache_dir is not None else None
+        return Path(cache_dir) / f"{key[0]}-{key[1]}-{tag}.npz" if cache_dir is not None else None
 
     # One key per unordered pair, in canonical (sorted-fingerprint) order.
     pair_keys = {(i, j): tuple(sorted((prints[i], prints[j]))) for i in range(n) for j in range(i + 1, n)}
@@ -327,8 +330,8 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
         path = cache_file(key)
         if key[0] == key[1]:
             results[key] = np.zeros(len(shapes))
-        elif path is not None and path.exists():
-            results[key] = np.load(path)
+        elif path is not None and (cached := _read_cache_entry(path, key, tag, len(shapes))) is not None:
+            results[key] = cached
         else:
             todo.append(key)
 
@@ -339,13 +342,44 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
         results[key] = per_layer
         path = cache_file(key)
         if path is not None:
-            with atomic_write(path) as f:
-                np.save(f, per_layer)
+            _write_cache_entry(path, key, tag, per_layer)
 
     out = np.zeros((n, n, len(shapes)), dtype=np.float64)
     for (i, j), key in pair_keys.items():
         out[i, j] = out[j, i] = results[key]
     return out
+
+
+def _entry_digest(key: tuple[str, str], tag: str, per_layer: np.ndarray) -> str:
+    h = hashlib.sha256(f"{key[0]}|{key[1]}|{tag}|".encode())
+    h.update(np.ascontiguousarray(per_layer, dtype="<f8").tobytes())
+    return h.hexdigest()
+
+
+def _write_cache_entry(path: Path, key: tuple[str, str], tag: str, per_layer: np.ndarray) -> None:
+    """One pair's result with what it is about (fingerprints, solver tag) and a checksum of it all."""
+    with atomic_write(path) as f:
+        np.savez(f, per_layer=np.asarray(per_layer, dtype="<f8"), a=np.array(key[0]), b=np.array(key[1]),
+                 tag=np.array(tag), digest=np.array(_entry_digest(key, tag, per_layer)))
+
+
+def _read_cache_entry(path: Path, key: tuple[str, str], tag: str, n_layers: int) -> np.ndarray | None:
+    """A cached result, or None when it is missing, unreadable, about another pair or fails its checksum.
+
+    A cache only saves time: an entry that does not verify is recomputed and
+    rewritten, never trusted and never an error.
+    """
+    if not path.exists():
+        return None
+    try:
+        z = read_npz(path, "an NNSTD cache entry")
+        per_layer = np.asarray(z["per_layer"], dtype=np.float64)
+        ok = (per_layer.shape == (n_layers,) and str(z["a"][()]) == key[0] and str(z["b"][()]) == key[1]
+              and str(z["tag"][()]) == tag and str(z["digest"][()]) == _entry_digest(key, tag, per_layer)
+              and np.all(np.isfinite(per_layer)) and np.all((per_layer >= 0) & (per_layer <= 1)))
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
+    return per_layer if ok else None
 
 
 def nnstd_many(pairs: Sequence[tuple[Topology, Topology]], *, match_outputs: bool = True,
@@ -398,11 +432,18 @@ def save_matrix(distances: np.ndarray, names: Sequence[str], *, npz: str | None 
 
 
 def load_matrix(path: str) -> tuple[np.ndarray, list[str]]:
-    """Read an array written by :func:`save_matrix`; returns ``(distances, names)``."""
-    with np.load(path, allow_pickle=False) as z:
-        if "nnstd" not in z.files or "names" not in z.files:
-            raise ValueError(f"{path}: not an NNSTD matrix file (needs arrays 'nnstd' and 'names')")
-        return z["nnstd"], [str(s) for s in z["names"]]
+    """Read an array written by :func:`save_matrix`; returns ``(distances, names)``, validated."""
+    z = read_npz(path, "an NNSTD matrix (sparsetopo matrix --out)")
+    if "nnstd" not in z or "names" not in z:
+        raise FileFormatError(path, "not an NNSTD matrix file (needs arrays 'nnstd' and 'names')")
+    d, names = z["nnstd"], z["names"]
+    if d.ndim != 3 or d.shape[0] != d.shape[1] or d.dtype.kind != "f" or names.ndim != 1 \
+            or len(names) != d.shape[0] or names.dtype.kind not in "US":
+        raise FileFormatError(path, f"expected an (N, N, L) float array and N names, got {d.dtype} {d.shape} "
+                                    f"and {len(names)} names")
+    if not np.all(np.isfinite(d)) or d.min(initial=0) < 0 or d.max(initial=0) > 1:
+        raise FileFormatError(path, "NNSTD values must be finite and in [0, 1]")
+    return np.array(d, dtype=np.float64), [str(x) for x in names]
 
 
 def classical_mds(distances: np.ndarray, dims: int = 2) -> np.ndarray:

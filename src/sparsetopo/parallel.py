@@ -11,6 +11,11 @@ from typing import Any, Literal, TypeVar
 
 from tqdm.auto import tqdm
 
+from .errors import SparsetopoError
+
+#: Seconds to wait for a Dask scheduler before giving up with a message.
+CONNECT_TIMEOUT_S = 10
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -58,10 +63,10 @@ def parse_cluster(cluster: str) -> tuple[str, int | None]:
     if cluster.startswith("local:"):
         count = cluster.split(":", 1)[1]
         if not count.isdigit() or int(count) < 1:
-            raise ValueError(f"--cluster local:N needs a positive worker count N, got {cluster!r}")
+            raise SparsetopoError(f"--cluster local:N needs a positive worker count N, got {cluster!r}")
         return "local", int(count)
     if "://" not in cluster and ":" not in cluster:
-        raise ValueError(
+        raise SparsetopoError(
             f"--cluster must be a Dask scheduler address such as tcp://host:8786 or local:N, got {cluster!r}"
         )
     return cluster, None
@@ -82,7 +87,12 @@ def _dask_map(fn: Callable[[Any], R], items: list, cluster: str, *, progress: bo
                              dashboard_address=None)
         client = Client(local)
     else:
-        client = Client(address)
+        try:
+            client = Client(address, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, TimeoutError) as exc:  # distributed raises OSError("Timed out trying to connect ...")
+            raise SparsetopoError(f"--cluster {address}: cannot reach the Dask scheduler within "
+                                  f"{CONNECT_TIMEOUT_S} s ({type(exc).__name__}); start it "
+                                  "(dask scheduler) or check the address") from None
     try:
         futures = client.map(fn, items, pure=False)
         index = {f.key: i for i, f in enumerate(futures)}

@@ -16,11 +16,15 @@ checkpoint and gives the same numbers as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import errno
 import functools
 import json
+import math
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,7 +36,7 @@ import yaml
 
 from ._util import atomic_write, write_csv, write_text_atomic
 from .config import check_config, load_yaml_mapping
-from .errors import SparsetopoError
+from .errors import FileFormatError, SparsetopoError
 
 __all__ = ["TrainConfig", "RunResult", "train", "load_config_file", "loss_function", "SEED_PURPOSES"]
 
@@ -297,11 +301,27 @@ def load_weights(path: str | os.PathLike) -> tuple[list, list[np.ndarray]]:
     """The ``(weights, biases)`` saved by :func:`save_weights`: CSR matrices over the mask, bias vectors."""
     import scipy.sparse as ss
 
-    with np.load(path, allow_pickle=False) as z:
-        n = int(z["n_layers"])
-        weights = [ss.csr_matrix((z[f"w{k}"], z[f"m{k}_indices"], z[f"m{k}_indptr"]), shape=tuple(z[f"m{k}_shape"]))
-                   for k in range(n)]
-        biases = [z[f"b{k}"] for k in range(n)]
+    from ._npz import _int_array, check_csr_arrays, check_shape, read_npz
+
+    what = "a sparsetopo weights snapshot"
+    z = read_npz(path, what)
+    try:
+        n = int(z["n_layers"][()])
+        weights, biases = [], []
+        for k in range(n):
+            shape = check_shape(path, z[f"m{k}_shape"], f"layer {k}")
+            indptr, indices = _int_array(path, z, f"m{k}_indptr", what), _int_array(path, z, f"m{k}_indices", what)
+            check_csr_arrays(path, f"layer {k}", indptr, indices, shape)
+            w, b = z[f"w{k}"], z[f"b{k}"]
+            if w.shape != (len(indices),) or b.shape != (shape[0],) or not (np.isfinite(w).all()
+                                                                             and np.isfinite(b).all()):
+                raise FileFormatError(path, f"layer {k}: weights or biases of the wrong length or not finite")
+            weights.append(ss.csr_matrix((w, indices, indptr), shape=shape))
+            biases.append(b)
+    except (KeyError, ValueError, TypeError, IndexError) as exc:
+        if isinstance(exc, FileFormatError):
+            raise
+        raise FileFormatError(path, f"not a weights snapshot ({type(exc).__name__}: {exc})") from None
     return weights, biases
 
 
@@ -365,16 +385,48 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = T
     config.validate()
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory (a run directory was expected)",
+                                 str(out))
     if (out / "config.yaml").exists():
         _check_same_config(out, config)
         if (out / "result.json").exists():
             return RunResult(out, read_metrics(out), skipped=True)
     run = _prepare(config, out, dataset)  # everything that can fail on bad input, before anything is written
-    _open_run_dir(run, command)
-    _start_or_resume(run, log)
-    for epoch in range(run.start + 1, run.total + 1):
-        _train_epoch(run, epoch, progress, log)
-    return _finish(run)
+    with run_lock(out, command):
+        _open_run_dir(run, command)
+        _start_or_resume(run, log)
+        for epoch in range(run.start + 1, run.total + 1):
+            _train_epoch(run, epoch, progress, log)
+        return _finish(run)
+
+
+@contextlib.contextmanager
+def run_lock(out: Path, command: str | None = None):
+    """Hold the run directory's lock (``.lock``) for the body; refuse a directory another process holds.
+
+    The lock is an ``flock`` on ``out/.lock``, which the kernel releases when
+    its process dies, so a killed run never leaves a stale lock; the file names
+    the holder for the message a second process gets.
+    """
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / ".lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            raise SparsetopoError(f"{out}: in use by another training run ({holder}); wait for it to finish "
+                                  "or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"PID {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                      f"{command or ' '.join(sys.argv)}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _prepare(config: TrainConfig, out: Path, dataset) -> _Run:
@@ -431,16 +483,30 @@ def _start_or_resume(run: _Run, log) -> None:
         run.method.on_start(run.model)
         _snapshot(run.model, run.out, 0, run.config, run.name)
         return
-    ckpt = torch.load(run.checkpoint, weights_only=False)
-    run.model.load_state_dict(ckpt["model"])
-    run.optimizer = _make_optimizer(run.config, run.model)
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.method.load_state_dict(ckpt["method"])
-    run.data_gen.set_state(ckpt["rng"]["data"])
-    run.regrowth_gen.set_state(ckpt["rng"]["regrowth"])
-    run.model.dropout_generator.set_state(ckpt["rng"]["dropout"])
-    run.rows = ckpt["metrics"]
-    run.start = run.resumed_from = ckpt["epoch"]
+    way_out = ("delete it to restart this run from epoch 0 (its metrics and snapshots are rewritten), "
+               "or put back a good copy")
+    try:
+        # Our own file, written atomically by this run; weights_only=False for its generator states.
+        ckpt = torch.load(run.checkpoint, weights_only=False)
+    except Exception as exc:  # torch raises many kinds on a damaged file; all mean the same to a user
+        raise FileFormatError(run.checkpoint, f"unreadable checkpoint ({type(exc).__name__}: "
+                                              f"{' '.join(str(exc).split())[:200]}); {way_out}") from None
+    try:
+        run.model.load_state_dict(ckpt["model"])
+        run.optimizer = _make_optimizer(run.config, run.model)
+        run.optimizer.load_state_dict(ckpt["optimizer"])
+        run.method.load_state_dict(ckpt["method"])
+        run.data_gen.set_state(ckpt["rng"]["data"])
+        run.regrowth_gen.set_state(ckpt["rng"]["regrowth"])
+        run.model.dropout_generator.set_state(ckpt["rng"]["dropout"])
+        run.rows = list(ckpt["metrics"])
+        run.start = run.resumed_from = int(ckpt["epoch"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        raise FileFormatError(run.checkpoint, f"checkpoint does not fit this run ({type(exc).__name__}: "
+                                              f"{' '.join(str(exc).split())[:200]}); {way_out}") from None
+    if not 0 <= run.start <= run.total or len(run.rows) != run.start:
+        raise FileFormatError(run.checkpoint, f"checkpoint claims epoch {run.start} with {len(run.rows)} metric rows "
+                                              f"(run of {run.total} epochs); {way_out}")
     log(f"[{run.name}] resuming after epoch {run.start} of {run.total}")
 
 
@@ -469,7 +535,13 @@ def _train_epoch(run: _Run, epoch: int, progress: bool, log) -> None:
         model.mask_grads()
         run.optimizer.step()
         model.apply_masks()
-        loss_sum += loss.item() * len(idx)
+        loss_value = loss.item()
+        if not math.isfinite(loss_value):
+            raise SparsetopoError(
+                f"{run.out}: training diverged at epoch {epoch} (loss {loss_value}); the run stops here and is "
+                f"not marked complete. Lower --lr (now {cfg.lr:g}) or the initial weight scale, and train in a "
+                "new --out directory")
+        loss_sum += loss_value * len(idx)
         correct += int((logits.argmax(1) == yb).sum())
         if progress:
             seen = min(i + cfg.batch_size, n)
