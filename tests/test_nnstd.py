@@ -79,7 +79,7 @@ def test_agrees_with_pure_python_reference(seed):
     sizes = [30, 40, 35, 25, 5]
     ta = random_topology(rng, sizes, 0.08, empty_rows=2)
     tb = perturb(ta, 0.3, seed=seed) if seed % 2 else random_topology(rng, sizes, 0.08, empty_rows=3)
-    ours = nnstd(ta, tb, solver="dense")
+    ours = nnstd(ta, tb, solver="dense", symmetric=False)
     ref = reference_nnstd(ta, tb)
     np.testing.assert_allclose(ours.per_layer, ref, rtol=0, atol=1e-12)
     assert ours.value == pytest.approx(ref.mean(), abs=1e-12)
@@ -199,3 +199,19 @@ def test_topology_and_nnstd_do_not_import_torch():
     code = ("import sys, sparsetopo, sparsetopo.topology, sparsetopo.nnstd, sparsetopo.cli; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_nnstd_is_direction_independent_and_matchings_go_from_a_to_b():
+    # Random topologies with many ties (few inputs per neuron) differ by direction beyond layer 0.
+    ta = erdos_renyi([60, 60, 60, 60, 5], density=0.03, seed=3)
+    tb = erdos_renyi([60, 60, 60, 60, 5], density=0.03, seed=4)
+    ab, ba = nnstd(ta, tb, solver="dense"), nnstd(tb, ta, solver="dense")
+    np.testing.assert_array_equal(ab.per_layer, ba.per_layer)
+    # the directed values are what the reference computes in each direction
+    fwd, back = nnstd(ta, tb, solver="dense", symmetric=False), nnstd(tb, ta, solver="dense", symmetric=False)
+    assert fwd.per_layer[0] == pytest.approx(back.per_layer[0], abs=1e-12)  # layer 0: the same minimum
+    np.testing.assert_array_equal(ab.per_layer, (fwd if ta.fingerprint() < tb.fingerprint() else back).per_layer)
+    # matchings map A's neurons to B's: layer 0's cost recomputed from it is the layer-0 distance
+    cost = layer_cost_matrix(ta[0], tb[0])
+    assert cost[np.arange(60), ab.matchings[0]].mean() == pytest.approx(ab.per_layer[0], abs=1e-12)
+    assert cost.T[np.arange(60), ba.matchings[0]].mean() == pytest.approx(ba.per_layer[0], abs=1e-12)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -28,9 +29,9 @@ def app() -> None:
 
 
 _SOLVER_HELP = (
-    "Assignment solver: 'dense' reproduces the reference implementation's matchings; "
-    "'sparse' gives the same per-layer minimum on a sparse graph (large layers); "
-    "'auto' uses dense while the cost matrix fits in memory."
+    "Assignment solver: 'dense' reproduces the reference implementation's matchings, ties included; "
+    "'sparse' solves an equivalent sparse problem (large layers): the same layer-0 distance, deeper layers "
+    "may differ through ties; 'auto' uses dense while the cost matrix fits in memory."
 )
 
 
@@ -266,12 +267,17 @@ class _ListArgsCommand(click.Command):
             out.append(tok)
             i += 1
             if tok in self.list_flags:
+                # Values run up to the next option (-q, --x), so `--hidden 32 32 -q` works;
+                # a negative number is still a value (and then fails validation, named).
                 vals = []
-                while i < len(args) and not args[i].startswith("--"):
+                while i < len(args) and (not args[i].startswith("-") or _NUMBER.fullmatch(args[i])):
                     vals.append(args[i])
                     i += 1
                 out.append(",".join(vals))
         return super().parse_args(ctx, out)
+
+
+_NUMBER = re.compile(r"-?\d+(\.\d*)?")
 
 
 class _IntList(click.ParamType):
@@ -290,6 +296,7 @@ def _train_params():
     import dataclasses
     import typing
 
+    from .config import describe_default
     from .training import TrainConfig
 
     hints = typing.get_type_hints(TrainConfig)
@@ -299,8 +306,8 @@ def _train_params():
         hint = hints[f.name]
         args = typing.get_args(hint)
         base = next((a for a in args if a is not type(None)), hint) if args and type(None) in args else hint
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_text = f.metadata.get("help", "") + f"  [default: {default}]"
+        default = describe_default(f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        help_text = f.metadata.get("help", "") + (f"  [default: {default}]" if default is not None else "")
         if base is bool:
             params.append(click.Option([f"{flag}/--no-{flag[2:]}", f.name], default=None, help=help_text))
             continue
@@ -309,7 +316,11 @@ def _train_params():
             params.append(click.Option([flag, f.name], type=_IntList(), default=None, help=help_text))
             continue
         ptype = {int: click.INT, float: click.FLOAT, str: click.STRING}[base]
-        params.append(click.Option([flag, f.name], type=ptype, default=None, help=help_text))
+        choices = f.metadata.get("choices")
+        # Fixed choices show in the synopsis; registries (methods, ...) are looked up only when a run
+        # is validated, so that `sparsetopo --help` does not import torch.
+        metavar = "[" + "|".join(choices) + "]" if isinstance(choices, tuple) else None
+        params.append(click.Option([flag, f.name], type=ptype, default=None, help=help_text, metavar=metavar))
     return params, frozenset(list_flags)
 
 
@@ -339,7 +350,7 @@ def _make_train_command() -> click.Command:
                      help="YAML file with the same keys as the options; options given here override it."),
         click.Option(["--out"], type=click.Path(file_okay=False, path_type=Path), required=True,
                      help="Run directory; re-running the same command there resumes from its checkpoint."),
-        click.Option(["--quiet", "-q"], is_flag=True, help="One log line per epoch instead of progress bars."),
+        click.Option(["--quiet", "-q"], is_flag=True, help="No progress bars (one log line per epoch either way)."),
         click.Option(["--threads"], type=click.INT, default=None, help="Torch CPU threads (default: torch's)."),
         *params,
     ]

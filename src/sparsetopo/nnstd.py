@@ -239,7 +239,7 @@ def match_layer(a: ss.spmatrix, b: ss.spmatrix, *, solver: Solver = "auto",
 
 
 def nnstd(a: Topology, b: Topology, *, match_outputs: bool = True, solver: Solver = "auto",
-          max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES) -> NNSTDResult:
+          max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES, symmetric: bool = True) -> NNSTDResult:
     """The Neural Network Sparse Topology Distance between two topologies.
 
     Parameters
@@ -255,6 +255,14 @@ def nnstd(a: Topology, b: Topology, *, match_outputs: bool = True, solver: Solve
         gives the same per-layer minimum on a sparse graph for layers too large
         for a dense cost matrix. ``auto`` picks ``dense`` while the cost matrix
         fits in ``max_dense_bytes``.
+    symmetric : bool, default True
+        Beyond layer 0 the value depends on which of several equally cheap
+        matchings the previous layer chose, and so on the direction: A vs B
+        and B vs A can differ. With ``symmetric`` the pair is computed in a
+        canonical direction (by content fingerprint, as :func:`pairwise_nnstd`
+        does), so ``nnstd(a, b)`` equals ``nnstd(b, a)``; matchings are always
+        returned from A to B. ``False`` computes in the given direction, as the
+        reference implementation does (to reproduce its values exactly).
 
     Returns
     -------
@@ -263,6 +271,11 @@ def nnstd(a: Topology, b: Topology, *, match_outputs: bool = True, solver: Solve
     _check_solver(solver)
     if not isinstance(a, Topology) or not isinstance(b, Topology):
         raise TypeError("nnstd compares two Topology objects")
+    if symmetric and b.fingerprint() < a.fingerprint():
+        res = nnstd(b, a, match_outputs=match_outputs, solver=solver, max_dense_bytes=max_dense_bytes,
+                    symmetric=False)
+        return NNSTDResult(per_layer=res.per_layer, matchings=tuple(np.argsort(m) for m in res.matchings),
+                           solvers=res.solvers)
     if a.shapes != b.shapes:
         raise ValueError(
             f"cannot compare topologies of different shapes: {a.name or 'A'} has layers "

@@ -319,8 +319,8 @@ class Topology:
         layers = []
         for k in range(header["n_layers"]):
             where = f"layer {k}"
-            shape = check_shape(path, files.get(f"l{k}_shape"), where)
             indptr = _int_array(path, files, f"l{k}_indptr", what)
+            shape = check_shape(path, _int_array(path, files, f"l{k}_shape", what), where)
             indices = _int_array(path, files, f"l{k}_indices", what)
             check_csr_arrays(path, where, indptr, indices, shape)
             layers.append(ss.csr_matrix((np.ones(len(indices), dtype=bool), indices, indptr), shape=shape))

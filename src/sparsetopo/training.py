@@ -574,10 +574,14 @@ def _train_epoch(run: _Run, epoch: int, progress: bool, log) -> None:
     if epoch in run.snapshots and cfg.snapshot_timing == "after_update":
         _snapshot(model, run.out, epoch, cfg, run.name)
     _checkpoint(run, epoch)
-    if not progress:
-        val = f" val_acc {row['val_acc']:.4f}" if "val_acc" in row else ""
-        log(f"[{run.name}] epoch {epoch}/{run.total} ({row['phase']}) loss {row['train_loss']:.4f} "
+    # One line per epoch, with or without progress bars (tqdm.write keeps a live bar intact).
+    val = f" val_acc {row['val_acc']:.4f}" if "val_acc" in row else ""
+    line = (f"[{run.name}] epoch {epoch}/{run.total} ({row['phase']}) loss {row['train_loss']:.4f} "
             f"train_acc {row['train_acc']:.4f} test_acc {test_acc:.4f}{val} ({row['seconds']:.1f}s)")
+    if progress:
+        tqdm.write(line, file=sys.stderr)
+    else:
+        log(line)
 
 
 def _update_topology(run: _Run, epoch: int, x_tr, y_tr) -> None:

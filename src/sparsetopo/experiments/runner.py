@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,16 +34,74 @@ def run_trainings(runs: Sequence[tuple[TrainConfig, Path]], *, n_jobs: int = -1,
     each, so two cores train two networks at once.
     """
     runs = list(runs)
-    pending = [(c.validate().to_dict(), str(d)) for c, d in runs if not (Path(d) / "result.json").exists()]
+    pending = [(c.validate(), Path(d)) for c, d in runs if not (Path(d) / "result.json").exists()]
     workers = min(n_jobs if n_jobs and n_jobs > 0 else (os.cpu_count() or 1), max(len(pending), 1))
     # Worker processes train with one torch thread each; a run trained in this
     # process leaves torch's thread setting alone.
     threads = 1 if (cluster is not None or workers > 1) else 0
-    todo = [(c, d, threads) for c, d in pending]
-    for _ in map_tasks(_train_one, todo, n_jobs=workers, backend="processes", cluster=cluster,
-                       progress=progress, desc=desc):
-        pass
+    todo = [(c.to_dict(), str(d), threads) for c, d in pending]
+    with _EpochProgress(pending, desc, enabled=progress and bool(pending)):
+        for _ in map_tasks(_train_one, todo, n_jobs=workers, backend="processes", cluster=cluster,
+                           progress=False, desc=desc):
+            pass
     return [Path(d) for _, d in runs]
+
+
+class _EpochProgress:
+    """A progress bar over the epochs of all pending runs, fed by their metrics.csv files.
+
+    Runs train in other processes (or on a cluster); each writes one metrics
+    row per epoch, so counting rows every couple of seconds shows progress
+    epoch by epoch instead of once per finished run (hours at ``paper``).
+    """
+
+    def __init__(self, pending, desc: str, *, enabled: bool, every: float = 2.0):
+        self.paths = [d / "metrics.csv" for _, d in pending]
+        self.total = sum(_planned_epochs(c) for c, _ in pending)
+        self.desc, self.enabled, self.every = desc, enabled, every
+        self._stop = threading.Event()
+
+    def _done(self) -> int:
+        n = 0
+        for p in self.paths:
+            try:
+                with open(p, "rb") as f:
+                    n += max(sum(1 for _ in f) - 1, 0)
+            except OSError:
+                pass
+        return n
+
+    def _poll(self, bar) -> None:
+        while not self._stop.wait(self.every):
+            bar.n = self._done()
+            bar.refresh()
+
+    def __enter__(self):
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, initial=self._done(), desc=f"{self.desc} (epochs)", unit="epoch",
+                            dynamic_ncols=True, leave=False)
+            self.thread = threading.Thread(target=self._poll, args=(self.bar,), daemon=True)
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            self._stop.set()
+            self.thread.join()
+            self.bar.n = self._done()
+            self.bar.close()
+
+
+def _planned_epochs(config: TrainConfig) -> int:
+    """Epochs a run will train (lottery's pruning rounds included, for the usual 784- or 3072-input data)."""
+    if config.method != "lottery":
+        return config.epochs
+    from ..methods import get_method
+
+    n_in = 3072 if config.dataset == "cifar10" else 784
+    return get_method(config).total_epochs([n_in, *config.hidden, 10])
 
 
 def snapshot_path(run_dir: Path, epoch: int, kind: str = "topology") -> Path:
