@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as ss
 
-from .errors import FileFormatError
+from .errors import FileFormatError, SparsetopoError
 
 __all__ = ["read_npz", "check_csr_arrays", "read_scipy_sparse"]
 
@@ -65,7 +65,7 @@ def read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
                     elif version in ((2, 0), (3, 0)):
                         shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
                     else:
-                        raise ValueError(f"unsupported .npy version {version}")
+                        raise SparsetopoError(f"unsupported .npy version {version}")
                     if dtype.hasobject:
                         raise FileFormatError(path, f"array {name!r} holds Python objects (pickled data), "
                                                     f"which are never loaded; {what} expected")

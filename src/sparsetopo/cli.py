@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from .errors import SparsetopoError
+
 
 class _Group(click.Group):
     def list_commands(self, ctx):  # keep the order of definition, not alphabetical
@@ -133,9 +135,9 @@ def matrix(paths, out, csv, plot, jobs, solver, identity_outputs, quiet) -> None
     from .topology import Topology
 
     if len(paths) < 2:
-        raise ValueError(f"matrix needs at least two topologies, got {len(paths)}")
+        raise SparsetopoError(f"matrix needs at least two topologies, got {len(paths)}")
     if out is None and csv is None and plot is None:
-        raise ValueError("give at least one of --out, --csv and --plot")
+        raise SparsetopoError("give at least one of --out, --csv and --plot")
     tops = [Topology.read(p) for p in paths]
     names = _labels(paths)
     d = pairwise_nnstd(tops, n_jobs=jobs, solver=solver, match_outputs=not identity_outputs,
@@ -177,11 +179,11 @@ def demo(out, networks, fraction, density, seed, jobs, quiet) -> None:
     from .topology import erdos_renyi, perturbation_chain
 
     if networks < 2:
-        raise ValueError(f"--networks must be >= 2, got {networks}")
+        raise SparsetopoError(f"--networks must be >= 2, got {networks}")
     if not 0 < fraction <= 1:
-        raise ValueError(f"--fraction must be in (0, 1], got {fraction}")
+        raise SparsetopoError(f"--fraction must be in (0, 1], got {fraction}")
     if not 0 < density <= 1:
-        raise ValueError(f"--density must be in (0, 1], got {density}")
+        raise SparsetopoError(f"--density must be in (0, 1], got {density}")
     base = erdos_renyi([784, 784, 784, 784, 10], density=density, seed=seed)
     chain = perturbation_chain(base, networks, fraction, seed=seed + 1)
     topo_dir = out / "topologies"

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import SparsetopoError
 from .topology import Topology
 
 __all__ = ["ACTIVATIONS", "INITS", "MaskedLinear", "SeededDropout", "SparseMLP"]
@@ -120,7 +121,7 @@ class MaskedLinear(nn.Linear):
         self._auto_key: tuple | None = None
         self._auto_sparse = False
         if init not in INITS:
-            raise ValueError(f"--init must be one of {', '.join(INITS)}; got {init!r}")
+            raise SparsetopoError(f"--init must be one of {', '.join(INITS)}; got {init!r}")
         if generator is not None:
             with torch.no_grad():
                 if init == "normal":
@@ -179,7 +180,7 @@ class MaskedLinear(nn.Linear):
     def set_mask(self, mask: torch.Tensor | np.ndarray) -> None:
         mask = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
         if tuple(mask.shape) != tuple(self.weight.shape):
-            raise ValueError(f"mask shape {tuple(mask.shape)} does not match weight {tuple(self.weight.shape)}")
+            raise SparsetopoError(f"mask shape {tuple(mask.shape)} does not match weight {tuple(self.weight.shape)}")
         self.weight_mask.copy_(mask.to(self.weight_mask.dtype) != 0)
         self.weight.mul_(self.weight_mask)
 
@@ -207,7 +208,7 @@ class SeededDropout(nn.Module):
     def __init__(self, p: float, generator: torch.Generator):
         super().__init__()
         if not 0 <= p < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {p}")
+            raise SparsetopoError(f"dropout must be in [0, 1), got {p}")
         self.p = p
         self.generator = generator
 
@@ -245,7 +246,7 @@ class SparseMLP(nn.Module):
                  init: str = "he", init_std: float = 0.1):
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(f"--activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
+            raise SparsetopoError(f"--activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
         self.sizes = tuple(int(s) for s in sizes)
         self.init = init
         init_gen = torch.Generator().manual_seed(int(init_seed))
@@ -299,9 +300,9 @@ class SparseMLP(nn.Module):
         if rescale is None:
             rescale = self.init == "he"
         if len(topology) != len(self.layers):
-            raise ValueError(f"topology has {len(topology)} layers, the model {len(self.layers)}")
+            raise SparsetopoError(f"topology has {len(topology)} layers, the model {len(self.layers)}")
         if topology.shapes != tuple(tuple(layer.weight.shape) for layer in self.layers):
-            raise ValueError(f"topology shapes {list(topology.shapes)} do not match the model's layers")
+            raise SparsetopoError(f"topology shapes {list(topology.shapes)} do not match the model's layers")
         for layer, m in zip(self.layers, topology.layers):
             layer.set_mask(m.toarray())
             if rescale:

@@ -46,7 +46,7 @@ from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
 from ._npz import read_npz
 from ._util import atomic_write, write_text_atomic
-from .errors import FileFormatError
+from .errors import FileFormatError, SparsetopoError
 from .topology import Topology
 
 __all__ = [
@@ -213,7 +213,7 @@ _SOLVER_FUNCS: dict[str, Callable[[ss.csr_matrix, ss.csr_matrix], tuple[float, n
 
 def _check_solver(solver: str) -> None:
     if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {', '.join(SOLVERS)}; got {solver!r}")
+        raise SparsetopoError(f"solver must be one of {', '.join(SOLVERS)}; got {solver!r}")
 
 
 def _pick_solver(n: int, solver: str, max_dense_bytes: int) -> str:
@@ -232,7 +232,7 @@ def match_layer(a: ss.spmatrix, b: ss.spmatrix, *, solver: Solver = "auto",
     _check_solver(solver)
     a, b = _int_csr(ss.csr_matrix(a)), _int_csr(ss.csr_matrix(b))
     if a.shape != b.shape:
-        raise ValueError(f"layer shapes differ: {a.shape} vs {b.shape}")
+        raise SparsetopoError(f"layer shapes differ: {a.shape} vs {b.shape}")
     chosen = _pick_solver(a.shape[0], solver, max_dense_bytes)
     total, col = _SOLVER_FUNCS[chosen](a, b)
     return total / a.shape[0], col
@@ -277,7 +277,7 @@ def nnstd(a: Topology, b: Topology, *, match_outputs: bool = True, solver: Solve
         return NNSTDResult(per_layer=res.per_layer, matchings=tuple(np.argsort(m) for m in res.matchings),
                            solvers=res.solvers)
     if a.shapes != b.shapes:
-        raise ValueError(
+        raise SparsetopoError(
             f"cannot compare topologies of different shapes: {a.name or 'A'} has layers "
             f"{list(a.shapes)}, {b.name or 'B'} has {list(b.shapes)}"
         )
@@ -319,11 +319,11 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
     _check_solver(solver)
     topologies = list(topologies)
     if not topologies:
-        raise ValueError("pairwise_nnstd needs at least one topology")
+        raise SparsetopoError("pairwise_nnstd needs at least one topology")
     shapes = topologies[0].shapes
     for t in topologies[1:]:
         if t.shapes != shapes:
-            raise ValueError(
+            raise SparsetopoError(
                 f"all topologies must have the same layer shapes: {topologies[0].name or '#0'} has "
                 f"{list(shapes)}, {t.name or 'another'} has {list(t.shapes)}"
             )
@@ -427,7 +427,7 @@ def save_matrix(distances: np.ndarray, names: Sequence[str], *, npz: str | None 
     distances = np.asarray(distances, dtype=np.float64)
     names = [str(n) for n in names]
     if distances.ndim != 3 or distances.shape[0] != distances.shape[1] or distances.shape[0] != len(names):
-        raise ValueError(f"expected an (N, N, L) array for {len(names)} names, got shape {distances.shape}")
+        raise SparsetopoError(f"expected an (N, N, L) array for {len(names)} names, got shape {distances.shape}")
     if npz:
         with atomic_write(npz) as f:
             np.savez(f, nnstd=distances, mean=distances.mean(axis=2), names=np.array(names))
@@ -468,7 +468,7 @@ def classical_mds(distances: np.ndarray, dims: int = 2) -> np.ndarray:
     """
     d = np.asarray(distances, dtype=np.float64)
     if d.ndim != 2 or d.shape[0] != d.shape[1]:
-        raise ValueError(f"classical_mds needs a square matrix, got shape {d.shape}")
+        raise SparsetopoError(f"classical_mds needs a square matrix, got shape {d.shape}")
     n = d.shape[0]
     j = np.eye(n) - np.full((n, n), 1.0 / n)
     b = -0.5 * j @ (d ** 2) @ j

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from .errors import SparsetopoError
+
 __all__ = ["MaskedSGD"]
 
 
@@ -30,9 +32,9 @@ class MaskedSGD(torch.optim.Optimizer):
 
     def __init__(self, params, lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0):
         if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
+            raise SparsetopoError(f"lr must be > 0, got {lr}")
         if momentum < 0 or weight_decay < 0:
-            raise ValueError(f"momentum and weight_decay must be >= 0, got {momentum} and {weight_decay}")
+            raise SparsetopoError(f"momentum and weight_decay must be >= 0, got {momentum} and {weight_decay}")
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
 
     @torch.no_grad()

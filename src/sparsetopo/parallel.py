@@ -53,7 +53,7 @@ def map_tasks(fn: Callable[[T], R], items: Sequence[T], *, n_jobs: int | None = 
     from joblib import Parallel, delayed
 
     if backend not in ("threads", "processes"):
-        raise ValueError(f"backend must be 'threads' or 'processes', got {backend!r}")
+        raise SparsetopoError(f"backend must be 'threads' or 'processes', got {backend!r}")
     par = Parallel(n_jobs=n_jobs, prefer=backend, return_as="generator")
     yield from _progress(par(delayed(fn)(item) for item in items), len(items), desc, progress)
 

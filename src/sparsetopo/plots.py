@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ._util import atomic_write
+from .errors import SparsetopoError
 
 CMAP = "gnuplot"  # the colour map of the paper's Figure 4
 
@@ -51,7 +52,7 @@ def heatmap_grid(matrices: Sequence[np.ndarray], titles: Sequence[str], labels: 
     """A row (or grid) of NNSTD heatmaps sharing one colour scale fixed to ``[vmin, vmax]``."""
     k = len(matrices)
     if k == 0:
-        raise ValueError("heatmap_grid needs at least one matrix")
+        raise SparsetopoError("heatmap_grid needs at least one matrix")
     ncols = ncols or min(k, 5)
     nrows = -(-k // ncols)
     side = 2.4 + 0.08 * len(labels)
@@ -130,7 +131,7 @@ def comparison_panels(panels: Sequence[tuple[str, str, Mapping[str, tuple[Sequen
     """
     n = len(panels)
     if n == 0:
-        raise ValueError("comparison_panels needs at least one panel")
+        raise SparsetopoError("comparison_panels needs at least one panel")
     ncols = min(n, 3)
     nrows = -(-n // ncols)
     fig = _new_figure(4.4 * ncols, 3.4 * nrows + (0.4 if suptitle else 0))

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from ._util import markdown_table, write_text_atomic
+from .errors import SparsetopoError
 
 __all__ = ["find_experiments", "write_report"]
 
@@ -34,7 +35,7 @@ def find_experiments(root: str | os.PathLike) -> list[tuple[Path, dict[str, Any]
         try:
             summary = json.loads(path.read_text())
         except ValueError:
-            raise ValueError(f"{path}: not valid JSON") from None
+            raise SparsetopoError(f"{path}: not valid JSON") from None
         if "experiment" in summary:
             found.append((path.parent, summary))
     if not found:

@@ -47,11 +47,11 @@ def _as_bool_csr(mask: Any, where: str) -> ss.csr_matrix:
     else:
         arr = np.asarray(mask)
         if arr.ndim != 2:
-            raise ValueError(f"{where}: a layer mask must be 2-D (n_out, n_in), got shape {arr.shape}")
+            raise SparsetopoError(f"{where}: a layer mask must be 2-D (n_out, n_in), got shape {arr.shape}")
         data = arr
         m = None
     if data.dtype.kind in "fc" and not np.all(np.isfinite(data)):
-        raise ValueError(f"{where}: contains NaN or infinite values; a topology needs finite weights")
+        raise SparsetopoError(f"{where}: contains NaN or infinite values; a topology needs finite weights")
     if m is None:
         m = ss.csr_matrix(np.asarray(mask) != 0)
     else:
@@ -94,12 +94,12 @@ class Topology:
     def __init__(self, layers: Sequence[Any], *, name: str | None = None,
                  metadata: Mapping[str, Any] | None = None):
         if len(layers) == 0:
-            raise ValueError("a Topology needs at least one layer, got none")
+            raise SparsetopoError("a Topology needs at least one layer, got none")
         csr = tuple(_as_bool_csr(m, f"layer {k}") for k, m in enumerate(layers))
         for k in range(1, len(csr)):
             prev, cur = csr[k - 1].shape, csr[k].shape
             if cur[1] != prev[0]:
-                raise ValueError(
+                raise SparsetopoError(
                     f"layer {k} does not chain with layer {k - 1}: layer {k} has shape "
                     f"{cur} (n_out, n_in) so it expects {cur[1]} inputs, but layer {k - 1} "
                     f"has shape {prev} and produces {prev[0]} outputs"
@@ -218,7 +218,7 @@ class Topology:
             )
         missing = [k for k in range(max(found) + 1) if k not in found]
         if missing:
-            raise ValueError(
+            raise SparsetopoError(
                 f"{directory}: layer files are not consecutive: {directory / f'weight_l{missing[0]}.npz'} "
                 f"is missing but weight_l{max(found)}.npz exists"
             )
@@ -275,10 +275,10 @@ class Topology:
             src = masks.get(prefix, weights[prefix])
             arr = src.detach().to("cpu")
             if arr.is_floating_point() and not torch.isfinite(arr).all():
-                raise ValueError(f"layer {prefix or '<root>'}: weights contain NaN or infinite values")
+                raise SparsetopoError(f"layer {prefix or '<root>'}: weights contain NaN or infinite values")
             layers.append(ss.csr_matrix((arr != 0).numpy()))
         if not layers:
-            raise ValueError("from_torch found no 2-D weight (Linear layer) in the model")
+            raise SparsetopoError("from_torch found no 2-D weight (Linear layer) in the model")
         return cls(layers, name=name, metadata={"source": "torch"})
 
     # --------------------------------------------------------------------- I/O
@@ -365,7 +365,7 @@ def _read_header(path: Path, raw: np.ndarray) -> dict[str, Any]:
 def er_density(n_in: int, n_out: int, epsilon: float) -> float:
     """SET's Erdős–Rényi density ``epsilon (n_in + n_out) / (n_in n_out)``, capped at 1."""
     if epsilon <= 0:
-        raise ValueError(f"epsilon must be > 0, got {epsilon}")
+        raise SparsetopoError(f"epsilon must be > 0, got {epsilon}")
     return min(1.0, epsilon * (n_in + n_out) / (n_in * n_out))
 
 
@@ -375,12 +375,12 @@ def epsilon_for_density(sizes: Sequence[int], density: float, *, dense_output: b
     Solved by bisection because the per-layer cap at 1 makes the map non-linear.
     """
     if not 0 < density <= 1:
-        raise ValueError(f"density must be in (0, 1], got {density}")
+        raise SparsetopoError(f"density must be in (0, 1], got {density}")
     pairs = list(zip(sizes[:-1], sizes[1:]))
     if dense_output:
         pairs = pairs[:-1]
     if not pairs:
-        raise ValueError("a network with only a dense output layer has no sparse layer to size")
+        raise SparsetopoError("a network with only a dense output layer has no sparse layer to size")
     possible = sum(a * b for a, b in pairs)
 
     def total(eps: float) -> float:
@@ -408,7 +408,7 @@ def _sample_positions(rng: np.random.Generator, total: int, k: int,
     n_excl = 0 if exclude is None else len(exclude)
     free = total - n_excl
     if k > free:
-        raise ValueError(f"cannot place {k} connections in {free} free positions")
+        raise SparsetopoError(f"cannot place {k} connections in {free} free positions")
     if k == 0:
         return np.empty(0, dtype=np.int64)
     if total <= 4_000_000 or k > free // 4:
@@ -458,14 +458,14 @@ def erdos_renyi(sizes: Sequence[int], epsilon: float | None = None, seed: SeedLi
     """
     sizes = [int(s) for s in sizes]
     if len(sizes) < 2 or min(sizes) < 1:
-        raise ValueError(f"sizes must list at least two positive layer sizes, got {sizes}")
+        raise SparsetopoError(f"sizes must list at least two positive layer sizes, got {sizes}")
     if (epsilon is None) == (density is None):
-        raise ValueError("give exactly one of epsilon and density")
+        raise SparsetopoError("give exactly one of epsilon and density")
     if density is not None:
         epsilon = epsilon_for_density(sizes, density, dense_output=dense_output)
     assert epsilon is not None
     if epsilon <= 0:
-        raise ValueError(f"epsilon must be > 0, got {epsilon}")
+        raise SparsetopoError(f"epsilon must be > 0, got {epsilon}")
     rng = as_generator(seed)
     layers = []
     n_layers = len(sizes) - 1
@@ -493,7 +493,7 @@ def perturb(topology: Topology, fraction: float, seed: SeedLike = None, *,
     as it has room for.
     """
     if not 0 <= fraction <= 1:
-        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+        raise SparsetopoError(f"fraction must be in [0, 1], got {fraction}")
     rng = as_generator(seed)
     layers = []
     for m in topology.layers:
@@ -521,7 +521,7 @@ def perturbation_chain(base: Topology, n: int, fraction: float, seed: SeedLike =
     The paper's evolution study starts 10 networks this way with ``fraction=0.01``.
     """
     if n < 1:
-        raise ValueError(f"a chain needs n >= 1 networks, got {n}")
+        raise SparsetopoError(f"a chain needs n >= 1 networks, got {n}")
     rng = as_generator(seed)
     chain = [base.with_name(f"{prefix}0", chain_index=0)]
     for i in range(1, n):

@@ -250,7 +250,7 @@ def loss_function(name: str):
 
     if name == "mse":
         return mse
-    raise ValueError(f"--loss must be one of {', '.join(LOSSES)}; got {name!r}")
+    raise SparsetopoError(f"--loss must be one of {', '.join(LOSSES)}; got {name!r}")
 
 
 def _evaluate(model, x, y, loss_fn, batch: int = 2000) -> tuple[float, float]:
@@ -333,7 +333,7 @@ def _check_same_config(out: Path, config: TrainConfig) -> None:
                   if k not in _NON_SEMANTIC and saved.get(k) != current.get(k))
     if diff:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diff)
-        raise ValueError(
+        raise SparsetopoError(
             f"{out}: holds a run with another configuration ({detail}); "
             "use a new --out directory or the same settings to resume"
         )
@@ -450,7 +450,7 @@ def _prepare(config: TrainConfig, out: Path, dataset) -> _Run:
 
         topo = Topology.load(config.initial_topology)
         if list(topo.sizes) != sizes:
-            raise ValueError(f"--initial-topology {config.initial_topology} has layer sizes {list(topo.sizes)}, "
+            raise SparsetopoError(f"--initial-topology {config.initial_topology} has layer sizes {list(topo.sizes)}, "
                              f"the network {sizes}")
     else:
         topo = method.initial_topology(sizes, config.named_seed("topology"))

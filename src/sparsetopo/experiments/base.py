@@ -93,16 +93,16 @@ def register(exp: Experiment) -> Experiment:
 def make_config(name: str, preset: str, overrides: dict[str, Any] | None = None, *, source: str = "config"):
     """The experiment's config: dataclass defaults < preset < ``overrides`` (a YAML file's keys)."""
     if name not in EXPERIMENTS:
-        raise ValueError(f"experiment must be one of {', '.join(EXPERIMENTS)}; got {name!r}")
+        raise SparsetopoError(f"experiment must be one of {', '.join(EXPERIMENTS)}; got {name!r}")
     if preset not in PRESETS:
-        raise ValueError(f"--preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+        raise SparsetopoError(f"--preset must be one of {', '.join(PRESETS)}; got {preset!r}")
     exp = EXPERIMENTS[name]
     values = dict(exp.presets[preset])
     allowed = {f.name for f in dataclasses.fields(exp.config_cls)}
     overrides = {str(k).replace("-", "_"): v for k, v in (overrides or {}).items()}
     unknown = sorted(set(overrides) - allowed)
     if unknown:
-        raise ValueError(f"{source}: unknown key(s) for {name}: {', '.join(unknown)}; "
+        raise SparsetopoError(f"{source}: unknown key(s) for {name}: {', '.join(unknown)}; "
                          f"allowed: {', '.join(sorted(allowed))}")
     values.update(overrides)
     config = exp.config_cls(**values)
@@ -133,7 +133,7 @@ def run_experiment(name: str, preset: str, out: str | os.PathLike, *, config_fil
     if saved.exists():
         previous = yaml.safe_load(saved.read_text())
         if previous != resolved:
-            raise ValueError(f"{out}: holds a {previous.get('experiment')} experiment with other settings "
+            raise SparsetopoError(f"{out}: holds a {previous.get('experiment')} experiment with other settings "
                              f"(preset {previous.get('preset')}); use another --out or the same settings")
     else:
         write_text_atomic(saved, yaml.safe_dump(resolved, sort_keys=False))

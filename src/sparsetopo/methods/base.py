@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from ..errors import SparsetopoError
 from ..topology import Topology, epsilon_for_density, er_density, erdos_renyi
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -20,14 +21,14 @@ METHODS: dict[str, type[Method]] = {}
 def register(cls: type[Method]) -> type[Method]:
     """Class decorator adding a method to the registry under ``cls.name``."""
     if cls.name in METHODS:
-        raise ValueError(f"a method named {cls.name!r} is already registered")
+        raise SparsetopoError(f"a method named {cls.name!r} is already registered")
     METHODS[cls.name] = cls
     return cls
 
 
 def get_method(config: TrainConfig) -> Method:
     if config.method not in METHODS:
-        raise ValueError(f"--method must be one of {', '.join(METHODS)}; got {config.method!r}")
+        raise SparsetopoError(f"--method must be one of {', '.join(METHODS)}; got {config.method!r}")
     return METHODS[config.method](config)
 
 

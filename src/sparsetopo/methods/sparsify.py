@@ -20,6 +20,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..errors import SparsetopoError
 from ..topology import Topology, erdos_renyi
 from .base import UpdateContext, get_method
 
@@ -35,11 +36,11 @@ class Sparsifier:
         from ..training import TrainConfig
 
         if method not in ("static", "set", "rigl"):
-            raise ValueError(f"sparsify supports method static, set or rigl; got {method!r}")
+            raise SparsetopoError(f"sparsify supports method static, set or rigl; got {method!r}")
         self.model = model
         self.masked_layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
         if not self.masked_layers:
-            raise ValueError("sparsify found no nn.Linear layer in the model")
+            raise SparsetopoError("sparsify found no nn.Linear layer in the model")
         self.config = TrainConfig(method=method, epsilon=epsilon if density is None else None, density=density,
                                   zeta=zeta, dense_output=dense_output).validate()
         self.method = get_method(self.config)
@@ -48,7 +49,7 @@ class Sparsifier:
         sparse_ids = set(self.method.sparse_layer_ids(len(self.masked_layers)))
         sizes = self._chain_sizes()
         if density is not None and sizes is None:
-            raise ValueError("density= needs Linear layers that form a chain (an MLP); give epsilon= instead")
+            raise SparsetopoError("density= needs Linear layers that form a chain (an MLP); give epsilon= instead")
         eps = self.method.epsilon(sizes) if density is not None else float(epsilon)
         topo_gen = torch.Generator().manual_seed(int(seed))
         for k, layer in enumerate(self.masked_layers):
@@ -97,7 +98,7 @@ class Sparsifier:
         ``loss_closure`` (a loss on a batch) is needed by RigL only.
         """
         if self.config.method == "rigl" and loss_closure is None:
-            raise ValueError("rigl needs loss_closure, a function returning the loss on a batch")
+            raise SparsetopoError("rigl needs loss_closure, a function returning the loss on a batch")
         cache: list[torch.Tensor] = []
 
         def grads():
