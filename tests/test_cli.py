@@ -77,7 +77,7 @@ def test_bad_input_is_one_clear_line(args, msg, tmp_path, monkeypatch):
 
 def test_bad_solver_and_mismatched_shapes(saved, tmp_path):
     res = runner.invoke(app, ["distance", str(saved[0]), str(saved[1]), "--solver", "magic"])
-    assert res.exit_code == 2 and "'magic' is not one of 'auto', 'dense', 'sparse'" in res.output
+    assert res.exit_code == 2 and "'magic' is not one of 'auto', 'ssp', 'dense', 'sparse'" in res.output
     other = erdos_renyi([60, 51, 40, 4], epsilon=3, seed=0).save(tmp_path / "other.npz")
     res = runner.invoke(app, ["distance", str(saved[0]), str(other)])
     assert res.exit_code == 2 and "different shapes" in res.output

@@ -200,7 +200,7 @@ def test_bad_experiment_input(tmp_path, data_config):
 
 
 @pytest.mark.parametrize("overrides,msg", [
-    ({"solver": "fast"}, "solver must be one of auto, dense, sparse; got 'fast'"),
+    ({"solver": "fast"}, "solver must be one of auto, ssp, dense, sparse; got 'fast'"),
     ({"networks": 1}, r"networks must be an integer in \[2, 1000\]; got 1"),
     ({"epsilons": [1], "seeds": 0}, r"seeds must be an integer in \[1, 1000\]; got 0"),
     ({"methods": ["set", "magic"]}, r"methods must be a non-empty list of static, set, rigl; got \['set', 'magic'\]"),

@@ -132,9 +132,9 @@ def test_sparse_solver_whole_network_on_larger_topologies():
     # later layers may differ through ties, never by much, and stay in range
     assert np.all((s.per_layer >= 0) & (s.per_layer <= 1))
     assert s.solvers == ("sparse",) * 3
-    # auto with a tiny memory budget switches to the sparse solver
-    auto = nnstd(ta, tb, max_dense_bytes=1000)
-    assert auto.solvers == ("sparse", "sparse", "dense")
+    # auto uses the exact sparse solver: the same layer-0 minimum
+    auto = nnstd(ta, tb)
+    assert auto.solvers == ("ssp",) * 3 and auto.per_layer[0] == pytest.approx(d.per_layer[0], abs=1e-12)
 
 
 def test_identical_and_disjoint_topologies():
@@ -164,7 +164,7 @@ def test_shape_mismatch_and_bad_solver():
     b = erdos_renyi([10, 9, 2], epsilon=2, seed=0)
     with pytest.raises(ValueError, match=r"different shapes.*\(8, 10\).*\(9, 10\)"):
         nnstd(a, b)
-    with pytest.raises(ValueError, match="solver must be one of auto, dense, sparse; got 'fast'"):
+    with pytest.raises(ValueError, match="solver must be one of auto, ssp, dense, sparse; got 'fast'"):
         nnstd(a, a, solver="fast")
 
 

@@ -31,9 +31,10 @@ def app() -> None:
 
 
 _SOLVER_HELP = (
-    "Assignment solver: 'dense' reproduces the reference implementation's matchings, ties included; "
-    "'sparse' solves an equivalent sparse problem (large layers): the same layer-0 distance, deeper layers "
-    "may differ through ties; 'auto' uses dense while the cost matrix fits in memory."
+    "Assignment solver: 'auto' (= 'ssp') is an exact solver on the sparse overlap graph, fast and light on "
+    "memory; 'dense' reproduces the reference implementation's matchings, ties included (use it to reproduce "
+    "published values); 'sparse' is scipy's sparse solver. All give the same layer-0 distance; deeper layers "
+    "may differ through ties."
 )
 
 
@@ -84,7 +85,7 @@ _PATH = click.Path(path_type=Path)
 @click.argument("a", type=_PATH)
 @click.argument("b", type=_PATH)
 @click.option("--json", "json_out", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--solver", type=click.Choice(["auto", "dense", "sparse"]), default="auto", show_default=True,
+@click.option("--solver", type=click.Choice(["auto", "ssp", "dense", "sparse"]), default="auto", show_default=True,
               help=_SOLVER_HELP)
 @click.option("--identity-outputs", is_flag=True, help="Compare output neurons by identity (labelled classes).")
 @friendly
@@ -120,7 +121,7 @@ def distance(a: Path, b: Path, json_out: bool, solver: str, identity_outputs: bo
 @click.option("--csv", type=_PATH, help="Write a long-format CSV (a, b, layer, nnstd).")
 @click.option("--plot", type=_PATH, help="Write a heatmap per layer and of the mean (PNG/PDF).")
 @click.option("--jobs", "-j", default=-1, show_default=True, help="Parallel workers (-1: all cores).")
-@click.option("--solver", type=click.Choice(["auto", "dense", "sparse"]), default="auto", show_default=True,
+@click.option("--solver", type=click.Choice(["auto", "ssp", "dense", "sparse"]), default="auto", show_default=True,
               help=_SOLVER_HELP)
 @click.option("--identity-outputs", is_flag=True, help="Compare output neurons by identity.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")

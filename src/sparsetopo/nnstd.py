@@ -13,8 +13,15 @@ Semantics, for networks A and B with the same layer shapes:
    network distance is the mean of the per-layer distances.
 
 All set sizes and intersections of a layer come from one sparse product
-``A @ B'.T``; no Python loop ever runs over neuron pairs. Two exact solvers:
+``A @ B'.T``; no Python loop ever runs over neuron pairs. Three exact solvers:
 
+``ssp`` (what ``auto``, the default, uses)
+    Neurons that share no input cost exactly 1, so only the sparse overlap
+    graph matters, plus a private dummy per neuron at cost 1. Successive
+    shortest paths with Dijkstra on that graph, warm-started by
+    Jonker-Volgenant's augmenting row reduction (:mod:`sparsetopo._lap`,
+    compiled with numba, releases the GIL). Memory and time follow the
+    connections, not neurons squared.
 ``dense``
     Builds the float64 cost matrix and calls
     ``scipy.optimize.linear_sum_assignment`` on it, exactly as the reference
@@ -25,8 +32,13 @@ All set sizes and intersections of a layer come from one sparse product
     to a *sparse* one: each of A's neurons may take a B neuron it shares an
     input with (cost ``NED``) or a private dummy (cost 1). That is solved by
     ``scipy.sparse.csgraph.min_weight_full_bipartite_matching`` and the
-    unmatched neurons are paired arbitrarily, each pair at cost 1. Same
-    minimum cost per layer; among equal-cost matchings it may choose another.
+    unmatched neurons are paired arbitrarily, each pair at cost 1.
+
+All three give the same minimum for layer 0. Among equal-cost matchings they
+may choose differently, and since a layer's matching re-indexes the next
+layer's inputs, deeper layers can differ slightly between solvers (see the
+README's measured example); ``dense`` is the one that reproduces the paper's
+published values.
 """
 
 from __future__ import annotations
@@ -59,8 +71,8 @@ __all__ = [
     "pairwise_nnstd",
 ]
 
-Solver = Literal["auto", "dense", "sparse"]
-SOLVERS = ("auto", "dense", "sparse")
+Solver = Literal["auto", "ssp", "dense", "sparse"]
+SOLVERS = ("auto", "ssp", "dense", "sparse")
 
 #: ``solver="auto"`` uses the dense solver while its float64 cost matrix fits here.
 DEFAULT_MAX_DENSE_BYTES = 512 * 2**20
@@ -198,6 +210,46 @@ def _solve_sparse(a: ss.csr_matrix, b: ss.csr_matrix) -> tuple[float, np.ndarray
     return total, col_of
 
 
+def _solve_ssp(a: ss.csr_matrix, b: ss.csr_matrix) -> tuple[float, np.ndarray]:
+    """Exact successive shortest paths on the overlap graph (:mod:`sparsetopo._lap`).
+
+    Memory and time follow the connections: the only arrays are the overlap
+    graph (one sparse product) and O(n) vectors.
+    """
+    from ._lap import solve_sparse_lap
+
+    n = a.shape[0]
+    sa, sb = np.diff(a.indptr).astype(np.int64), np.diff(b.indptr).astype(np.int64)
+    prod = (a @ b.T).tocsr()
+    prod.sort_indices()
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(prod.indptr))
+    ned = _ned(sa[rows], sb[prod.indices], prod.data.astype(np.int64))
+    indptr, indices = prod.indptr.astype(np.int64), prod.indices.astype(np.int64)
+    # Two empty neurons cost 0 and any other partner 1: pair empties with empties up front,
+    # as one zero-cost edge each (an empty neuron has no other edge).
+    empty_a, empty_b = np.flatnonzero(sa == 0), np.flatnonzero(sb == 0)
+    k = min(len(empty_a), len(empty_b))
+    if k:
+        extra = np.zeros(n, dtype=np.int64)
+        extra[empty_a[:k]] = 1
+        indptr = np.concatenate([[0], np.cumsum(np.diff(indptr) + extra)])
+        new_indices = np.empty(indptr[-1], dtype=np.int64)
+        new_costs = np.empty(indptr[-1], dtype=np.float64)
+        old_pos = np.ones(indptr[-1], dtype=bool)
+        old_pos[indptr[empty_a[:k]]] = False
+        new_indices[old_pos], new_costs[old_pos] = indices, ned
+        new_indices[~old_pos], new_costs[~old_pos] = empty_b[:k], 0.0
+        indices, ned = new_indices, new_costs
+    col, total = solve_sparse_lap(indptr, indices, ned, 1.0)
+    # Rows on their dummies share no input with any column left over (else the
+    # optimum would pair them), so any pairing of them costs 1 per pair.
+    dummy = col >= n
+    used = np.zeros(n, dtype=bool)
+    used[col[~dummy]] = True
+    col[dummy] = np.flatnonzero(~used)
+    return total, col
+
+
 def _solve_identity(a: ss.csr_matrix, b: ss.csr_matrix) -> tuple[float, np.ndarray]:
     sa, sb = np.diff(a.indptr).astype(np.int64), np.diff(b.indptr).astype(np.int64)
     inter = np.asarray(a.multiply(b).sum(axis=1)).ravel().astype(np.int64)
@@ -207,6 +259,7 @@ def _solve_identity(a: ss.csr_matrix, b: ss.csr_matrix) -> tuple[float, np.ndarr
 _SOLVER_FUNCS: dict[str, Callable[[ss.csr_matrix, ss.csr_matrix], tuple[float, np.ndarray]]] = {
     "dense": _solve_dense,
     "sparse": _solve_sparse,
+    "ssp": _solve_ssp,
     "identity": _solve_identity,
 }
 
@@ -217,9 +270,7 @@ def _check_solver(solver: str) -> None:
 
 
 def _pick_solver(n: int, solver: str, max_dense_bytes: int) -> str:
-    if solver != "auto":
-        return solver
-    return "dense" if n * n * 8 <= max_dense_bytes else "sparse"
+    return "ssp" if solver == "auto" else solver
 
 
 def match_layer(a: ss.spmatrix, b: ss.spmatrix, *, solver: Solver = "auto",
@@ -250,11 +301,14 @@ def nnstd(a: Topology, b: Topology, *, match_outputs: bool = True, solver: Solve
         Match the output layer's neurons like any other layer (the paper's
         definition). ``False`` compares output neurons by identity, which fits
         labelled class units.
-    solver : {"auto", "dense", "sparse"}
-        ``dense`` reproduces the reference implementation's matchings; ``sparse``
-        gives the same per-layer minimum on a sparse graph for layers too large
-        for a dense cost matrix. ``auto`` picks ``dense`` while the cost matrix
-        fits in ``max_dense_bytes``.
+    solver : {"auto", "ssp", "dense", "sparse"}
+        ``auto`` (``ssp``): the exact sparse solver, fast and memory-light;
+        ``dense`` reproduces the reference implementation's matchings, ties
+        included (use it to reproduce published values); ``sparse`` is scipy's
+        sparse solver. All give the same layer-0 value; deeper layers may
+        differ through ties.
+    max_dense_bytes : int
+        Kept for compatibility; ``auto`` no longer builds dense cost matrices.
     symmetric : bool, default True
         Beyond layer 0 the value depends on which of several equally cheap
         matchings the previous layer chose, and so on the direction: A vs B

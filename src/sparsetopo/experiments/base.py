@@ -53,7 +53,7 @@ class CommonConfig:
     snapshot_connections: str = "mask"
     snapshot_weights: bool = False
     seed: int = 0
-    solver: str = field(default="auto", metadata={"choices": ("auto", "dense", "sparse")})
+    solver: str = field(default="auto", metadata={"choices": ("auto", "ssp", "dense", "sparse")})
 
     def train_config(self, **overrides: Any) -> TrainConfig:
         """A TrainConfig carrying the common settings plus ``overrides``."""

@@ -1,0 +1,287 @@
+"""An exact assignment solver for sparse NNSTD layers (successive shortest paths, numba).
+
+The problem. Rows (A's neurons) and columns (B's neurons) of one layer; a row
+may take a column it shares an input with, at cost NED < 1, or a private dummy
+column at cost 1 (in NNSTD two neurons that share no input cost exactly 1, so
+any rows left over are paired among the columns left over at cost 1 each).
+Minimising the total over this sparse graph gives the same minimum as the full
+dense ``n x n`` problem, with memory and time that follow the overlap graph.
+
+The method is the shortest-augmenting-path algorithm of Jonker-Volgenant in
+Crouse's form (as in ``scipy.optimize.linear_sum_assignment``), with Dijkstra
+on a binary heap over the sparse edges instead of dense scans, and row
+reduction plus a greedy matching as warm start: most rows take their cheapest
+option at once and only the contested ones need a search. Dual variables keep
+every reduced cost non-negative, so the result is optimal (exact up to float
+rounding of the NED values themselves).
+
+The kernel is compiled with ``nogil=True``, so threads solve layers in
+parallel, and ``cache=True``, so a command pays the compilation (a few
+seconds) once per machine. :func:`solver` sets up the cache directory: the
+package's own ``__pycache__`` when writable, else a user cache directory, and
+says so once if neither is (each process then compiles anew).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["solve_sparse_lap", "solver"]
+
+
+def _cache_dir_ok(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return True
+    except OSError:
+        return False
+
+
+@cache
+def solver():
+    """The compiled kernel (imports numba on first use and chooses where its cache lives)."""
+    if "NUMBA_CACHE_DIR" not in os.environ and not _cache_dir_ok(Path(__file__).parent / "__pycache__"):
+        user = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sparsetopo" / "numba"
+        if _cache_dir_ok(user):
+            os.environ["NUMBA_CACHE_DIR"] = str(user)
+        else:
+            warnings.warn(f"sparsetopo: neither {Path(__file__).parent / '__pycache__'} nor {user} is writable, "
+                          "so the compiled NNSTD solver is not cached: each process compiles it (a few seconds). "
+                          "Set NUMBA_CACHE_DIR to a writable directory to avoid that.", RuntimeWarning, stacklevel=3)
+    import numba
+
+    global _before
+    _before = numba.njit(inline="always")(_before_py)
+    return numba.njit(cache=True, nogil=True)(_solve)
+
+
+def _before_py(key_a, free_a, key_b, free_b):
+    """Heap order: smaller distance first; on a tie a free column first (the search can stop there)."""
+    return key_a < key_b or (key_a == key_b and free_a and not free_b)
+
+
+_before = _before_py
+
+
+def solve_sparse_lap(indptr: np.ndarray, indices: np.ndarray, costs: np.ndarray,
+                     dummy_cost: float = 1.0) -> tuple[np.ndarray, float]:
+    """Optimal assignment of ``n`` rows to ``n`` columns on a sparse cost graph.
+
+    Row ``i``'s options are the columns ``indices[indptr[i]:indptr[i+1]]`` at
+    ``costs[...]`` (at most one entry per column) and, always, a private dummy
+    at ``dummy_cost``. Returns ``col`` (``col[i] >= n`` means row ``i`` took its
+    dummy) and the minimum total cost.
+    """
+    indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    costs = np.ascontiguousarray(costs, dtype=np.float64)
+    col, total = solver()(indptr, indices, costs, float(dummy_cost))
+    return col, float(total)
+
+
+def _solve(indptr, indices, costs, dummy_cost):  # pragma: no cover - compiled by numba
+    n = indptr.shape[0] - 1
+    m = 2 * n  # columns: n real ones, then row i's dummy at n + i
+    inf = np.inf
+    u = np.zeros(n)
+    v = np.zeros(m)
+    col4row = np.full(n, -1, np.int64)
+    row4col = np.full(m, -1, np.int64)
+
+    # Warm start: Jonker-Volgenant's augmenting row reduction, an auction-like
+    # pass in which a free row takes its cheapest column (cost c - v) and lowers
+    # that column's price v to its second-cheapest option, evicting the owner.
+    # It settles most rows at almost no cost. Invariant: an assigned row sits on
+    # a column of minimal c - v, so u_i = min_j (c_ij - v_j) is dual feasible.
+    free = np.arange(n)
+    n_free = n
+    # A bound on the edges this phase may look at: with many near-equal costs the
+    # bidding can go on for long at tiny price steps; what is left goes to the exact phase.
+    budget = 4 * (indices.shape[0] + n) + 100
+    for _pass in range(2):
+        k = 0
+        todo = n_free
+        n_free = 0
+        while k < todo:
+            i = free[k]
+            k += 1
+            u1 = dummy_cost - v[n + i]
+            j1 = n + i
+            u2 = inf
+            j2 = -1
+            for p in range(indptr[i], indptr[i + 1]):
+                h = costs[p] - v[indices[p]]
+                if h < u2:
+                    if h >= u1:
+                        u2 = h
+                        j2 = indices[p]
+                    else:
+                        u2 = u1
+                        j2 = j1
+                        u1 = h
+                        j1 = indices[p]
+            i0 = row4col[j1]
+            budget -= indptr[i + 1] - indptr[i] + 1
+            if j2 >= 0 and budget > 0:
+                if u1 < u2:
+                    v[j1] -= u2 - u1
+                elif i0 >= 0:
+                    j1 = j2
+                    i0 = row4col[j2]
+            if i0 >= 0:
+                col4row[i0] = -1
+                if u1 < u2 and budget > 0:
+                    k -= 1
+                    free[k] = i0  # re-seat the evicted row at once
+                else:
+                    free[n_free] = i0  # or in the next pass
+                    n_free += 1
+            row4col[j1] = i
+            col4row[i] = j1
+    # Row duals from the column prices: every edge's reduced cost is now >= 0.
+    for i in range(n):
+        best = dummy_cost - v[n + i]
+        for p in range(indptr[i], indptr[i + 1]):
+            h = costs[p] - v[indices[p]]
+            if h < best:
+                best = h
+        u[i] = best
+
+    dist = np.full(m, inf)
+    pred = np.full(m, -1, np.int64)
+    scanned = np.zeros(m, np.bool_)
+    touched = np.empty(m, np.int64)
+    scanned_rows = np.empty(n + 1, np.int64)
+    cap = indices.shape[0] + n + 1
+    heap_key = np.empty(cap)
+    heap_col = np.empty(cap, np.int64)
+    heap_free = np.empty(cap, np.bool_)
+
+    for r in range(n):
+        if col4row[r] != -1:
+            continue
+        n_touched = 0
+        n_rows = 0
+        size = 0
+        i = r
+        min_val = 0.0
+        sink = -1
+        while sink == -1:
+            scanned_rows[n_rows] = i
+            n_rows += 1
+            base = min_val - u[i]
+            for p in range(indptr[i], indptr[i + 1] + 1):  # the row's edges, then its dummy
+                if p < indptr[i + 1]:
+                    j = indices[p]
+                    c = costs[p]
+                else:
+                    j = n + i
+                    c = dummy_cost
+                if scanned[j]:
+                    continue
+                rc = base + c - v[j]
+                if rc < dist[j]:
+                    if dist[j] == inf:
+                        touched[n_touched] = j
+                        n_touched += 1
+                    dist[j] = rc
+                    pred[j] = i
+                    # push (rc, j) on the binary heap
+                    free_j = row4col[j] == -1
+                    k = size
+                    size += 1
+                    while k > 0:
+                        parent = (k - 1) // 2
+                        if not _before(rc, free_j, heap_key[parent], heap_free[parent]):
+                            break
+                        heap_key[k] = heap_key[parent]
+                        heap_col[k] = heap_col[parent]
+                        heap_free[k] = heap_free[parent]
+                        k = parent
+                    heap_key[k] = rc
+                    heap_col[k] = j
+                    heap_free[k] = free_j
+            # pop the closest unscanned column (stale heap entries are skipped)
+            j = -1
+            d = inf
+            while size > 0:
+                d = heap_key[0]
+                j = heap_col[0]
+                size -= 1
+                last_key = heap_key[size]
+                last_col = heap_col[size]
+                last_free = heap_free[size]
+                k = 0
+                while True:
+                    child = 2 * k + 1
+                    if child >= size:
+                        break
+                    if child + 1 < size and _before(heap_key[child + 1], heap_free[child + 1],
+                                                    heap_key[child], heap_free[child]):
+                        child += 1
+                    if not _before(heap_key[child], heap_free[child], last_key, last_free):
+                        break
+                    heap_key[k] = heap_key[child]
+                    heap_col[k] = heap_col[child]
+                    heap_free[k] = heap_free[child]
+                    k = child
+                if size > 0:
+                    heap_key[k] = last_key
+                    heap_col[k] = last_col
+                    heap_free[k] = last_free
+                if not scanned[j] and d == dist[j]:
+                    break
+                j = -1
+            if j == -1:  # cannot happen: every row has its dummy
+                return col4row, inf
+            min_val = d
+            scanned[j] = True
+            if row4col[j] == -1:
+                sink = j
+            else:
+                i = row4col[j]
+
+        # Dual update (Crouse): keeps reduced costs >= 0 and zero on the matching.
+        u[r] += min_val
+        for t in range(1, n_rows):
+            k = scanned_rows[t]
+            u[k] += min_val - dist[col4row[k]]
+        for t in range(n_touched):
+            j = touched[t]
+            if scanned[j]:
+                v[j] -= min_val - dist[j]
+        # Augment along the shortest path.
+        j = sink
+        while True:
+            i = pred[j]
+            row4col[j] = i
+            prev = col4row[i]
+            col4row[i] = j
+            j = prev
+            if i == r:
+                break
+        for t in range(n_touched):
+            j = touched[t]
+            dist[j] = inf
+            pred[j] = -1
+            scanned[j] = False
+
+    total = 0.0
+    for i in range(n):
+        j = col4row[i]
+        if j >= n:
+            total += dummy_cost
+        else:
+            for p in range(indptr[i], indptr[i + 1]):
+                if indices[p] == j:
+                    total += costs[p]
+                    break
+    return col4row, total
