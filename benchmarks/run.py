@@ -14,6 +14,7 @@ import os
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -105,6 +106,88 @@ def bench_nnstd(quick: bool) -> None:
     row("one 20,000-neuron layer @0.1%, solver=sparse (1 run)",
         f"{res['t']:.1f} s, peak RSS {res['peak_rss_mb']:.0f} MB",
         "memory <= 2 GB; time reported", ok(res["peak_rss_mb"] <= 2048))
+
+
+_LAYER_CASE = """
+import time, numpy as np
+from sparsetopo.topology import Topology, erdos_renyi, perturb
+from sparsetopo.nnstd import match_layer
+n, d, apart, solver, runs = {n}, {d}, {apart}, {solver!r}, {runs}
+a = erdos_renyi([n, n], density=d, seed=0, dense_output=False)[0]
+b = (perturb(Topology([a]), apart, seed=3)[0] if apart else
+     erdos_renyi([n, n], density=d, seed=1, dense_output=False)[0])
+match_layer(a[:50, :50], b[:50, :50], solver=solver)  # compile / load the kernel outside the timing
+ts = []
+for _ in range(runs):
+    t = time.perf_counter(); v, _ = match_layer(a, b, solver=solver); ts.append(time.perf_counter() - t)
+RESULT = {{'t': float(np.median(ts)), 'v': v}}
+"""
+
+
+def _layer(n, d, apart, solver, runs):
+    return run_in_subprocess(_LAYER_CASE.format(n=n, d=d, apart=apart, solver=solver, runs=runs))
+
+
+def bench_solvers(quick: bool) -> None:
+    """Issue 9: the exact sparse solver (ssp) against scipy's dense and sparse solvers, same run, 1 core."""
+    print("NNSTD solvers per layer (1 core; each case in a fresh process)", flush=True)
+    cases = [(784, 0.006, 0, "784, 0.6 %, independent"), (784, 0.006, 0.01, "784, 0.6 %, 1 % apart"),
+             (784, 0.045, 0, "784, 4.5 %"), (4096, 0.01, 0, "4096, 1 %"), (10000, 0.001, 0, "10,000, 0.1 %"),
+             (10000, 0.001, 0.01, "10,000, 0.1 %, 1 % apart")]
+    for n, d, apart, label in cases:
+        times = {}
+        for solver in ("dense", "sparse", "ssp"):
+            if solver == "dense" and n >= 10000 and not apart:
+                times[solver] = None  # 160 s and 800 MB per run: measured once in the issue, not repeated
+                continue
+            runs = 1 if n >= 4096 else (3 if quick else 7)
+            res = _layer(n, d, apart, solver, runs)
+            times[solver] = res["t"]
+        fmt = {k: ("-" if t is None else f"{t * 1000:.1f} ms" if t < 1 else f"{t:.2f} s") for k, t in times.items()}
+        speed = times["sparse"] / times["ssp"]
+        row(f"layer {label}: scipy dense / scipy sparse / ssp", f"{fmt['dense']} / {fmt['sparse']} / {fmt['ssp']} "
+            f"(ssp {speed:.1f}x scipy sparse" + (f", {times['dense'] / times['ssp']:.1f}x dense)" if times["dense"]
+                                               else ")"),
+            ">= 4x scipy sparse at 10,000" if n == 10000 and not apart else "(measure)",
+            ok(speed >= 4) if n == 10000 and not apart else "")
+    for n, d, limit in ((20000, 0.0005, None), (50000, 0.0002, 60)):
+        res = _layer(n, d, 0, "ssp", 1)
+        row(f"one {n:,}-neuron layer @{d * 100:g}%, ssp (1 run)",
+            f"{res['t']:.1f} s, peak RSS {res['peak_rss_mb']:.0f} MB",
+            "<= 60 s and <= 2 GB" if limit else "memory <= 2 GB",
+            ok(res["peak_rss_mb"] <= 2048 and (limit is None or res["t"] <= limit)))
+    pair = run_in_subprocess(textwrap.dedent("""
+        import time, numpy as np
+        from sparsetopo.topology import erdos_renyi
+        from sparsetopo.nnstd import nnstd
+        a = erdos_renyi([784, 784, 784, 784, 10], density=0.006, seed=0)
+        b = erdos_renyi([784, 784, 784, 784, 10], density=0.006, seed=1)
+        nnstd(a, b)
+        ts = []
+        for s in ("ssp", "dense"):
+            r = []
+            for _ in range(5):
+                t = time.perf_counter(); nnstd(a, b, solver=s); r.append(time.perf_counter() - t)
+            ts.append(np.median(r))
+        RESULT = {"ssp": ts[0], "dense": ts[1]}
+    """))
+    row("one independent 784-784-784-784-10 pair @0.6%, ssp vs scipy dense (median of 5, 1 core)",
+        f"{pair['ssp'] * 1000:.1f} ms vs {pair['dense'] * 1000:.1f} ms ({pair['dense'] / pair['ssp']:.1f}x)",
+        ">= 6x and ~25 ms", ok(pair["dense"] / pair["ssp"] >= 6))
+    mat = run_in_subprocess(textwrap.dedent("""
+        import time
+        from sparsetopo.topology import erdos_renyi
+        from sparsetopo.nnstd import pairwise_nnstd, nnstd
+        ts = [erdos_renyi([784, 784, 784, 784, 10], density=0.006, seed=100 + i) for i in range(10)]
+        nnstd(ts[0], ts[1])
+        r = []
+        for j in (1, 2):
+            t = time.perf_counter(); pairwise_nnstd(ts, n_jobs=j); r.append(time.perf_counter() - t)
+        RESULT = {"t1": r[0], "t2": r[1]}
+    """))
+    row("10 random 784 networks, 45 pairs, ssp: 1 thread / 2 threads",
+        f"{mat['t1']:.2f} s / {mat['t2']:.2f} s ({mat['t1'] / mat['t2']:.1f}x)", "<= 0.8 s on 2 cores",
+        ok(mat["t2"] <= 0.8))
 
 
 def bench_training(quick: bool) -> None:
@@ -215,8 +298,8 @@ def bench_fidelity(quick: bool) -> None:
     shutil.rmtree(tmp)
 
 
-SECTIONS = {"nnstd": bench_nnstd, "training": bench_training, "sparse-kernel": bench_sparse_kernel,
-            "experiments": bench_experiments, "fidelity": bench_fidelity}
+SECTIONS = {"nnstd": bench_nnstd, "solvers": bench_solvers, "training": bench_training,
+            "sparse-kernel": bench_sparse_kernel, "experiments": bench_experiments, "fidelity": bench_fidelity}
 
 
 def main() -> None:
