@@ -340,7 +340,7 @@ def test_diverging_run_stops_with_advice_and_is_not_complete(tmp_path, tiny_data
     out = tmp_path / "run"
     line = one_line_error(_train(out, tiny_data, "--lr", "1e6", "--method", "dense"), "training diverged at epoch",
                           "Lower --lr (now 1e+06)")
-    assert "nan" in line or "inf" in line
+    assert "loss " in line
     assert not (out / "result.json").exists()
 
 

@@ -190,6 +190,10 @@ class TrainConfig:
         return config
 
 
+#: A mean batch loss above this is divergence, not learning: cross-entropy starts
+#: at log(classes) ~ 2.3 and SET's squared error is at most 5 for ten classes.
+DIVERGED_LOSS = 1e4
+
 # Fields that do not change a run's results; they may differ when resuming.
 _NON_SEMANTIC = {"data_dir"}
 
@@ -536,7 +540,7 @@ def _train_epoch(run: _Run, epoch: int, progress: bool, log) -> None:
         run.optimizer.step()
         model.apply_masks()
         loss_value = loss.item()
-        if not math.isfinite(loss_value):
+        if not math.isfinite(loss_value) or loss_value > DIVERGED_LOSS:
             raise SparsetopoError(
                 f"{run.out}: training diverged at epoch {epoch} (loss {loss_value}); the run stops here and is "
                 f"not marked complete. Lower --lr (now {cfg.lr:g}) or the initial weight scale, and train in a "
