@@ -143,6 +143,14 @@ def run_experiment(name: str, preset: str, out: str | os.PathLike, *, config_fil
     return summary
 
 
+def settings_table(config, sources: dict[str, str], path: Path) -> str:
+    """Write each documented setting of this run beside where its ``paper`` value comes from."""
+    rows = [{"setting": k, "this run": json.dumps(getattr(config, k)), "paper preset: source": src}
+            for k, src in sources.items()]
+    write_csv(path, rows)
+    return path.name
+
+
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     """Tables for people: floats to 6 significant digits."""
     _write_csv(path, rows, float_digits=6)
