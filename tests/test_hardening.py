@@ -412,3 +412,16 @@ def test_distance_does_not_depend_on_the_order_of_its_arguments(tmp_path):
     ab = json.loads(runner.invoke(app, ["distance", str(a), str(b), "--json"]).output)
     ba = json.loads(runner.invoke(app, ["distance", str(b), str(a), "--json"]).output)
     assert ab["per_layer"] == ba["per_layer"]
+
+
+def test_permission_and_other_os_errors_read_as_path_and_reason():
+    import errno
+
+    from sparsetopo.cli import os_error_message
+
+    assert os_error_message(PermissionError(errno.EACCES, "Permission denied", "/ro/run")) == \
+        "/ro/run: permission denied"
+    assert os_error_message(OSError(errno.ENOSPC, "no space left on device", "/full/ckpt.pt")) == \
+        "/full/ckpt.pt: no space left on device"
+    assert os_error_message(OSError(errno.EROFS, "Read-only file system", "/mnt/x", None)) == \
+        "/mnt/x: read-only file system"

@@ -160,10 +160,10 @@ def _solve(indptr, indices, costs, dummy_cost):  # pragma: no cover - compiled b
     scanned = np.zeros(m, np.bool_)
     touched = np.empty(m, np.int64)
     scanned_rows = np.empty(n + 1, np.int64)
-    cap = indices.shape[0] + n + 1
-    heap_key = np.empty(cap)
-    heap_col = np.empty(cap, np.int64)
-    heap_free = np.empty(cap, np.bool_)
+    # An indexed binary heap of columns keyed by (dist, not free): decrease-key in
+    # place, so the heap never holds stale entries.
+    heap = np.empty(m, np.int64)
+    pos = np.full(m, -1, np.int64)
 
     for r in range(n):
         if col4row[r] != -1:
@@ -192,57 +192,51 @@ def _solve(indptr, indices, costs, dummy_cost):  # pragma: no cover - compiled b
                     if dist[j] == inf:
                         touched[n_touched] = j
                         n_touched += 1
+                        k = size
+                        size += 1
+                    else:
+                        k = pos[j]
                     dist[j] = rc
                     pred[j] = i
-                    # push (rc, j) on the binary heap
                     free_j = row4col[j] == -1
-                    k = size
-                    size += 1
-                    while k > 0:
+                    while k > 0:  # sift up
                         parent = (k - 1) // 2
-                        if not _before(rc, free_j, heap_key[parent], heap_free[parent]):
+                        q = heap[parent]
+                        if not _before(rc, free_j, dist[q], row4col[q] == -1):
                             break
-                        heap_key[k] = heap_key[parent]
-                        heap_col[k] = heap_col[parent]
-                        heap_free[k] = heap_free[parent]
+                        heap[k] = q
+                        pos[q] = k
                         k = parent
-                    heap_key[k] = rc
-                    heap_col[k] = j
-                    heap_free[k] = free_j
-            # pop the closest unscanned column (stale heap entries are skipped)
-            j = -1
-            d = inf
-            while size > 0:
-                d = heap_key[0]
-                j = heap_col[0]
-                size -= 1
-                last_key = heap_key[size]
-                last_col = heap_col[size]
-                last_free = heap_free[size]
+                    heap[k] = j
+                    pos[j] = k
+            if size == 0:  # cannot happen: every row has its dummy
+                return col4row, inf
+            j = heap[0]  # the closest unscanned column
+            pos[j] = -1
+            size -= 1
+            if size > 0:
+                last = heap[size]
+                last_d = dist[last]
+                last_free = row4col[last] == -1
                 k = 0
-                while True:
+                while True:  # sift down
                     child = 2 * k + 1
                     if child >= size:
                         break
-                    if child + 1 < size and _before(heap_key[child + 1], heap_free[child + 1],
-                                                    heap_key[child], heap_free[child]):
-                        child += 1
-                    if not _before(heap_key[child], heap_free[child], last_key, last_free):
+                    a_ = heap[child]
+                    if child + 1 < size:
+                        b_ = heap[child + 1]
+                        if _before(dist[b_], row4col[b_] == -1, dist[a_], row4col[a_] == -1):
+                            child += 1
+                            a_ = b_
+                    if not _before(dist[a_], row4col[a_] == -1, last_d, last_free):
                         break
-                    heap_key[k] = heap_key[child]
-                    heap_col[k] = heap_col[child]
-                    heap_free[k] = heap_free[child]
+                    heap[k] = a_
+                    pos[a_] = k
                     k = child
-                if size > 0:
-                    heap_key[k] = last_key
-                    heap_col[k] = last_col
-                    heap_free[k] = last_free
-                if not scanned[j] and d == dist[j]:
-                    break
-                j = -1
-            if j == -1:  # cannot happen: every row has its dummy
-                return col4row, inf
-            min_val = d
+                heap[k] = last
+                pos[last] = k
+            min_val = dist[j]
             scanned[j] = True
             if row4col[j] == -1:
                 sink = j
@@ -273,6 +267,7 @@ def _solve(indptr, indices, costs, dummy_cost):  # pragma: no cover - compiled b
             dist[j] = inf
             pred[j] = -1
             scanned[j] = False
+            pos[j] = -1
 
     total = 0.0
     for i in range(n):
