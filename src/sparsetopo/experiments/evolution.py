@@ -84,8 +84,9 @@ SOURCES = {
 PAPER_SNAPSHOTS = sorted({e + d for e in (0, 10, 20, 30, 40, 50, 100, 150, 190) for d in (0, 1, 2)} | {200})
 
 PRESETS = {
+    # smoke: a seconds-long miniature of the recipe (a higher lr so that it learns in 2 epochs); not comparable.
     "smoke": dict(PAPER_RECIPE, hidden=[64, 64, 64], density=0.05, networks=4, epochs=2, snapshot_epochs=[0, 1, 2],
-                  limit_train=2000, limit_test=500, batch_size=64),
+                  limit_train=4000, limit_test=500, batch_size=32, lr=0.05),
     "small": dict(PAPER_RECIPE, hidden=[784, 784, 784], networks=10, epochs=10, snapshot_epochs=[0, 1, 2, 5, 10]),
     "paper": dict(PAPER_RECIPE, hidden=[784, 784, 784], networks=10, epochs=200, snapshot_epochs=PAPER_SNAPSHOTS),
 }

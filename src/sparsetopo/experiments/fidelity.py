@@ -131,8 +131,11 @@ def write_fidelity_figure(path: Path, nnstd_means, stats, accuracy: Mapping[int,
     """Overlaid curves, ours against the published networks', one panel per statistic."""
     from ..plots import comparison_panels
 
-    def pub(table):  # published epoch E -> its E + 1 training epochs
-        return ([published.trained_epochs(e) for e in sorted(table)], [table[e] for e in sorted(table)])
+    horizon = max([max(t) for t in nnstd_means.values()] + [2]) + 2  # published points up to our last epoch
+
+    def pub(table):  # published epoch E -> its E + 2 training epochs, within our horizon
+        es = [e for e in sorted(table) if published.trained_epochs(e) <= horizon]
+        return ([published.trained_epochs(e) for e in es], [table[e] for e in es])
 
     def mine(table):
         return (sorted(table), [table[e] for e in sorted(table)])
@@ -140,7 +143,7 @@ def write_fidelity_figure(path: Path, nnstd_means, stats, accuracy: Mapping[int,
     panels = [(f"mean NNSTD, layer {k}", "mean off-diagonal NNSTD",
                {"ours": mine(nnstd_means[k]), "published": pub(published.NNSTD_MEAN[k])})
               for k in sorted(nnstd_means) if k in published.NNSTD_MEAN]
-    acc_pub = published.ACCURACY[: max(accuracy)] if accuracy else published.ACCURACY
+    acc_pub = published.ACCURACY[: max(accuracy)] if accuracy else published.ACCURACY[:horizon]
     panels.append(("accuracy", "accuracy", {"ours": mine(accuracy),
                                             "published": (list(range(1, len(acc_pub) + 1)), list(acc_pub))}))
     panels.append(("connections shared by two networks, layer 0", "fraction",
