@@ -28,11 +28,17 @@ __all__ = ["Sparsifier", "sparsify"]
 
 
 class Sparsifier:
-    """Masks and a drop-then-grow method attached to a model's ``nn.Linear`` layers."""
+    """Masks and a drop-then-grow method attached to a model's ``nn.Linear`` layers.
+
+    ``rescale_init`` (default on) multiplies each masked neuron's initial weights
+    by ``sqrt(n_in / fan_in)``, so that a sparse layer keeps the signal scale its
+    (dense) initialisation was designed for; ``False`` keeps the model's weights
+    as they are, only zeroed outside the mask.
+    """
 
     def __init__(self, model: nn.Module, method: str = "set", *, epsilon: float | None = 20.0,
                  density: float | None = None, zeta: float = 0.3, dense_output: bool = True, seed: int = 0,
-                 regrowth_seed: int | None = None):
+                 regrowth_seed: int | None = None, rescale_init: bool = True):
         from ..training import TrainConfig
 
         if method not in ("static", "set", "rigl"):
@@ -65,6 +71,12 @@ class Sparsifier:
                 layer.register_buffer("weight_mask", mask)
             with torch.no_grad():
                 layer.weight.mul_(layer.weight_mask)
+                if rescale_init and k in sparse_ids:
+                    # Keep each neuron's output scale: its initialisation assumed n_in inputs, it now has
+                    # fan_in. Without this a ~90 %-sparse layer shrinks the signal several-fold and SGD
+                    # barely moves (the same rescaling as sparsetopo's own models).
+                    fan_in = layer.weight_mask.sum(dim=1, keepdim=True).clamp(min=1)
+                    layer.weight.mul_(torch.sqrt(n_in / fan_in))
             layer.weight.register_hook(self._grad_hook(layer))
 
     def _chain_sizes(self) -> list[int] | None:
