@@ -58,17 +58,58 @@ def solver():
                           "Set NUMBA_CACHE_DIR to a writable directory to avoid that.", RuntimeWarning, stacklevel=3)
     import numba
 
-    global _before
+    global _before, _sift_up, _sift_down
     _before = numba.njit(inline="always")(_before_py)
+    _sift_up = numba.njit(inline="always")(_sift_up_py)
+    _sift_down = numba.njit(inline="always")(_sift_down_py)
     return numba.njit(cache=True, nogil=True)(_solve)
 
 
+# The heap helpers are plain functions here and compiled (inlined) by ``solver``.
 def _before_py(key_a, free_a, key_b, free_b):
     """Heap order: smaller distance first; on a tie a free column first (the search can stop there)."""
     return key_a < key_b or (key_a == key_b and free_a and not free_b)
 
 
-_before = _before_py
+def _sift_up_py(heap, pos, dist, row4col, k, j):  # pragma: no cover - compiled by numba
+    """Place column ``j`` (key ``dist[j]``) at slot ``k`` or above in the indexed heap."""
+    free_j = row4col[j] == -1
+    while k > 0:
+        parent = (k - 1) // 2
+        q = heap[parent]
+        if not _before(dist[j], free_j, dist[q], row4col[q] == -1):
+            break
+        heap[k] = q
+        pos[q] = k
+        k = parent
+    heap[k] = j
+    pos[j] = k
+
+
+def _sift_down_py(heap, pos, dist, row4col, size, last):  # pragma: no cover - compiled by numba
+    """Refill slot 0 after a pop with ``last`` (the old last element) and restore the heap order."""
+    last_free = row4col[last] == -1
+    k = 0
+    while True:
+        child = 2 * k + 1
+        if child >= size:
+            break
+        a = heap[child]
+        if child + 1 < size:
+            b = heap[child + 1]
+            if _before(dist[b], row4col[b] == -1, dist[a], row4col[a] == -1):
+                child += 1
+                a = b
+        if not _before(dist[a], row4col[a] == -1, dist[last], last_free):
+            break
+        heap[k] = a
+        pos[a] = k
+        k = child
+    heap[k] = last
+    pos[last] = k
+
+
+_before, _sift_up, _sift_down = _before_py, _sift_up_py, _sift_down_py
 
 
 def solve_sparse_lap(indptr: np.ndarray, indices: np.ndarray, costs: np.ndarray,
@@ -202,44 +243,14 @@ def _solve(indptr, indices, costs, dummy_cost):  # pragma: no cover - compiled b
                         k = pos[j]
                     dist[j] = rc
                     pred[j] = i
-                    free_j = row4col[j] == -1
-                    while k > 0:  # sift up
-                        parent = (k - 1) // 2
-                        q = heap[parent]
-                        if not _before(rc, free_j, dist[q], row4col[q] == -1):
-                            break
-                        heap[k] = q
-                        pos[q] = k
-                        k = parent
-                    heap[k] = j
-                    pos[j] = k
+                    _sift_up(heap, pos, dist, row4col, k, j)
             if size == 0:  # cannot happen: every row has its dummy
                 return col4row, inf
             j = heap[0]  # the closest unscanned column
             pos[j] = -1
             size -= 1
             if size > 0:
-                last = heap[size]
-                last_d = dist[last]
-                last_free = row4col[last] == -1
-                k = 0
-                while True:  # sift down
-                    child = 2 * k + 1
-                    if child >= size:
-                        break
-                    a_ = heap[child]
-                    if child + 1 < size:
-                        b_ = heap[child + 1]
-                        if _before(dist[b_], row4col[b_] == -1, dist[a_], row4col[a_] == -1):
-                            child += 1
-                            a_ = b_
-                    if not _before(dist[a_], row4col[a_] == -1, last_d, last_free):
-                        break
-                    heap[k] = a_
-                    pos[a_] = k
-                    k = child
-                heap[k] = last
-                pos[last] = k
+                _sift_down(heap, pos, dist, row4col, size, heap[size])
             min_val = dist[j]
             scanned[j] = True
             if row4col[j] == -1:
