@@ -44,6 +44,9 @@ class UpdateContext:
     #: Gradients of the loss w.r.t. every layer's full (unmasked) weight; computed
     #: on first call and cached for the rest of this update.
     dense_grads: Callable[[], list[torch.Tensor]]
+    #: The fraction to drop now when a step schedule decides it (``sparsify(update_every=...)``);
+    #: ``None``: the method's own per-epoch rule.
+    drop_fraction: float | None = None
 
 
 @dataclass

@@ -14,7 +14,8 @@ class RigL(DropGrowMethod):
         return self.config.zeta * (1 + math.cos(math.pi * epoch / total)) / 2
 
     def drop(self, weight, mask, ctx):
-        k = int(self.drop_fraction(ctx.epoch, ctx.total_epochs) * int(mask.sum()))
+        fraction = self.drop_fraction(ctx.epoch, ctx.total_epochs) if ctx.drop_fraction is None else ctx.drop_fraction
+        k = int(fraction * int(mask.sum()))
         return lowest(weight.abs(), mask, k)
 
     def grow_score(self, layer_id, weight, mask, ctx):

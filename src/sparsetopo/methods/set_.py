@@ -21,7 +21,7 @@ class SET(DropGrowMethod):
     name = "set"
 
     def drop(self, weight, mask, ctx):
-        zeta = self.config.zeta
+        zeta = self.config.zeta if ctx is None or ctx.drop_fraction is None else ctx.drop_fraction
         pos = mask & (weight > 0)
         neg = mask & (weight < 0)
         zero = mask & (weight == 0)

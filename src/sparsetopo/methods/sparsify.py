@@ -15,6 +15,8 @@ Adam keep those weights exactly zero without touching your loop.
 
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable
 
 import torch
@@ -24,7 +26,11 @@ from ..errors import SparsetopoError
 from ..topology import Topology, erdos_renyi
 from .base import UpdateContext, get_method
 
-__all__ = ["Sparsifier", "sparsify"]
+__all__ = ["DROP_SCHEDULES", "Sparsifier", "sparsify"]
+
+#: How much a step-scheduled update moves: ``constant`` (zeta each time) or ``cosine``
+#: (zeta decaying to 0 at ``end_step``, RigL's schedule).
+DROP_SCHEDULES = ("constant", "cosine")
 
 
 class Sparsifier:
@@ -38,11 +44,22 @@ class Sparsifier:
 
     def __init__(self, model: nn.Module, method: str = "set", *, epsilon: float | None = 20.0,
                  density: float | None = None, zeta: float = 0.3, dense_output: bool = True, seed: int = 0,
-                 regrowth_seed: int | None = None, rescale_init: bool = True):
+                 regrowth_seed: int | None = None, rescale_init: bool = True, update_every: int | None = None,
+                 end_step: int | None = None, drop_schedule: str = "constant"):
         from ..training import TrainConfig
 
         if method not in ("static", "set", "rigl"):
             raise SparsetopoError(f"sparsify supports method static, set or rigl; got {method!r}")
+        if update_every is not None and (not isinstance(update_every, int) or update_every < 1):
+            raise SparsetopoError(f"update_every must be an integer >= 1 (optimizer steps); got {update_every!r}")
+        if end_step is not None and (update_every is None or not isinstance(end_step, int) or end_step < update_every):
+            raise SparsetopoError(f"end_step must be an integer >= update_every ({update_every}); got {end_step!r}")
+        if drop_schedule not in DROP_SCHEDULES:
+            raise SparsetopoError(f"drop_schedule must be one of {', '.join(DROP_SCHEDULES)}; got {drop_schedule!r}")
+        if drop_schedule == "cosine" and end_step is None:
+            raise SparsetopoError("drop_schedule='cosine' decays to end_step: give end_step")
+        self.update_every, self.end_step, self.drop_schedule = update_every, end_step, drop_schedule
+        self.steps = 0  # optimizer steps seen by step()
         self.model = model
         self.masked_layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
         if not self.masked_layers:
@@ -78,6 +95,9 @@ class Sparsifier:
                     fan_in = layer.weight_mask.sum(dim=1, keepdim=True).clamp(min=1)
                     layer.weight.mul_(torch.sqrt(n_in / fan_in))
             layer.weight.register_hook(self._grad_hook(layer))
+        # In-time over-parameterization: every connection that has ever been active, per layer.
+        self._seen = [m.weight_mask.detach() != 0 for m in self.masked_layers]
+        self._last_snapshot: list[torch.Tensor] | None = None
 
     def _chain_sizes(self) -> list[int] | None:
         """Neuron counts when the Linear layers form a chain (an MLP), else None."""
@@ -118,13 +138,101 @@ class Sparsifier:
                 cache.extend(self.dense_gradients(loss_closure))
             return cache
 
-        ctx = UpdateContext(model=self, optimizer=optimizer, epoch=epoch, total_epochs=total_epochs,
-                            regrowth=self.regrowth, dense_grads=grads)
-        return self.method.after_epoch(ctx).changed_layers
+        return self._update(optimizer, epoch, total_epochs, grads, None)
+
+    def _update(self, optimizer, epoch, total, grads, fraction) -> list[int]:
+        ctx = UpdateContext(model=self, optimizer=optimizer, epoch=epoch, total_epochs=total,
+                            regrowth=self.regrowth, dense_grads=grads, drop_fraction=fraction)
+        changed = self.method.after_epoch(ctx).changed_layers
+        for k in changed:
+            self._seen[k] |= self.masked_layers[k].weight_mask.detach() != 0
+        return changed
+
+    def step(self, optimizer: torch.optim.Optimizer,
+             loss_closure: Callable[[], torch.Tensor] | None = None) -> list[int]:
+        """Call after each ``optimizer.step()``; evolves the topology every ``update_every`` steps.
+
+        Masks change only at multiples of ``update_every`` and before
+        ``end_step`` (after it, ``step`` only counts: a no-op, so a loop may
+        keep calling it). With ``drop_schedule="cosine"`` the fraction moved at
+        step t is ``zeta * (1 + cos(pi * t / end_step)) / 2`` (RigL's schedule),
+        else ``zeta``. Returns the changed layers.
+        """
+        if self.update_every is None:
+            raise SparsetopoError("step() needs sparsify(..., update_every=N); or call end_epoch() once per epoch")
+        self.steps += 1
+        t = self.steps
+        if t % self.update_every or (self.end_step is not None and t >= self.end_step):
+            return []
+        if self.config.method == "rigl" and loss_closure is None:
+            raise SparsetopoError("rigl needs loss_closure, a function returning the loss on a batch")
+        fraction = self.drop_fraction(t)
+        cache: list[torch.Tensor] = []
+
+        def grads():
+            if not cache:
+                cache.extend(self.dense_gradients(loss_closure))
+            return cache
+
+        return self._update(optimizer, t, t + 1, grads, fraction)
+
+    def drop_fraction(self, t: int) -> float:
+        """The fraction of connections moved by an update at step ``t`` under the step schedule."""
+        zeta = self.config.zeta
+        if self.drop_schedule == "cosine":
+            return zeta * (1 + math.cos(math.pi * t / self.end_step)) / 2
+        return zeta
 
     def topology(self) -> Topology:
         """The current masks as a Topology (the Linear layers must chain)."""
         return Topology.from_masks([m.weight_mask.detach().cpu().numpy() != 0 for m in self.masked_layers])
+
+    def itop_rate(self) -> list[float]:
+        """In-time over-parameterization rate per layer (Liu et al., ICML 2021): the fraction of all
+        possible connections that have been active at least once so far."""
+        return [float(s.sum()) / s.numel() for s in self._seen]
+
+    def snapshot(self, path: str | os.PathLike) -> dict[str, list[float]]:
+        """Save the current topology as ``train`` does (sparsetopo's ``.npz``), so that ``sparsetopo
+        distance``, ``matrix`` and the report read a user's runs; returns per layer the ITOP rate and
+        the fraction of connections kept since the previous snapshot (1.0 at the first)."""
+        masks = [m.weight_mask.detach() != 0 for m in self.masked_layers]
+        prev = self._last_snapshot
+        kept = [1.0 if prev is None else float((a & b).sum()) / max(int(b.sum()), 1)
+                for a, b in zip(masks, prev or masks)]
+        Topology.from_masks([m.cpu().numpy() for m in masks], metadata={"steps": self.steps}).save(path)
+        self._last_snapshot = [m.clone() for m in masks]
+        return {"itop_rate": self.itop_rate(), "kept_since_last_snapshot": kept}
+
+    # ------------------------------------------------------------- resume
+    def _identity(self) -> dict:
+        return {"method": self.config.method, "zeta": self.config.zeta, "update_every": self.update_every,
+                "end_step": self.end_step, "drop_schedule": self.drop_schedule,
+                "shapes": [tuple(m.weight.shape) for m in self.masked_layers]}
+
+    def state_dict(self) -> dict:
+        """What a resumed loop needs besides the model's and optimizer's state dicts (the masks
+        are model buffers): the step counter, the regrowth generator, the method's state and the
+        ITOP record. Save it with the other two; see :meth:`load_state_dict`."""
+        return {"identity": self._identity(), "steps": self.steps, "regrowth": self.regrowth.get_state(),
+                "method": self.method.state_dict(), "seen": [s.clone() for s in self._seen],
+                "last_snapshot": self._last_snapshot}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`; a state from another model or method is refused, named."""
+        if not isinstance(state, dict) or "identity" not in state:
+            raise SparsetopoError("not a Sparsifier state dict (no 'identity'); pass what state_dict() returned")
+        mine, theirs = self._identity(), state["identity"]
+        theirs = {**theirs, "shapes": [tuple(s) for s in theirs.get("shapes", [])]}
+        diff = [k for k in mine if mine[k] != theirs.get(k)]
+        if diff:
+            detail = ", ".join(f"{k}: {theirs.get(k)!r} in the state vs {mine[k]!r} here" for k in diff)
+            raise SparsetopoError(f"this Sparsifier state is from another model or method ({detail})")
+        self.steps = int(state["steps"])
+        self.regrowth.set_state(state["regrowth"])
+        self.method.load_state_dict(state["method"])
+        self._seen = [s.clone() for s in state["seen"]]
+        self._last_snapshot = state["last_snapshot"]
 
 
 def sparsify(model: nn.Module, method: str = "set", **kwargs) -> Sparsifier:

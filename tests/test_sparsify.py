@@ -1,0 +1,153 @@
+"""sparsify in a user's own loop: step schedules, exact resume, snapshots, errors (issue 12)."""
+
+import math
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from sparsetopo.errors import SparsetopoError  # noqa: E402
+from sparsetopo.methods import sparsify  # noqa: E402
+from sparsetopo.topology import Topology  # noqa: E402
+
+
+def _mlp(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Linear(20, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(), nn.Linear(40, 3))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+    return model
+
+
+def _masks(model):
+    return [m.weight_mask.clone() for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def _loop(model, sp, opt, steps, start=0, closure=False):
+    changes = []
+    for t in range(start, start + steps):
+        g = torch.Generator().manual_seed(1000 + t)
+        x, y = torch.randn(16, 20, generator=g), torch.randint(0, 3, (16,), generator=g)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        lc = (lambda: nn.functional.cross_entropy(model(x), y)) if closure else None
+        changes.append((t + 1, sp.step(opt, loss_closure=lc)))
+    return changes
+
+
+@pytest.mark.parametrize("method", ["set", "rigl"])
+def test_masks_change_only_every_n_steps_up_to_end_step(method):
+    model = _mlp()
+    sp = sparsify(model, method, epsilon=3, seed=0, update_every=5, end_step=23, zeta=0.3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    before = _masks(model)
+    counts = [int(m.sum()) for m in before]
+    moves = []
+    for step in range(30):
+        ((t, changed),) = _loop(model, sp, opt, 1, start=step, closure=method == "rigl")
+        now = _masks(model)
+        moved = any(not torch.equal(a, b) for a, b in zip(before, now))
+        assert moved == bool(changed)
+        if moved:
+            moves.append(t)
+        assert [int(m.sum()) for m in now] == counts
+        before = now
+    assert moves == [5, 10, 15, 20] and sp.steps == 30  # multiples of update_every before end_step
+
+
+def test_cosine_schedule_fraction():
+    sp = sparsify(_mlp(), "set", epsilon=3, update_every=10, end_step=100, drop_schedule="cosine", zeta=0.4)
+    for t in (10, 50, 90):
+        assert sp.drop_fraction(t) == pytest.approx(0.4 * (1 + math.cos(math.pi * t / 100)) / 2)
+    assert sparsify(_mlp(), "set", epsilon=3, update_every=10).drop_fraction(70) == pytest.approx(0.3)
+
+
+def test_bad_schedule_arguments_are_named():
+    with pytest.raises(SparsetopoError, match="update_every must be an integer >= 1 .*got 0"):
+        sparsify(_mlp(), "set", update_every=0)
+    with pytest.raises(SparsetopoError, match=r"end_step must be an integer >= update_every \(10\); got 5"):
+        sparsify(_mlp(), "set", update_every=10, end_step=5)
+    with pytest.raises(SparsetopoError, match="drop_schedule must be one of constant, cosine; got 'linear'"):
+        sparsify(_mlp(), "set", update_every=10, drop_schedule="linear")
+    with pytest.raises(SparsetopoError, match="cosine.*give end_step"):
+        sparsify(_mlp(), "set", update_every=10, drop_schedule="cosine")
+    with pytest.raises(SparsetopoError, match="step\\(\\) needs sparsify\\(..., update_every=N\\)"):
+        sparsify(_mlp(), "set").step(None)
+    with pytest.raises(SparsetopoError, match="found no nn.Linear layer"):
+        sparsify(nn.Sequential(nn.ReLU()), "set")
+
+
+def test_state_dict_from_another_model_or_method_is_refused():
+    a = sparsify(_mlp(), "set", epsilon=3, update_every=5)
+    with pytest.raises(SparsetopoError, match="from another model or method .*method: 'set' in the state"):
+        sparsify(_mlp(), "rigl", epsilon=3, update_every=5).load_state_dict(a.state_dict())
+    other = nn.Sequential(nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 3))
+    with pytest.raises(SparsetopoError, match="shapes"):
+        sparsify(other, "set", epsilon=3, update_every=5).load_state_dict(a.state_dict())
+    with pytest.raises(SparsetopoError, match="not a Sparsifier state dict"):
+        a.load_state_dict({"steps": 3})
+
+
+RESUME = r"""
+import sys, torch
+sys.path.insert(0, sys.argv[1])
+from torch import nn
+from test_sparsify import _mlp, _loop
+from sparsetopo.methods import sparsify
+phase, path = sys.argv[2], sys.argv[3]
+model = _mlp()
+sp = sparsify(model, "set", epsilon=3, seed=0, update_every=4, end_step=40)
+opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+if phase == "first":
+    _loop(model, sp, opt, 18)
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sp": sp.state_dict()}, path)
+else:
+    ck = torch.load(path, weights_only=False)
+    model.load_state_dict(ck["model"]); opt.load_state_dict(ck["opt"]); sp.load_state_dict(ck["sp"])
+    _loop(model, sp, opt, 18, start=18)
+    torch.save(model.state_dict(), path + ".final")
+"""
+
+
+def test_a_checkpointed_loop_resumed_in_a_fresh_process_is_bit_identical(tmp_path):
+    from pathlib import Path
+
+    here = str(Path(__file__).parent)
+    ck = str(tmp_path / "ck.pt")
+    for phase in ("first", "second"):
+        subprocess.run([sys.executable, "-c", RESUME, here, phase, ck], check=True)
+    model = _mlp()
+    sp = sparsify(model, "set", epsilon=3, seed=0, update_every=4, end_step=40)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    _loop(model, sp, opt, 36)
+    resumed = torch.load(ck + ".final")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, resumed[k]), k
+
+
+def test_snapshots_like_train_with_itop_and_kept_fractions(tmp_path):
+    model = _mlp()
+    sp = sparsify(model, "set", epsilon=3, seed=0, update_every=5, zeta=0.3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    first = sp.snapshot(tmp_path / "s0.npz")
+    assert first["kept_since_last_snapshot"] == [1.0, 1.0, 1.0]
+    density = [float(m.mean()) for m in _masks(model)]
+    assert first["itop_rate"] == pytest.approx(density)
+    _loop(model, sp, opt, 10)
+    second = sp.snapshot(tmp_path / "s1.npz")
+    t0, t1 = Topology.load(tmp_path / "s0.npz"), Topology.load(tmp_path / "s1.npz")
+    assert t1 == sp.topology() == Topology.from_torch(model)
+    kept0 = t0[0].multiply(t1[0]).nnz / t0[0].nnz
+    assert second["kept_since_last_snapshot"][0] == pytest.approx(kept0) and kept0 < 1
+    assert second["itop_rate"][0] > first["itop_rate"][0]  # connections that came and went still count
+    assert second["itop_rate"][2] == pytest.approx(1.0)  # the dense output layer
+    from sparsetopo.nnstd import nnstd
+
+    assert 0 < nnstd(t0, t1).per_layer[0] < 1
