@@ -3,9 +3,7 @@
 import math
 import subprocess
 import sys
-import textwrap
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -37,7 +35,7 @@ def _loop(model, sp, opt, steps, start=0, closure=False):
         opt.zero_grad()
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
-        lc = (lambda: nn.functional.cross_entropy(model(x), y)) if closure else None
+        lc = (lambda x=x, y=y: nn.functional.cross_entropy(model(x), y)) if closure else None
         changes.append((t + 1, sp.step(opt, loss_closure=lc)))
     return changes
 
