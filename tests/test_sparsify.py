@@ -149,3 +149,32 @@ def test_snapshots_like_train_with_itop_and_kept_fractions(tmp_path):
     from sparsetopo.nnstd import nnstd
 
     assert 0 < nnstd(t0, t1).per_layer[0] < 1
+
+
+def _wide():
+    return nn.Sequential(nn.Linear(100, 300), nn.ReLU(), nn.Linear(300, 50), nn.ReLU(), nn.Linear(50, 50),
+                         nn.ReLU(), nn.Linear(50, 10))
+
+
+@pytest.mark.parametrize("distribution", ["uniform", "erdos_renyi", "erk"])
+def test_sparsity_distributions(distribution):
+    sp = sparsify(_wide(), "static", distribution=distribution, density=0.1, dense_first=True, seed=0)
+    masks = _masks(sp.model)
+    dens = [float(m.mean()) for m in masks]
+    assert dens[0] == 1.0 and dens[-1] == 1.0  # dense_first and the dense output layer
+    sizes = [m.numel() for m in masks[1:-1]]
+    overall = sum(d * n for d, n in zip(dens[1:-1], sizes)) / sum(sizes)
+    assert overall == pytest.approx(0.1, abs=0.002)
+    if distribution == "uniform":
+        assert dens[1] == pytest.approx(dens[2], abs=0.002)
+    else:  # proportional to (n_in + n_out) / (n_in n_out): the 50x50 layer is denser than the 300x50 one
+        ratio = ((50 + 50) / 2500) / ((300 + 50) / 15000)
+        assert dens[2] / dens[1] == pytest.approx(ratio, rel=0.02)
+    assert sp.densities == pytest.approx(dens, abs=0.002)
+
+
+def test_distribution_errors():
+    with pytest.raises(SparsetopoError, match="distribution 'uniform' needs density in \\(0, 1\\]; got None"):
+        sparsify(_wide(), "set", distribution="uniform")
+    with pytest.raises(SparsetopoError, match="distribution must be one of erdos_renyi, erk, uniform; got 'x'"):
+        sparsify(_wide(), "set", distribution="x")

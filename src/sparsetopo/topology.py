@@ -27,8 +27,10 @@ from .errors import FileFormatError, SparsetopoError
 
 __all__ = [
     "Topology",
+    "DISTRIBUTIONS",
     "erdos_renyi",
     "er_density",
+    "layer_densities",
     "epsilon_for_density",
     "perturb",
     "perturbation_chain",
@@ -381,6 +383,51 @@ def epsilon_for_density(sizes: Sequence[int], density: float, *, dense_output: b
         pairs = pairs[:-1]
     if not pairs:
         raise SparsetopoError("a network with only a dense output layer has no sparse layer to size")
+    return _epsilon_for_pairs(pairs, density)
+
+
+#: How sparsity is spread over layers: ``erdos_renyi`` (SET: density proportional to
+#: (n_in + n_out) / (n_in n_out), from ``epsilon`` or solved for a target density),
+#: ``erk`` (RigL's Erdős–Rényi-Kernel; for fully connected layers the same shape as
+#: erdos_renyi, always solved for the target density) and ``uniform`` (one density
+#: for every sparse layer).
+DISTRIBUTIONS = ("erdos_renyi", "erk", "uniform")
+
+
+def layer_densities(shapes: Sequence[tuple[int, int]], sparse: Sequence[int], distribution: str = "erdos_renyi",
+                    *, epsilon: float | None = None, density: float | None = None) -> list[float]:
+    """Density of each ``(n_out, n_in)`` layer; layers not in ``sparse`` stay dense (1.0).
+
+    ``erdos_renyi`` takes ``epsilon`` or ``density`` (the density over the sparse
+    layers); ``erk`` and ``uniform`` take ``density``.
+    """
+    if distribution not in DISTRIBUTIONS:
+        raise SparsetopoError(f"distribution must be one of {', '.join(DISTRIBUTIONS)}; got {distribution!r}")
+    out = [1.0] * len(shapes)
+    if not sparse:
+        return out
+    if distribution == "uniform" or (distribution == "erk" and density is None):
+        if density is None or not 0 < density <= 1:
+            raise SparsetopoError(f"distribution {distribution!r} needs density in (0, 1]; got {density!r}")
+    if distribution == "uniform":
+        for k in sparse:
+            out[k] = float(density)
+        return out
+    pairs = [(shapes[k][1], shapes[k][0]) for k in sparse]
+    if density is not None:
+        eps = _epsilon_for_pairs(pairs, density)
+    elif epsilon is not None:
+        eps = float(epsilon)
+    else:
+        raise SparsetopoError("give epsilon or density")
+    for k, (n_in, n_out) in zip(sparse, pairs):
+        out[k] = er_density(n_in, n_out, eps)
+    return out
+
+
+def _epsilon_for_pairs(pairs, density: float) -> float:
+    if not 0 < density <= 1:
+        raise SparsetopoError(f"density must be in (0, 1], got {density}")
     possible = sum(a * b for a, b in pairs)
 
     def total(eps: float) -> float:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..errors import SparsetopoError
-from ..topology import Topology, erdos_renyi
+from ..topology import Topology, erdos_renyi, layer_densities
 from .base import UpdateContext, get_method
 
 __all__ = ["DROP_SCHEDULES", "Sparsifier", "sparsify"]
@@ -36,6 +36,12 @@ DROP_SCHEDULES = ("constant", "cosine")
 class Sparsifier:
     """Masks and a drop-then-grow method attached to a model's ``nn.Linear`` layers.
 
+    Sparsity per layer follows ``distribution``: ``erdos_renyi`` (the default:
+    SET's rule, the paper's setting, from ``epsilon`` or solved for ``density``),
+    ``erk`` (RigL's; for Linear layers the same shape, solved for ``density``)
+    or ``uniform`` (``density`` in every sparse layer). The last Linear layer
+    stays dense with ``dense_output`` (default), the first with ``dense_first``.
+
     ``rescale_init`` (default on) multiplies each masked neuron's initial weights
     by ``sqrt(n_in / fan_in)``, so that a sparse layer keeps the signal scale its
     (dense) initialisation was designed for; ``False`` keeps the model's weights
@@ -45,7 +51,8 @@ class Sparsifier:
     def __init__(self, model: nn.Module, method: str = "set", *, epsilon: float | None = 20.0,
                  density: float | None = None, zeta: float = 0.3, dense_output: bool = True, seed: int = 0,
                  regrowth_seed: int | None = None, rescale_init: bool = True, update_every: int | None = None,
-                 end_step: int | None = None, drop_schedule: str = "constant"):
+                 end_step: int | None = None, drop_schedule: str = "constant", distribution: str = "erdos_renyi",
+                 dense_first: bool = False):
         from ..training import TrainConfig
 
         if method not in ("static", "set", "rigl"):
@@ -70,17 +77,18 @@ class Sparsifier:
         self.regrowth = torch.Generator().manual_seed(int(seed if regrowth_seed is None else regrowth_seed) + 1)
         self._masking = True
         sparse_ids = set(self.method.sparse_layer_ids(len(self.masked_layers)))
-        sizes = self._chain_sizes()
-        if density is not None and sizes is None:
-            raise SparsetopoError("density= needs Linear layers that form a chain (an MLP); give epsilon= instead")
-        eps = self.method.epsilon(sizes) if density is not None else float(epsilon)
+        if dense_first:
+            sparse_ids.discard(0)
+        shapes = [tuple(m.weight.shape) for m in self.masked_layers]
+        self.densities = layer_densities(shapes, sorted(sparse_ids), distribution, epsilon=epsilon,
+                                         density=density)
         topo_gen = torch.Generator().manual_seed(int(seed))
         for k, layer in enumerate(self.masked_layers):
             n_out, n_in = layer.weight.shape
             mask = torch.ones(n_out, n_in)
             if k in sparse_ids:
                 layer_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=topo_gen))
-                m = erdos_renyi([n_in, n_out], eps, layer_seed, dense_output=False)[0]
+                m = erdos_renyi([n_in, n_out], density=self.densities[k], seed=layer_seed, dense_output=False)[0]
                 mask = torch.from_numpy(m.toarray().astype("float32"))
             if hasattr(layer, "weight_mask"):
                 layer.weight_mask.copy_(mask)
@@ -98,13 +106,6 @@ class Sparsifier:
         # In-time over-parameterization: every connection that has ever been active, per layer.
         self._seen = [m.weight_mask.detach() != 0 for m in self.masked_layers]
         self._last_snapshot: list[torch.Tensor] | None = None
-
-    def _chain_sizes(self) -> list[int] | None:
-        """Neuron counts when the Linear layers form a chain (an MLP), else None."""
-        shapes = [tuple(m.weight.shape) for m in self.masked_layers]
-        if all(shapes[k + 1][1] == shapes[k][0] for k in range(len(shapes) - 1)):
-            return [shapes[0][1]] + [s[0] for s in shapes]
-        return None
 
     def _grad_hook(self, layer: nn.Linear) -> Callable[[torch.Tensor], torch.Tensor]:
         def hook(grad: torch.Tensor) -> torch.Tensor:
