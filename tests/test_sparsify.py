@@ -178,3 +178,52 @@ def test_distribution_errors():
         sparsify(_wide(), "set", distribution="uniform")
     with pytest.raises(SparsetopoError, match="distribution must be one of erdos_renyi, erk, uniform; got 'x'"):
         sparsify(_wide(), "set", distribution="x")
+
+
+DDP = r"""
+import os, sys, socket, torch, torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+sys.path.insert(0, sys.argv[1])
+from sparsetopo.methods import sparsify
+
+def worker(rank, world, port, method, out):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.manual_seed(0)  # the same dense init on both ranks (DDP would broadcast it anyway)
+    model = nn.Sequential(nn.Linear(20, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(), nn.Linear(40, 3))
+    sp = sparsify(model, method, epsilon=3, seed=0, update_every=3, zeta=0.3)   # 1. sparsify
+    ddp = DDP(model, broadcast_buffers=False)                                    # 2. wrap
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.1, momentum=0.9)                # 3. optimizer
+    g = torch.Generator().manual_seed(100 + rank)  # each rank sees different data
+    snaps = []
+    for t in range(12):
+        x, y = torch.randn(16, 20, generator=g), torch.randint(0, 3, (16,), generator=g)
+        opt.zero_grad(); nn.functional.cross_entropy(ddp(x), y).backward(); opt.step()
+        # the closure uses the raw module, as in the reported bug: local gradients only
+        changed = sp.step(opt, loss_closure=lambda x=x, y=y: nn.functional.cross_entropy(model(x), y))
+        if changed:
+            snaps.append({k: v.clone() for k, v in model.state_dict().items()})
+    torch.save(snaps, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+if __name__ == "__main__":
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    torch.multiprocessing.spawn(worker, args=(2, port, sys.argv[2], sys.argv[3]), nprocs=2)
+"""
+
+
+@pytest.mark.parametrize("method", ["set", "rigl"])
+def test_ddp_ranks_hold_identical_masks_and_weights_after_every_update(tmp_path, method):
+    from pathlib import Path
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP)
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    subprocess.run([sys.executable, str(script), src, method, str(tmp_path)], check=True, timeout=300)
+    a, b = torch.load(tmp_path / "rank0.pt"), torch.load(tmp_path / "rank1.pt")
+    assert len(a) == len(b) == 4  # updates at steps 3, 6, 9, 12
+    for sa, sb in zip(a, b):
+        for k in sa:
+            assert torch.equal(sa[k], sb[k]), k
+    assert not torch.equal(a[0]["0.weight_mask"], a[-1]["0.weight_mask"])  # the masks did evolve

@@ -11,6 +11,13 @@ Each ``nn.Linear`` gets a ``weight_mask`` buffer (so masks travel with
 ``state_dict``) and a gradient hook that zeroes gradients outside the mask;
 with zero weights and zero gradients there, SGD (momentum, weight decay) and
 Adam keep those weights exactly zero without touching your loop.
+
+Distributed data parallel: call ``sparsify`` (same ``seed`` on every rank)
+*before* wrapping the model in ``DistributedDataParallel``, then create the
+optimizer; call ``step``/``end_epoch`` on every rank. RigL's dense gradients
+are averaged over the ranks and every update ends with rank 0's masks and
+weights broadcast, so all ranks hold identical networks whatever DDP's
+buffer-sync setting.
 """
 
 from __future__ import annotations
@@ -122,6 +129,14 @@ class Sparsifier:
         finally:
             self._masking = True
             self.model.zero_grad(set_to_none=True)
+        if _world_size() > 1:
+            # Under DDP every rank must grow the same connections: average the dense gradients
+            # (already averaged if the closure ran through the DDP wrapper; averaging again is a no-op).
+            import torch.distributed as dist
+
+            for g in grads:
+                dist.all_reduce(g)
+                g /= _world_size()
         return grads
 
     def end_epoch(self, optimizer: torch.optim.Optimizer, epoch: int, total_epochs: int,
@@ -145,9 +160,22 @@ class Sparsifier:
         ctx = UpdateContext(model=self, optimizer=optimizer, epoch=epoch, total_epochs=total,
                             regrowth=self.regrowth, dense_grads=grads, drop_fraction=fraction)
         changed = self.method.after_epoch(ctx).changed_layers
+        if _world_size() > 1:
+            self._broadcast_from_rank0()
         for k in changed:
             self._seen[k] |= self.masked_layers[k].weight_mask.detach() != 0
         return changed
+
+    @torch.no_grad()
+    def _broadcast_from_rank0(self) -> None:
+        """Make every rank hold rank 0's masks and weights after an update (all ranks take part, in
+        the same order). With identical seeds and DDP-synchronised weights they already agree; this
+        guarantees it whatever the buffer-sync setting."""
+        import torch.distributed as dist
+
+        for layer in self.masked_layers:
+            dist.broadcast(layer.weight_mask, src=0)
+            dist.broadcast(layer.weight.data, src=0)
 
     def step(self, optimizer: torch.optim.Optimizer,
              loss_closure: Callable[[], torch.Tensor] | None = None) -> list[int]:
@@ -234,6 +262,12 @@ class Sparsifier:
         self.method.load_state_dict(state["method"])
         self._seen = [s.clone() for s in state["seen"]]
         self._last_snapshot = state["last_snapshot"]
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def sparsify(model: nn.Module, method: str = "set", **kwargs) -> Sparsifier:
