@@ -227,3 +227,17 @@ def test_ddp_ranks_hold_identical_masks_and_weights_after_every_update(tmp_path,
         for k in sa:
             assert torch.equal(sa[k], sb[k]), k
     assert not torch.equal(a[0]["0.weight_mask"], a[-1]["0.weight_mask"])  # the masks did evolve
+
+
+def test_the_readme_example_runs_as_printed(tmp_path):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- sparsify-example -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    res = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[0].startswith("0 ITOP rate") and lines[-1].startswith("accuracy")
+    assert float(lines[-1].split()[1]) > 0.9  # plain SGD learns the task on the sparse network
+    assert sorted(p.name for p in tmp_path.glob("topology_epoch*.npz")) == [f"topology_epoch{i}.npz" for i in range(5)]
+    assert Topology.load(tmp_path / "topology_epoch4.npz") != Topology.load(tmp_path / "topology_epoch0.npz")
