@@ -241,3 +241,13 @@ def test_the_readme_example_runs_as_printed(tmp_path):
     assert float(lines[-1].split()[1]) > 0.9  # plain SGD learns the task on the sparse network
     assert sorted(p.name for p in tmp_path.glob("topology_epoch*.npz")) == [f"topology_epoch{i}.npz" for i in range(5)]
     assert Topology.load(tmp_path / "topology_epoch4.npz") != Topology.load(tmp_path / "topology_epoch0.npz")
+
+
+def test_regrown_connections_start_as_configured():
+    for regrow, nonzero in (("zero", False), ("normal", True)):
+        model = _mlp()
+        sp = sparsify(model, "set", epsilon=3, seed=0, update_every=1, regrow_init=regrow, init_std=0.5)
+        before = _masks(model)[0]
+        _loop(model, sp, torch.optim.SGD(model.parameters(), lr=0.0), 1)  # lr 0: only the update moves weights
+        grown = (_masks(model)[0] != 0) & (before == 0)
+        assert grown.any() and bool((model[0].weight[grown] != 0).all()) == nonzero

@@ -49,6 +49,9 @@ class Sparsifier:
     or ``uniform`` (``density`` in every sparse layer). The last Linear layer
     stays dense with ``dense_output`` (default), the first with ``dense_first``.
 
+    Regrown connections start as ``regrow_init`` says: ``zero`` (SET's Keras code,
+    RigL; the default) or ``normal`` (N(0, init_std^2), SET's NumPy code).
+
     ``rescale_init`` (default on) multiplies each masked neuron's initial weights
     by ``sqrt(n_in / fan_in)``, so that a sparse layer keeps the signal scale its
     (dense) initialisation was designed for; ``False`` keeps the model's weights
@@ -59,7 +62,7 @@ class Sparsifier:
                  density: float | None = None, zeta: float = 0.3, dense_output: bool = True, seed: int = 0,
                  regrowth_seed: int | None = None, rescale_init: bool = True, update_every: int | None = None,
                  end_step: int | None = None, drop_schedule: str = "constant", distribution: str = "erdos_renyi",
-                 dense_first: bool = False):
+                 dense_first: bool = False, regrow_init: str = "zero", init_std: float = 0.1):
         from ..training import TrainConfig
 
         if method not in ("static", "set", "rigl"):
@@ -79,7 +82,8 @@ class Sparsifier:
         if not self.masked_layers:
             raise SparsetopoError("sparsify found no nn.Linear layer in the model")
         self.config = TrainConfig(method=method, epsilon=epsilon if density is None else None, density=density,
-                                  zeta=zeta, dense_output=dense_output).validate()
+                                  zeta=zeta, dense_output=dense_output, regrow_init=regrow_init,
+                                  init_std=init_std).validate()
         self.method = get_method(self.config)
         self.regrowth = torch.Generator().manual_seed(int(seed if regrowth_seed is None else regrowth_seed) + 1)
         self._masking = True
