@@ -298,8 +298,61 @@ def bench_fidelity(quick: bool) -> None:
     shutil.rmtree(tmp)
 
 
+_PARITY = """
+import tempfile, torch
+from torch import nn
+from sparsetopo.data import load_dataset
+from sparsetopo.methods import sparsify
+from sparsetopo.training import TrainConfig, train
+torch.set_num_threads(2)
+EPOCHS, HIDDEN = 5, [300, 300]
+accs = {{"train": [], "sparsify": []}}
+data = load_dataset("fashion-mnist")
+x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+xt, yt = torch.from_numpy(data.x_test), torch.from_numpy(data.y_test)
+for seed in {seeds}:
+    with tempfile.TemporaryDirectory() as tmp:
+        r = train(TrainConfig(method="set", hidden=HIDDEN, epsilon=20, epochs=EPOCHS, seed=seed), tmp + "/run",
+                  progress=False, log=lambda m: None)
+        accs["train"].append(r.final["test_acc"])
+    g = torch.Generator().manual_seed(seed)
+    model = nn.Sequential(nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 300), nn.ReLU(), nn.Linear(300, 10))
+    with torch.no_grad():  # the user's own init (nn.Linear's), drawn from a seeded generator
+        for m in model:
+            if isinstance(m, nn.Linear):
+                b = 1 / m.in_features ** 0.5
+                m.weight.uniform_(-b, b, generator=g); m.bias.uniform_(-b, b, generator=g)
+    sp = sparsify(model, "set", epsilon=20, seed=seed)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=2e-4)
+    for epoch in range(1, EPOCHS + 1):
+        order = torch.randperm(len(x), generator=g)
+        for i in range(0, len(x), 128):
+            idx = order[i:i + 128]
+            opt.zero_grad(); nn.functional.cross_entropy(model(x[idx]), y[idx]).backward(); opt.step()
+        sp.end_epoch(opt, epoch, EPOCHS)
+    with torch.no_grad():
+        accs["sparsify"].append(float((model(xt).argmax(1) == yt).float().mean()))
+RESULT = accs
+"""
+
+
+def bench_parity(quick: bool) -> None:
+    """Issue 12: the same SET MLP through `sparsetopo train` and through `sparsify` in a plain loop."""
+    import numpy as np
+
+    print("Parity: sparsetopo train vs sparsify in a plain loop (784-300-300-10, SET eps 20, SGD, 5 epochs)",
+          flush=True)
+    seeds = [0] if quick else [0, 1, 2]
+    res = run_in_subprocess(_PARITY.format(seeds=seeds), env_threads=2)
+    t, s = np.array(res["train"]), np.array(res["sparsify"])
+    row(f"test accuracy after 5 epochs, {len(seeds)} seeds: train / sparsify (mean, min-max)",
+        f"{t.mean():.4f} ({t.min():.4f}-{t.max():.4f}) / {s.mean():.4f} ({s.min():.4f}-{s.max():.4f})",
+        "the same within run-to-run noise", ok(abs(t.mean() - s.mean()) <= max(0.005, 2 * max(t.std(), s.std()))))
+
+
 SECTIONS = {"nnstd": bench_nnstd, "solvers": bench_solvers, "training": bench_training,
-            "sparse-kernel": bench_sparse_kernel, "experiments": bench_experiments, "fidelity": bench_fidelity}
+            "sparse-kernel": bench_sparse_kernel, "experiments": bench_experiments, "fidelity": bench_fidelity,
+            "parity": bench_parity}
 
 
 def main() -> None:
