@@ -251,3 +251,14 @@ def test_regrown_connections_start_as_configured():
         _loop(model, sp, torch.optim.SGD(model.parameters(), lr=0.0), 1)  # lr 0: only the update moves weights
         grown = (_masks(model)[0] != 0) & (before == 0)
         assert grown.any() and bool((model[0].weight[grown] != 0).all()) == nonzero
+
+
+def test_rigl_step_without_loss_closure_is_named_and_steps_after_end_step_do_nothing():
+    model = _mlp()
+    sp = sparsify(model, "rigl", epsilon=3, update_every=1, end_step=2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(SparsetopoError, match="rigl needs loss_closure"):
+        sp.step(opt)
+    before = _masks(model)
+    assert sp.step(opt) == [] and sp.step(opt) == []  # steps 2 and 3: at or after end_step, a no-op
+    assert all(torch.equal(a, b) for a, b in zip(before, _masks(model)))
