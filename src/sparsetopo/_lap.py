@@ -219,6 +219,7 @@ def _solve(indptr, indices, costs, dummy_cost):  # pragma: no cover - compiled b
         i = r
         min_val = 0.0
         sink = -1
+        best_free = inf
         while sink == -1:
             scanned_rows[n_rows] = i
             n_rows += 1
@@ -233,7 +234,9 @@ def _solve(indptr, indices, costs, dummy_cost):  # pragma: no cover - compiled b
                 if scanned[j]:
                     continue
                 rc = base + c - v[j]
-                if rc < dist[j]:
+                # A column no closer than the nearest free one found so far is never on the
+                # shortest path (free columns win ties): leave it out of the heap.
+                if rc < dist[j] and rc < best_free:
                     if dist[j] == inf:
                         touched[n_touched] = j
                         n_touched += 1
@@ -243,6 +246,8 @@ def _solve(indptr, indices, costs, dummy_cost):  # pragma: no cover - compiled b
                         k = pos[j]
                     dist[j] = rc
                     pred[j] = i
+                    if row4col[j] == -1:
+                        best_free = rc
                     _sift_up(heap, pos, dist, row4col, k, j)
             if size == 0:  # cannot happen: every row has its dummy
                 return col4row, inf
