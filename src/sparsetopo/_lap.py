@@ -71,41 +71,49 @@ def _before_py(key_a, free_a, key_b, free_b):
     return key_a < key_b or (key_a == key_b and free_a and not free_b)
 
 
-def _sift_up_py(heap, pos, dist, row4col, k, j):  # pragma: no cover - compiled by numba
-    """Place column ``j`` (key ``dist[j]``) at slot ``k`` or above in the indexed heap."""
-    free_j = row4col[j] == -1
+def _sift_up_py(heap, hkey, hfree, pos, k, j, key, free):  # pragma: no cover - compiled by numba
+    """Place column ``j`` with ``(key, free)`` at slot ``k`` or above in the indexed heap.
+
+    Keys live in arrays parallel to the heap (``hkey``, ``hfree``), so a sift
+    compares neighbouring memory instead of chasing column indices.
+    """
     while k > 0:
         parent = (k - 1) // 2
-        q = heap[parent]
-        if not _before(dist[j], free_j, dist[q], row4col[q] == -1):
+        if not _before(key, free, hkey[parent], hfree[parent]):
             break
+        q = heap[parent]
         heap[k] = q
+        hkey[k] = hkey[parent]
+        hfree[k] = hfree[parent]
         pos[q] = k
         k = parent
     heap[k] = j
+    hkey[k] = key
+    hfree[k] = free
     pos[j] = k
 
 
-def _sift_down_py(heap, pos, dist, row4col, size, last):  # pragma: no cover - compiled by numba
-    """Refill slot 0 after a pop with ``last`` (the old last element) and restore the heap order."""
-    last_free = row4col[last] == -1
+def _sift_down_py(heap, hkey, hfree, pos, size):  # pragma: no cover - compiled by numba
+    """After a pop, move the old last element (at ``size``) down from slot 0 to its place."""
+    last, key, free = heap[size], hkey[size], hfree[size]
     k = 0
     while True:
         child = 2 * k + 1
         if child >= size:
             break
-        a = heap[child]
-        if child + 1 < size:
-            b = heap[child + 1]
-            if _before(dist[b], row4col[b] == -1, dist[a], row4col[a] == -1):
-                child += 1
-                a = b
-        if not _before(dist[a], row4col[a] == -1, dist[last], last_free):
+        if child + 1 < size and _before(hkey[child + 1], hfree[child + 1], hkey[child], hfree[child]):
+            child += 1
+        if not _before(hkey[child], hfree[child], key, free):
             break
-        heap[k] = a
-        pos[a] = k
+        q = heap[child]
+        heap[k] = q
+        hkey[k] = hkey[child]
+        hfree[k] = hfree[child]
+        pos[q] = k
         k = child
     heap[k] = last
+    hkey[k] = key
+    hfree[k] = free
     pos[last] = k
 
 
@@ -204,6 +212,8 @@ def _solve(indptr, indices, costs, dummy_cost):  # pragma: no cover - compiled b
     # An indexed binary heap of columns keyed by (dist, not free): decrease-key in
     # place, so the heap never holds stale entries.
     heap = np.empty(m, np.int64)
+    hkey = np.empty(m)
+    hfree = np.empty(m, np.bool_)
     pos = np.full(m, -1, np.int64)
 
     # Free rows in order of their row dual (cheapest best option first): measured
@@ -246,16 +256,17 @@ def _solve(indptr, indices, costs, dummy_cost):  # pragma: no cover - compiled b
                         k = pos[j]
                     dist[j] = rc
                     pred[j] = i
-                    if row4col[j] == -1:
+                    free_j = row4col[j] == -1
+                    if free_j:
                         best_free = rc
-                    _sift_up(heap, pos, dist, row4col, k, j)
+                    _sift_up(heap, hkey, hfree, pos, k, j, rc, free_j)
             if size == 0:  # cannot happen: every row has its dummy
                 return col4row, inf
             j = heap[0]  # the closest unscanned column
             pos[j] = -1
             size -= 1
             if size > 0:
-                _sift_down(heap, pos, dist, row4col, size, heap[size])
+                _sift_down(heap, hkey, hfree, pos, size)
             min_val = dist[j]
             scanned[j] = True
             if row4col[j] == -1:
