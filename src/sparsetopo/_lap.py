@@ -125,19 +125,32 @@ def solve_sparse_lap(indptr: np.ndarray, indices: np.ndarray, costs: np.ndarray,
     """Optimal assignment of ``n`` rows to ``n`` columns on a sparse cost graph.
 
     Row ``i``'s options are the columns ``indices[indptr[i]:indptr[i+1]]`` at
-    ``costs[...]`` (at most one entry per column) and, always, a private dummy
-    at ``dummy_cost``. Returns ``col`` (``col[i] >= n`` means row ``i`` took its
-    dummy) and the minimum total cost.
+    ``costs[...]`` (at most one entry per column, each at most ``dummy_cost``)
+    and, always, a private dummy at ``dummy_cost``. Returns ``col`` (``col[i] >=
+    n`` means row ``i`` took its dummy) and the minimum total cost.
     """
     indptr = np.ascontiguousarray(indptr, dtype=np.int64)
+    costs = np.asarray(costs, dtype=np.float64)
+    if len(costs) and costs.max() > dummy_cost:
+        raise ValueError(f"edge costs must be at most the dummy cost {dummy_cost}; got {costs.max()}")
     indices = np.ascontiguousarray(indices, dtype=np.int64)
-    costs = np.ascontiguousarray(costs, dtype=np.float64)
+    costs = np.ascontiguousarray(costs)
     col, total = solver()(indptr, indices, costs, float(dummy_cost))
     return col, float(total)
 
 
 def _solve(indptr, indices, costs, dummy_cost):  # pragma: no cover - compiled by numba
     n = indptr.shape[0] - 1
+    # Each row's edges cheapest first (on copies): the search stops reading a row at the
+    # first edge that cannot beat the nearest free column.
+    indices = indices.copy()
+    costs = costs.copy()
+    for i in range(n):
+        a, b = indptr[i], indptr[i + 1]
+        if b - a > 1:
+            o = np.argsort(costs[a:b], kind="mergesort")
+            indices[a:b] = indices[a:b][o]
+            costs[a:b] = costs[a:b][o]
     m = 2 * n  # columns: n real ones, then row i's dummy at n + i
     inf = np.inf
     u = np.zeros(n)
@@ -234,13 +247,18 @@ def _solve(indptr, indices, costs, dummy_cost):  # pragma: no cover - compiled b
             scanned_rows[n_rows] = i
             n_rows += 1
             base = min_val - u[i]
-            for p in range(indptr[i], indptr[i + 1] + 1):  # the row's edges, then its dummy
-                if p < indptr[i + 1]:
+            end = indptr[i + 1]
+            for p in range(indptr[i], end + 1):  # the row's edges (cheapest first), then its dummy
+                if p < end:
                     j = indices[p]
                     c = costs[p]
                 else:
                     j = n + i
                     c = dummy_cost
+                if base + c >= best_free:
+                    # Prices v are never positive, so rc >= base + c: this edge and every later
+                    # one (costs ascend, the dummy is last) cannot beat the free column at best_free.
+                    break
                 if scanned[j]:
                     continue
                 rc = base + c - v[j]
