@@ -259,9 +259,16 @@ class Topology:
         masks: dict[str, Any] = {}
         order: list[str] = []
         for key, value in state.items():
-            if not isinstance(value, torch.Tensor) or value.ndim != 2:
+            if not isinstance(value, torch.Tensor):
                 continue
             prefix, _, leaf = key.rpartition(".")
+            if value.ndim > 2 and leaf in ("weight", "weight_orig"):
+                # Never drop a layer silently: a topology without it would be wrong, not partial.
+                raise SparsetopoError(
+                    f"from_torch: {key} has shape {tuple(value.shape)} (a convolution); only chains of Linear "
+                    "layers are supported so far")
+            if value.ndim != 2:
+                continue
             if leaf in ("weight", "weight_orig"):
                 weights[prefix] = value
             elif leaf.endswith("_mask") or leaf == "mask":
