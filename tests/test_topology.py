@@ -176,12 +176,3 @@ def test_perturbation_chain_names_and_growth():
     assert chain[0] == base
     diffs = [(base[0].astype(int) - t[0].astype(int)).count_nonzero() for t in chain]
     assert diffs[0] == 0 and diffs[1] < diffs[3]
-
-
-def test_from_torch_refuses_convolutions_instead_of_dropping_them():
-    torch = pytest.importorskip("torch")
-    from torch import nn
-
-    model = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(5408, 10))
-    with pytest.raises(ValueError, match=r"0.weight has shape \(8, 1, 3, 3\) \(a convolution\)"):
-        Topology.from_torch(model)

@@ -107,13 +107,19 @@ def _int_csr(m: ss.csr_matrix) -> ss.csr_matrix:
     return ss.csr_matrix((np.ones(m.nnz, dtype=np.int32), m.indices, m.indptr), shape=m.shape)
 
 
-def _reindex_inputs(b: ss.csr_matrix, matching: np.ndarray | None) -> ss.csr_matrix:
-    """Rename B's input neurons so that B's ``matching[i]`` becomes ``i``."""
+def _reindex_inputs(b: ss.csr_matrix, matching: np.ndarray | None, block: int = 1) -> ss.csr_matrix:
+    """Rename B's input units so that B's ``matching[i]`` becomes ``i``.
+
+    A unit owns ``block`` consecutive inputs (a convolution's kernel positions of
+    one input channel, or one channel's flattened feature map): they move together.
+    """
     if matching is None:
         return b
     inverse = np.empty_like(matching)
     inverse[matching] = np.arange(len(matching), dtype=matching.dtype)
-    out = ss.csr_matrix((b.data, inverse[b.indices].astype(np.int32), b.indptr), shape=b.shape)
+    idx = b.indices.astype(np.int64)
+    new = inverse[idx // block] * block + idx % block if block > 1 else inverse[idx]
+    out = ss.csr_matrix((b.data, new.astype(np.int32), b.indptr), shape=b.shape)
     out.has_sorted_indices = False
     return out
 
@@ -330,10 +336,11 @@ def nnstd(a: Topology, b: Topology, *, match_outputs: bool = True, solver: Solve
                     symmetric=False)
         return NNSTDResult(per_layer=res.per_layer, matchings=tuple(np.argsort(m) for m in res.matchings),
                            solvers=res.solvers)
-    if a.shapes != b.shapes:
+    if a.shapes != b.shapes or a.kernels != b.kernels:
         raise SparsetopoError(
             f"cannot compare topologies of different shapes: {a.name or 'A'} has layers "
-            f"{list(a.shapes)}, {b.name or 'B'} has {list(b.shapes)}"
+            f"{list(a.shapes)} (kernels {list(a.kernels)}), {b.name or 'B'} has {list(b.shapes)} "
+            f"(kernels {list(b.kernels)})"
         )
     per_layer = np.empty(len(a), dtype=np.float64)
     matchings = []
@@ -341,7 +348,7 @@ def nnstd(a: Topology, b: Topology, *, match_outputs: bool = True, solver: Solve
     previous: np.ndarray | None = None
     for k, (la, lb) in enumerate(zip(a.layers, b.layers)):
         la_i = _int_csr(la)
-        lb_i = _reindex_inputs(_int_csr(lb), previous)
+        lb_i = _reindex_inputs(_int_csr(lb), previous, a.blocks[k])
         last = k == len(a) - 1
         chosen = "identity" if (last and not match_outputs) else _pick_solver(
             la.shape[0], solver, max_dense_bytes)
@@ -376,7 +383,7 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
         raise SparsetopoError("pairwise_nnstd needs at least one topology")
     shapes = topologies[0].shapes
     for t in topologies[1:]:
-        if t.shapes != shapes:
+        if t.shapes != shapes or t.kernels != topologies[0].kernels:
             raise SparsetopoError(
                 f"all topologies must have the same layer shapes: {topologies[0].name or '#0'} has "
                 f"{list(shapes)}, {t.name or 'another'} has {list(t.shapes)}"

@@ -37,7 +37,10 @@ __all__ = [
 ]
 
 _FORMAT = "sparsetopo.topology"
-_FORMAT_VERSION = 1
+#: 1: fully connected layers; 2 adds ``l{k}_kernel`` for convolutions (written only when there are some,
+#: so fully connected topologies stay readable by older versions).
+_FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
 _OFFICIAL_RE = re.compile(r"^weight_l(\d+)\.npz$")
 
 
@@ -69,19 +72,37 @@ def _as_bool_csr(mask: Any, where: str) -> ss.csr_matrix:
     return m
 
 
+def _conv_as_2d(mask: Any, where: str):
+    """A 4-D convolution mask ``(out, in, kh, kw)`` flattened to ``(out, in * kh * kw)``, and its kernel."""
+    arr = mask.detach().cpu().numpy() if hasattr(mask, "detach") else np.asarray(mask)
+    if arr.ndim != 4:
+        raise SparsetopoError(f"{where}: a convolution mask must be 4-D (out, in, kh, kw), got shape {arr.shape}")
+    out, cin, kh, kw = arr.shape
+    return arr.reshape(out, cin * kh * kw), (int(kh), int(kw))
+
+
 class Topology:
-    """An immutable stack of boolean connectivity matrices.
+    """An immutable stack of boolean connectivity matrices (fully connected or convolutional layers).
 
     Parameters
     ----------
     layers : sequence of array-like or sparse matrices
         Layer ``k`` in ``(n_out_k, n_in_k)`` order; any non-zero entry is a
-        connection. Consecutive layers must chain: ``n_in_{k+1} == n_out_k``.
+        connection. A 4-D array ``(out, in, kh, kw)`` is a convolution: a
+        neuron is an output channel and its inputs are (input channel, kernel
+        row, kernel column) positions; it is stored flattened to ``(out, in *
+        kh * kw)``, channel-major. Consecutive layers must chain: a layer's
+        input units (input neurons, or input channels of a convolution) are the
+        previous layer's outputs. A fully connected layer after a convolution
+        reads its flattened feature maps: its ``n_in`` is a multiple of the
+        channels, one block of inputs per channel.
     name : str, optional
         A label used in tables and plots.
     metadata : mapping, optional
         JSON-serialisable facts about where the topology came from
         (run, epoch, method, ...). Saved alongside the layers.
+    kernels : sequence of (kh, kw) or None, optional
+        For layers given already flattened (2-D): which are convolutions.
 
     Examples
     --------
@@ -91,22 +112,48 @@ class Topology:
     ((3, 3), (2, 3))
     """
 
-    __slots__ = ("_layers", "name", "_metadata")
+    __slots__ = ("_layers", "name", "_metadata", "_kernels", "_blocks")
 
     def __init__(self, layers: Sequence[Any], *, name: str | None = None,
-                 metadata: Mapping[str, Any] | None = None):
+                 metadata: Mapping[str, Any] | None = None,
+                 kernels: Sequence[tuple[int, int] | None] | None = None):
         if len(layers) == 0:
             raise SparsetopoError("a Topology needs at least one layer, got none")
-        csr = tuple(_as_bool_csr(m, f"layer {k}") for k, m in enumerate(layers))
-        for k in range(1, len(csr)):
-            prev, cur = csr[k - 1].shape, csr[k].shape
-            if cur[1] != prev[0]:
+        kernels = list(kernels) if kernels is not None else [None] * len(layers)
+        if len(kernels) != len(layers):
+            raise SparsetopoError(f"kernels has {len(kernels)} entries for {len(layers)} layers")
+        flat, kerns = [], []
+        for k, (m, kern) in enumerate(zip(layers, kernels)):
+            ndim = getattr(m, "ndim", None) if not ss.issparse(m) else 2
+            if ndim == 4:
+                m, kern = _conv_as_2d(m, f"layer {k}")
+            flat.append(m)
+            kerns.append(tuple(int(x) for x in kern) if kern else None)
+        csr = tuple(_as_bool_csr(m, f"layer {k}") for k, m in enumerate(flat))
+        blocks = []
+        for k, (m, kern) in enumerate(zip(csr, kerns)):
+            n_in = m.shape[1]
+            if kern is not None:
+                block = kern[0] * kern[1]
+                if block < 1 or n_in % block:
+                    raise SparsetopoError(f"layer {k}: {n_in} inputs are not a whole number of {kern} kernels")
+            elif k > 0 and kerns[k - 1] is not None and n_in != csr[k - 1].shape[0] \
+                    and csr[k - 1].shape[0] and n_in % csr[k - 1].shape[0] == 0:
+                block = n_in // csr[k - 1].shape[0]  # a flattened feature map per channel
+            else:
+                block = 1
+            blocks.append(block)
+            if k and n_in // block != csr[k - 1].shape[0]:
+                prev = csr[k - 1].shape
+                unit = f"input units ({n_in} inputs in blocks of {block})" if block > 1 else "inputs"
                 raise SparsetopoError(
                     f"layer {k} does not chain with layer {k - 1}: layer {k} has shape "
-                    f"{cur} (n_out, n_in) so it expects {cur[1]} inputs, but layer {k - 1} "
+                    f"{m.shape} (n_out, n_in) so it expects {n_in // block} {unit}, but layer {k - 1} "
                     f"has shape {prev} and produces {prev[0]} outputs"
                 )
         self._layers = csr
+        self._kernels = tuple(kerns)
+        self._blocks = tuple(blocks)
         self.name = name
         self._metadata = dict(metadata or {})
 
@@ -127,8 +174,30 @@ class Topology:
 
     @property
     def sizes(self) -> tuple[int, ...]:
-        """Neuron counts from the input layer to the output layer."""
-        return (self._layers[0].shape[1],) + tuple(m.shape[0] for m in self._layers)
+        """Unit counts from the input layer to the output layer (channels for convolutions)."""
+        return (self._layers[0].shape[1] // self._blocks[0],) + tuple(m.shape[0] for m in self._layers)
+
+    @property
+    def kernels(self) -> tuple[tuple[int, int] | None, ...]:
+        """Per layer, the convolution's kernel ``(kh, kw)``, or ``None`` for a fully connected layer."""
+        return self._kernels
+
+    @property
+    def blocks(self) -> tuple[int, ...]:
+        """Per layer, how many of its flattened inputs belong to one input unit (``kh * kw`` for a
+        convolution, ``H * W`` for a fully connected layer after one, else 1): the matching of the
+        previous layer moves these blocks together."""
+        return self._blocks
+
+    @property
+    def is_convolutional(self) -> bool:
+        return any(k is not None for k in self._kernels)
+
+    def layer_mask(self, k: int) -> np.ndarray:
+        """Layer ``k`` as a dense boolean array: ``(out, in, kh, kw)`` for a convolution."""
+        m = self._layers[k].toarray()
+        kern = self._kernels[k]
+        return m if kern is None else m.reshape(m.shape[0], -1, kern[0], kern[1])
 
     @property
     def n_connections(self) -> tuple[int, ...]:
@@ -156,7 +225,7 @@ class Topology:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Topology):
             return NotImplemented
-        return self.shapes == other.shapes and all(
+        return self.shapes == other.shapes and self._kernels == other._kernels and all(
             np.array_equal(a.indptr, b.indptr) and np.array_equal(a.indices, b.indices)
             for a, b in zip(self._layers, other._layers)
         )
@@ -172,6 +241,8 @@ class Topology:
         """Return a copy with another name and extra metadata (the layers are shared)."""
         t = Topology.__new__(Topology)
         t._layers = self._layers
+        t._kernels = self._kernels
+        t._blocks = self._blocks
         t.name = name
         t._metadata = {**self._metadata, **metadata}
         return t
@@ -181,7 +252,9 @@ class Topology:
         import hashlib
 
         h = hashlib.sha1()
-        for m in self._layers:
+        for m, kern in zip(self._layers, self._kernels):
+            if kern is not None:  # fully connected layers hash as they always did (cache keys stay valid)
+                h.update(b"conv" + np.asarray(kern, dtype=np.int64).tobytes())
             h.update(np.asarray(m.shape, dtype=np.int64).tobytes())
             h.update(np.asarray(m.indptr, dtype=np.int64).tobytes())
             h.update(np.asarray(m.indices, dtype=np.int64).tobytes())
@@ -195,7 +268,8 @@ class Topology:
     @classmethod
     def from_masks(cls, masks: Iterable[Any], *, name: str | None = None,
                    metadata: Mapping[str, Any] | None = None) -> Topology:
-        """Build a topology from dense or sparse masks in ``(n_out, n_in)`` order."""
+        """Build a topology from masks: ``(n_out, n_in)`` dense or sparse for fully connected layers,
+        ``(out, in, kh, kw)`` arrays or tensors for convolutions."""
         return cls(list(masks), name=name, metadata=metadata)
 
     @classmethod
@@ -237,58 +311,30 @@ class Topology:
 
     @classmethod
     def from_torch(cls, module_or_state_dict: Any, *, name: str | None = None) -> Topology:
-        """Read the topology of a PyTorch model or state dict.
+        """Read the topology of a PyTorch model (Linear and Conv2d layers) or state dict.
 
-        For each parameter prefix with a 2-D ``weight`` (or ``weight_orig``, as
-        left by ``torch.nn.utils.prune``) a ``*_mask`` buffer of the same prefix
-        decides the connections when present; otherwise the non-zero weights do.
-        Layers are taken in state-dict order, which is registration order.
+        A model is traced with ``torch.fx`` and must be a chain (see
+        :mod:`sparsetopo._torch_graph`): a residual connection, a concatenation
+        or an unknown operation is refused, naming it. A state dict is read in
+        its order, 2-D weights as Linear and 4-D as Conv2d layers. A ``*_mask``
+        buffer (ours, ``torch.nn.utils.prune``'s) decides a layer's connections
+        when present, else its non-zero weights do.
         """
         import torch  # lazy: topology code must not need torch
 
+        from ._torch_graph import layers_from_module, layers_from_state_dict
+
         if isinstance(module_or_state_dict, torch.nn.Module):
-            state = module_or_state_dict.state_dict()
+            found = layers_from_module(module_or_state_dict)
         elif isinstance(module_or_state_dict, Mapping):
-            state = module_or_state_dict
+            found = layers_from_state_dict(module_or_state_dict)
         else:
             raise TypeError(
                 "from_torch expects a torch.nn.Module or a state dict, "
                 f"got {type(module_or_state_dict).__name__}"
             )
-        weights: dict[str, Any] = {}
-        masks: dict[str, Any] = {}
-        order: list[str] = []
-        for key, value in state.items():
-            if not isinstance(value, torch.Tensor):
-                continue
-            prefix, _, leaf = key.rpartition(".")
-            if value.ndim > 2 and leaf in ("weight", "weight_orig"):
-                # Never drop a layer silently: a topology without it would be wrong, not partial.
-                raise SparsetopoError(
-                    f"from_torch: {key} has shape {tuple(value.shape)} (a convolution); only chains of Linear "
-                    "layers are supported so far")
-            if value.ndim != 2:
-                continue
-            if leaf in ("weight", "weight_orig"):
-                weights[prefix] = value
-            elif leaf.endswith("_mask") or leaf == "mask":
-                masks[prefix] = value
-            else:
-                continue
-            if prefix not in order:
-                order.append(prefix)
-        layers = []
-        for prefix in order:
-            if prefix not in weights:
-                continue
-            src = masks.get(prefix, weights[prefix])
-            arr = src.detach().to("cpu")
-            if arr.is_floating_point() and not torch.isfinite(arr).all():
-                raise SparsetopoError(f"layer {prefix or '<root>'}: weights contain NaN or infinite values")
-            layers.append(ss.csr_matrix((arr != 0).numpy()))
-        if not layers:
-            raise SparsetopoError("from_torch found no 2-D weight (Linear layer) in the model")
-        return cls(layers, name=name, metadata={"source": "torch"})
+        masks = [m.reshape(m.shape[0], -1) for m, _ in found]
+        return cls(masks, name=name, metadata={"source": "torch"}, kernels=[k for _, k in found])
 
     # --------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike) -> Path:
@@ -299,9 +345,11 @@ class Topology:
             arrays[f"l{k}_indptr"] = np.asarray(m.indptr)
             arrays[f"l{k}_indices"] = np.asarray(m.indices)
             arrays[f"l{k}_shape"] = np.asarray(m.shape, dtype=np.int64)
+            if self._kernels[k] is not None:
+                arrays[f"l{k}_kernel"] = np.asarray(self._kernels[k], dtype=np.int64)
         header = {
             "format": _FORMAT,
-            "version": _FORMAT_VERSION,
+            "version": _FORMAT_VERSION if self.is_convolutional else 1,
             "n_layers": len(self._layers),
             "name": self.name,
             "metadata": self._metadata,
@@ -325,7 +373,7 @@ class Topology:
             raise FileFormatError(path, "not a sparsetopo topology file (no header); for the official NNSTD layout "
                                         "pass the directory holding weight_l<k>.npz instead")
         header = _read_header(path, files["header"])
-        layers = []
+        layers, kernels = [], []
         for k in range(header["n_layers"]):
             where = f"layer {k}"
             indptr = _int_array(path, files, f"l{k}_indptr", what)
@@ -333,8 +381,14 @@ class Topology:
             indices = _int_array(path, files, f"l{k}_indices", what)
             check_csr_arrays(path, where, indptr, indices, shape)
             layers.append(ss.csr_matrix((np.ones(len(indices), dtype=bool), indices, indptr), shape=shape))
+            kern = None
+            if f"l{k}_kernel" in files:
+                kern = check_shape(path, _int_array(path, files, f"l{k}_kernel", what), f"{where} kernel")
+                if min(kern) < 1:
+                    raise FileFormatError(path, f"{where}: kernel must be two integers >= 1, got {kern}")
+            kernels.append(kern)
         try:
-            return cls(layers, name=header["name"], metadata=header["metadata"])
+            return cls(layers, name=header["name"], metadata=header["metadata"], kernels=kernels)
         except ValueError as exc:
             raise FileFormatError(path, str(exc)) from None
 
@@ -356,9 +410,9 @@ def _read_header(path: Path, raw: np.ndarray) -> dict[str, Any]:
         raise FileFormatError(path, "corrupt topology header (not JSON)") from None
     if not isinstance(header, dict):
         raise FileFormatError(path, f"topology header must be a JSON object, got {type(header).__name__}")
-    if header.get("format") != _FORMAT or header.get("version") != _FORMAT_VERSION:
+    if header.get("format") != _FORMAT or header.get("version") not in _READABLE_VERSIONS:
         raise FileFormatError(path, f"unsupported format {header.get('format')!r} version {header.get('version')!r} "
-                                    f"(expected {_FORMAT!r} version {_FORMAT_VERSION})")
+                                    f"(expected {_FORMAT!r} version {' or '.join(map(str, _READABLE_VERSIONS))})")
     n = header.get("n_layers")
     if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10_000:
         raise FileFormatError(path, f"header field n_layers must be an integer in [1, 10000], got {n!r}")
