@@ -35,7 +35,7 @@ def _model(method="set", **kw):
     cfg = TrainConfig(method=method, hidden=[40], epsilon=3, zeta=0.3, **kw)
     model = SparseMLP([30, 40, 5], init_seed=0)
     m = METHODS[method](cfg)
-    topo = m.initial_topology(model.sizes, seed=1)
+    topo = m.initial_topology(model.layer_shapes, seed=1)
     if topo is not None:
         model.set_topology(topo)
     return cfg, m, model
@@ -112,24 +112,24 @@ def test_rigl_grows_where_dense_gradient_is_largest():
 
 def test_lottery_prunes_to_target_and_rewinds():
     cfg, method, model = _model("lottery", epochs=2, round_epochs=1, prune_rate=0.5)
-    assert method.initial_topology(model.sizes, 0) is None
+    assert method.initial_topology(model.layer_shapes, 0) is None
     method.on_start(model)
     init = model.layers[0].weight.detach().clone()
-    target = method.target_counts(model.sizes)[0]
-    rounds = method.n_rounds(model.sizes)
-    assert method.total_epochs(model.sizes) == rounds + 2
+    target = method.target_counts(model.layer_shapes)[0]
+    rounds = method.n_rounds(model.layer_shapes)
+    assert method.total_epochs(model.layer_shapes) == rounds + 2
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     for epoch in range(1, rounds + 1):
         model(torch.randn(16, 30)).pow(2).sum().backward()
         opt.step()
         res = method.after_epoch(_ctx(model, opt, epoch=epoch, total=rounds + 2))
         assert res.reset_optimizer
-        assert method.phase(epoch, model.sizes) == f"prune-round-{epoch}"
+        assert method.phase(epoch, model.layer_shapes) == f"prune-round-{epoch}"
     assert model.layers[0].n_connections == target
     assert model.layers[1].n_connections == 200  # dense output layer
     m = model.layers[0].weight_mask.bool()
     assert torch.equal(model.layers[0].weight[m], init[m])  # rewound to initialisation
-    assert method.phase(rounds + 1, model.sizes) == "ticket"
+    assert method.phase(rounds + 1, model.layer_shapes) == "ticket"
 
 
 def test_sparsify_a_users_own_model_and_loop():

@@ -45,7 +45,7 @@ def _set_update(regrow_init, zero_some=False):
     cfg = TrainConfig(method="set", hidden=[40], epsilon=3, zeta=0.3, regrow_init=regrow_init, init_std=0.5)
     model = SparseMLP([30, 40, 5], init_seed=0)
     method = METHODS["set"](cfg)
-    model.set_topology(method.initial_topology(model.sizes, seed=1))
+    model.set_topology(method.initial_topology(model.layer_shapes, seed=1))
     layer = model.layers[0]
     if zero_some:
         with torch.no_grad():

@@ -51,6 +51,8 @@ class Dataset:
     y_test: np.ndarray
     x_val: np.ndarray | None = None
     y_val: np.ndarray | None = None
+    #: (channels, height, width) of the images the flattened features came from.
+    image_shape: tuple[int, int, int] | None = None
 
     @property
     def n_features(self) -> int:
@@ -136,7 +138,8 @@ def _load_idx_set(directory: Path, dataset: str):
     if tr_img.shape[1:] != te_img.shape[1:]:
         raise FileFormatError(te_path, f"test images are {'x'.join(map(str, te_img.shape[1:]))} but the training "
                                        f"images in {tr_path.name} are {'x'.join(map(str, tr_img.shape[1:]))}")
-    return (tr_img.reshape(len(tr_img), -1), tr_lab), (te_img.reshape(len(te_img), -1), te_lab)
+    shape = (1, *tr_img.shape[1:]) if tr_img.ndim == 3 else tuple(tr_img.shape[1:])
+    return (tr_img.reshape(len(tr_img), -1), tr_lab), (te_img.reshape(len(te_img), -1), te_lab), shape
 
 
 #: Every supported data set has ten classes; a label outside 0..9 is a damaged file.
@@ -225,8 +228,9 @@ def load_dataset(dataset: str = "fashion-mnist", data_dir: str | os.PathLike | N
         )
     if dataset == "cifar10":
         (x_tr, y_tr), (x_te, y_te) = _load_cifar10(directory)
+        image_shape = (3, 32, 32)  # the python batches hold channel-major 3x32x32 rows
     else:
-        (x_tr, y_tr), (x_te, y_te) = _load_idx_set(directory, dataset)
+        (x_tr, y_tr), (x_te, y_te), image_shape = _load_idx_set(directory, dataset)
     for name, limit in (("--limit-train", limit_train), ("--limit-test", limit_test)):
         if limit is not None and (not isinstance(limit, int) or limit < 1):
             raise SparsetopoError(f"{name} must be an integer >= 1; got {limit!r}")
@@ -255,5 +259,6 @@ def load_dataset(dataset: str = "fashion-mnist", data_dir: str | os.PathLike | N
     def norm(x):
         return None if x is None else ((x - mean) / std).astype(np.float32)
 
-    return Dataset(name=dataset, x_train=norm(x_tr), y_train=y_tr, x_test=norm(x_te), y_test=y_te,
+    return Dataset(name=dataset, image_shape=image_shape, x_train=norm(x_tr), y_train=y_tr, x_test=norm(x_te),
+                   y_test=y_te,
                    x_val=norm(x_val), y_val=y_val)

@@ -20,7 +20,7 @@ from torch import nn
 from .errors import SparsetopoError
 from .topology import Topology
 
-__all__ = ["ACTIVATIONS", "INITS", "MaskedLinear", "SeededDropout", "SparseMLP"]
+__all__ = ["ACTIVATIONS", "INITS", "MaskedConv2d", "MaskedLinear", "SeededDropout", "SparseCNN", "SparseMLP"]
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -222,7 +222,118 @@ class SeededDropout(nn.Module):
         return f"p={self.p}"
 
 
-class SparseMLP(nn.Module):
+class MaskedConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with a ``weight_mask`` buffer ``(out, in / groups, kh, kw)`` (1 = connection).
+
+    Computes with the dense (zero-outside-the-mask) kernel: convolutions reuse
+    each weight at every position, so sparse kernels do not pay off at these sizes.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, *, padding: int = 0,
+                 generator: torch.Generator | None = None, init: str = "he", init_std: float = 0.1):
+        super().__init__(in_channels, out_channels, kernel_size, padding=padding)
+        self.register_buffer("weight_mask", torch.ones_like(self.weight))
+        self.sparse_grad = False  # dense gradients: any optimizer works
+        self.force_dense = False
+        if init not in INITS:
+            raise SparsetopoError(f"--init must be one of {', '.join(INITS)}; got {init!r}")
+        if generator is not None:
+            with torch.no_grad():
+                if init == "normal":
+                    self.weight.normal_(0.0, init_std, generator=generator)
+                    self.bias.zero_()
+                else:
+                    fan_in = self.weight[0].numel()
+                    self.weight.uniform_(-float(np.sqrt(6.0 / fan_in)), float(np.sqrt(6.0 / fan_in)),
+                                         generator=generator)
+                    self.bias.uniform_(-1 / float(np.sqrt(fan_in)), 1 / float(np.sqrt(fan_in)), generator=generator)
+
+    @property
+    def n_connections(self) -> int:
+        return int(self.weight_mask.count_nonzero())
+
+    set_mask = MaskedLinear.set_mask
+
+    @torch.no_grad()
+    def apply_mask(self) -> None:
+        self.weight.mul_(self.weight_mask)
+
+    mask_grad = MaskedLinear.mask_grad
+
+
+class _MaskedNetwork(nn.Module):
+    """What the trainer and the methods need from a network of masked layers (``self.layers``)."""
+
+    layers: nn.ModuleList
+
+    @property
+    def masked_layers(self) -> list[nn.Module]:
+        return list(self.layers)
+
+    @property
+    def layer_shapes(self) -> list[tuple[int, ...]]:
+        """Weight shapes of the masked layers, ``(n_out, n_in)`` or ``(out, in, kh, kw)``."""
+        return [tuple(layer.weight.shape) for layer in self.layers]
+
+    @contextlib.contextmanager
+    def dense_compute(self):
+        """Compute through dense matmuls inside the block, so that backward gives the
+        gradient at *every* weight position (RigL's grow criterion), not only on the mask."""
+        for layer in self.layers:
+            layer.force_dense = True
+        try:
+            yield self
+        finally:
+            for layer in self.layers:
+                layer.force_dense = False
+
+    def apply_masks(self) -> None:
+        for layer in self.layers:
+            layer.apply_mask()
+
+    def mask_grads(self) -> None:
+        for layer in self.layers:
+            layer.mask_grad()
+
+    @torch.no_grad()
+    def set_topology(self, topology: Topology, *, rescale: bool | None = None) -> None:
+        """Install a topology's masks.
+
+        With ``rescale`` (default: for ``init="he"``) each neuron's initial
+        weights are scaled by ``sqrt(n_in / fan_in)``, i.e. He initialisation
+        for its *actual* number of inputs; without it a 4 %-dense layer would
+        shrink the signal fivefold and a deep sparse net would not start
+        learning. ``init="normal"`` keeps SET's absolute scale.
+        """
+        if rescale is None:
+            rescale = self.init == "he"
+        if len(topology) != len(self.layers):
+            raise SparsetopoError(f"topology has {len(topology)} layers, the model {len(self.layers)}")
+        flat = tuple((s[0], int(np.prod(s[1:]))) for s in self.layer_shapes)
+        if topology.shapes != flat:
+            raise SparsetopoError(f"topology shapes {list(topology.shapes)} do not match the model's layers {flat}")
+        for layer, m in zip(self.layers, topology.layers):
+            layer.set_mask(m.toarray().reshape(layer.weight.shape))
+            if rescale:
+                dims = tuple(range(1, layer.weight.dim()))
+                fan_in = layer.weight_mask.sum(dim=dims, keepdim=True).clamp(min=1)
+                layer.weight.mul_(torch.sqrt(layer.weight[0].numel() / fan_in))
+
+    def topology(self, *, nonzero: bool = False, **metadata) -> Topology:
+        """The masks as a Topology; with ``nonzero`` only connections whose weight is not exactly zero."""
+        masks = []
+        for layer in self.layers:
+            m = layer.weight_mask.detach() != 0
+            if nonzero:
+                m &= layer.weight.detach() != 0
+            masks.append(m.cpu().numpy())
+        return Topology.from_masks(masks, metadata=metadata)
+
+    def n_connections(self) -> list[int]:
+        return [layer.n_connections for layer in self.layers]
+
+
+class SparseMLP(_MaskedNetwork):
     """An MLP of :class:`MaskedLinear` layers.
 
     Parameters
@@ -263,61 +374,61 @@ class SparseMLP(nn.Module):
             x = self.drop(self.act(layer(x)))
         return self.layers[-1](x)
 
-    @property
-    def masked_layers(self) -> list[MaskedLinear]:
-        return list(self.layers)
 
-    @contextlib.contextmanager
-    def dense_compute(self):
-        """Compute through dense matmuls inside the block, so that backward gives the
-        gradient at *every* weight position (RigL's grow criterion), not only on the mask."""
-        for layer in self.layers:
-            layer.force_dense = True
-        try:
-            yield self
-        finally:
-            for layer in self.layers:
-                layer.force_dense = False
+class SparseCNN(_MaskedNetwork):
+    """A small VGG-style CNN of masked layers: blocks of two 3x3 convolutions and a 2x2 max-pool,
+    then fully connected layers.
 
-    def apply_masks(self) -> None:
-        for layer in self.layers:
-            layer.apply_mask()
+    With ``channels=(16, 16, 32, 32)`` and one hidden layer of 128 on 28x28
+    images: conv 16, conv 16, pool, conv 32, conv 32, pool, 1568 -> 128 -> classes
+    (an epoch of Fashion-MNIST in well under a minute on two cores).
 
-    def mask_grads(self) -> None:
-        for layer in self.layers:
-            layer.mask_grad()
+    Parameters
+    ----------
+    image_shape : (channels, height, width)
+    n_classes : int
+    channels : sequence of int
+        Output channels of the convolutions; a 2x2 max-pool follows every second one.
+    hidden : sequence of int
+        The fully connected hidden layers after the convolutions.
+    """
 
-    @torch.no_grad()
-    def set_topology(self, topology: Topology, *, rescale: bool | None = None) -> None:
-        """Install a topology's masks.
+    def __init__(self, image_shape: Sequence[int], n_classes: int, *, channels: Sequence[int] = (16, 16, 32, 32),
+                 hidden: Sequence[int] = (128,), activation: str = "relu", dropout: float = 0.0,
+                 init_seed: int = 0, dropout_seed: int = 0, init: str = "he", init_std: float = 0.1,
+                 sparse_kernel: bool | None = None):
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise SparsetopoError(f"--activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
+        c, h, w = (int(v) for v in image_shape)
+        self.image_shape = (c, h, w)
+        self.init = init
+        init_gen = torch.Generator().manual_seed(int(init_seed))
+        self.dropout_generator = torch.Generator().manual_seed(int(dropout_seed))
+        convs, self.pool_after = [], []
+        for k, out in enumerate(channels):
+            convs.append(MaskedConv2d(c, int(out), 3, padding=1, generator=init_gen, init=init, init_std=init_std))
+            c = int(out)
+            pool = k % 2 == 1
+            self.pool_after.append(pool)
+            if pool:
+                h, w = h // 2, w // 2
+        sizes = [c * h * w, *[int(v) for v in hidden], int(n_classes)]
+        linears = [MaskedLinear(a, b, generator=init_gen, sparse_kernel=sparse_kernel, init=init, init_std=init_std)
+                   for a, b in zip(sizes[:-1], sizes[1:])]
+        self.n_convs = len(convs)
+        self.layers = nn.ModuleList(convs + linears)
+        self.act = ACTIVATIONS[activation]()
+        self.pool = nn.MaxPool2d(2)
+        self.drop = SeededDropout(dropout, self.dropout_generator) if dropout > 0 else nn.Identity()
 
-        With ``rescale`` (default: for ``init="he"``) each neuron's initial
-        weights are scaled by ``sqrt(n_in / fan_in)``, i.e. He initialisation
-        for its *actual* number of inputs; without it a 4 %-dense layer would
-        shrink the signal fivefold and a deep sparse net would not start
-        learning. ``init="normal"`` keeps SET's absolute scale.
-        """
-        if rescale is None:
-            rescale = self.init == "he"
-        if len(topology) != len(self.layers):
-            raise SparsetopoError(f"topology has {len(topology)} layers, the model {len(self.layers)}")
-        if topology.shapes != tuple(tuple(layer.weight.shape) for layer in self.layers):
-            raise SparsetopoError(f"topology shapes {list(topology.shapes)} do not match the model's layers")
-        for layer, m in zip(self.layers, topology.layers):
-            layer.set_mask(m.toarray())
-            if rescale:
-                fan_in = layer.weight_mask.sum(dim=1, keepdim=True).clamp(min=1)
-                layer.weight.mul_(torch.sqrt(layer.in_features / fan_in))
-
-    def topology(self, *, nonzero: bool = False, **metadata) -> Topology:
-        """The masks as a Topology; with ``nonzero`` only connections whose weight is not exactly zero."""
-        masks = []
-        for layer in self.layers:
-            m = layer.weight_mask.detach() != 0
-            if nonzero:
-                m &= layer.weight.detach() != 0
-            masks.append(m.cpu().numpy())
-        return Topology.from_masks(masks, metadata=metadata)
-
-    def n_connections(self) -> list[int]:
-        return [layer.n_connections for layer in self.layers]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.view(x.shape[0], *self.image_shape)
+        for layer, pool in zip(self.layers[:self.n_convs], self.pool_after):
+            x = self.act(layer(x))
+            if pool:
+                x = self.pool(x)
+        x = torch.flatten(x, 1)
+        for layer in self.layers[self.n_convs:-1]:
+            x = self.drop(self.act(layer(x)))
+        return self.layers[-1](x)

@@ -31,6 +31,7 @@ __all__ = [
     "erdos_renyi",
     "er_density",
     "layer_densities",
+    "random_topology",
     "epsilon_for_density",
     "perturb",
     "perturbation_chain",
@@ -444,20 +445,30 @@ def epsilon_for_density(sizes: Sequence[int], density: float, *, dense_output: b
         pairs = pairs[:-1]
     if not pairs:
         raise SparsetopoError("a network with only a dense output layer has no sparse layer to size")
-    return _epsilon_for_pairs(pairs, density)
+    return _epsilon_for([(a + b) / (a * b) for a, b in pairs], [a * b for a, b in pairs], density)
 
 
 #: How sparsity is spread over layers: ``erdos_renyi`` (SET: density proportional to
 #: (n_in + n_out) / (n_in n_out), from ``epsilon`` or solved for a target density),
-#: ``erk`` (RigL's Erdős–Rényi-Kernel; for fully connected layers the same shape as
-#: erdos_renyi, always solved for the target density) and ``uniform`` (one density
-#: for every sparse layer).
+#: ``erk`` (RigL's Erdős–Rényi-Kernel: for a convolution (n_in + n_out + kh + kw) /
+#: (n_in n_out kh kw), for a fully connected layer the same as erdos_renyi; always
+#: solved for the target density) and ``uniform`` (one density for every sparse layer).
 DISTRIBUTIONS = ("erdos_renyi", "erk", "uniform")
 
 
-def layer_densities(shapes: Sequence[tuple[int, int]], sparse: Sequence[int], distribution: str = "erdos_renyi",
+def _layer_scale(shape, distribution: str) -> float:
+    """The density a layer gets per unit of epsilon: ``(n_in + n_out) / (n_in n_out)`` (+ kernel for ERK)."""
+    n_out, n_in = shape[0], shape[1]
+    if len(shape) == 4 and distribution == "erk":
+        kh, kw = shape[2], shape[3]
+        return (n_in + n_out + kh + kw) / (n_in * n_out * kh * kw)
+    return (n_in + n_out) / (n_in * n_out)
+
+
+def layer_densities(shapes: Sequence[tuple[int, ...]], sparse: Sequence[int], distribution: str = "erdos_renyi",
                     *, epsilon: float | None = None, density: float | None = None) -> list[float]:
-    """Density of each ``(n_out, n_in)`` layer; layers not in ``sparse`` stay dense (1.0).
+    """Density of each layer (weight shape ``(n_out, n_in)`` or ``(out, in, kh, kw)``); layers not in
+    ``sparse`` stay dense (1.0).
 
     ``erdos_renyi`` takes ``epsilon`` or ``density`` (the density over the sparse
     layers); ``erk`` and ``uniform`` take ``density``.
@@ -474,25 +485,32 @@ def layer_densities(shapes: Sequence[tuple[int, int]], sparse: Sequence[int], di
         for k in sparse:
             out[k] = float(density)
         return out
-    pairs = [(shapes[k][1], shapes[k][0]) for k in sparse]
+    scales = [_layer_scale(shapes[k], distribution) for k in sparse]
+    numels = [int(np.prod(shapes[k])) for k in sparse]
     if density is not None:
-        eps = _epsilon_for_pairs(pairs, density)
+        eps = _epsilon_for(scales, numels, density)
     elif epsilon is not None:
+        if not epsilon > 0:
+            raise SparsetopoError(f"epsilon must be > 0, got {epsilon}")
         eps = float(epsilon)
     else:
         raise SparsetopoError("give epsilon or density")
-    for k, (n_in, n_out) in zip(sparse, pairs):
-        out[k] = er_density(n_in, n_out, eps)
+    for k, scale in zip(sparse, scales):
+        out[k] = min(1.0, eps * scale)
     return out
 
 
-def _epsilon_for_pairs(pairs, density: float) -> float:
+def _epsilon_for(scales: Sequence[float], numels: Sequence[int], density: float) -> float:
+    """The epsilon whose capped densities ``min(1, eps * scale)`` give ``density`` over all the weights.
+
+    Solved by bisection because the per-layer cap at 1 makes the map non-linear.
+    """
     if not 0 < density <= 1:
         raise SparsetopoError(f"density must be in (0, 1], got {density}")
-    possible = sum(a * b for a, b in pairs)
+    possible = sum(numels)
 
     def total(eps: float) -> float:
-        return sum(er_density(a, b, eps) * a * b for a, b in pairs) / possible
+        return sum(min(1.0, eps * s) * n for s, n in zip(scales, numels)) / possible
 
     lo, hi = 0.0, 1.0
     while total(hi) < density and hi < 1e12:
@@ -504,6 +522,26 @@ def _epsilon_for_pairs(pairs, density: float) -> float:
         else:
             hi = mid
     return hi
+
+
+def random_topology(shapes: Sequence[tuple[int, ...]], densities: Sequence[float], seed: SeedLike = None, *,
+                    name: str | None = None) -> Topology:
+    """Layers with ``round(density * size)`` connections each, placed uniformly at random.
+
+    ``shapes`` are weight shapes: ``(n_out, n_in)`` or ``(out, in, kh, kw)``
+    (convolutions keep their kernels).
+    """
+    rng = as_generator(seed)
+    layers, kernels = [], []
+    for shape, d in zip(shapes, densities):
+        n_out, rest = int(shape[0]), int(np.prod(shape[1:]))
+        count = int(round(d * n_out * rest))
+        flat = _sample_positions(rng, n_out * rest, count)
+        rows, cols = np.divmod(flat, rest)
+        layers.append(ss.csr_matrix((np.ones(count, dtype=bool), (rows, cols)), shape=(n_out, rest)))
+        kernels.append(tuple(shape[2:]) if len(shape) == 4 else None)
+    return Topology(layers, name=name, kernels=kernels, metadata={"generator": "random",
+                                                                   "densities": [float(d) for d in densities]})
 
 
 def _sample_positions(rng: np.random.Generator, total: int, k: int,
@@ -618,7 +656,7 @@ def perturb(topology: Topology, fraction: float, seed: SeedLike = None, *,
         rows, cols = np.divmod(merged, n_in)
         layers.append(ss.csr_matrix((np.ones(len(merged), dtype=bool), (rows, cols)), shape=m.shape))
     meta = {**topology.metadata, "perturbed_fraction": fraction}
-    return Topology(layers, name=name, metadata=meta)
+    return Topology(layers, name=name, metadata=meta, kernels=topology.kernels)
 
 
 

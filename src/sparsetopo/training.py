@@ -46,6 +46,7 @@ LOSSES = ("cross_entropy", "mse")
 REGROW_INITS = ("zero", "normal")
 SNAPSHOT_TIMINGS = ("after_update", "before_update")
 SNAPSHOT_CONNECTIONS = ("mask", "nonzero")
+MODELS = ("mlp", "cnn")
 
 
 def _registry(module: str, name: str):
@@ -80,8 +81,18 @@ class TrainConfig:
                                          "standard location).")
     input_scaling: str = _f("standardize", choices=_registry("data", "INPUT_SCALINGS"),
                             help="standardize (per-pixel mean/std of the training split) or unit (pixels / 255).")
+    model: str = _f("mlp", choices=MODELS,
+                    help="mlp (fully connected: --hidden) or cnn (a small VGG-style network: 3x3 convolutions "
+                         "--channels with a 2x2 max-pool after every second one, then --hidden fully connected "
+                         "layers; e.g. --model cnn --hidden 128).")
     hidden: list[int] = _f(factory=lambda: [1000, 1000, 1000], min=1, max=1_000_000, nonempty=True,
-                           help="Hidden layer sizes, e.g. --hidden 1000 1000 1000.")
+                           help="Hidden layer sizes, e.g. --hidden 1000 1000 1000 (with --model cnn: the fully "
+                                "connected layers after the convolutions).")
+    channels: list[int] = _f(factory=lambda: [16, 16, 32, 32], min=1, max=100_000, nonempty=True,
+                             help="--model cnn: output channels of the 3x3 convolutions.")
+    distribution: str = _f("erdos_renyi", choices=_registry("topology", "DISTRIBUTIONS"),
+                           help="How sparsity is spread over layers: erdos_renyi (SET's epsilon rule), erk "
+                                "(RigL's Erdős–Rényi-Kernel, needs --density) or uniform (needs --density).")
     activation: str = _f("relu", help="relu, tanh, sigmoid, gelu or leaky_relu.",
                          choices=_registry("models", "ACTIVATIONS"))
     dropout: float = _f(0.0, min=0.0, lt=1.0, help="Dropout after each hidden layer, in [0, 1).")
@@ -150,7 +161,19 @@ class TrainConfig:
         return int(np.random.SeedSequence([self.seed, SEED_PURPOSES.index(purpose)]).generate_state(1)[0])
 
     def sizes(self, n_features: int, n_classes: int) -> list[int]:
+        """The MLP's layer sizes (``model="mlp"``)."""
         return [n_features, *self.hidden, n_classes]
+
+    def build_model(self, data):
+        """The network this config describes, for ``data`` (a :class:`~sparsetopo.data.Dataset`)."""
+        from .models import SparseCNN, SparseMLP
+
+        common = dict(activation=self.activation, dropout=self.dropout, init_seed=self.named_seed("init"),
+                      dropout_seed=self.named_seed("dropout"), sparse_kernel=self.sparse_kernel, init=self.init,
+                      init_std=self.init_std)
+        if self.model == "cnn":
+            return SparseCNN(data.image_shape, data.n_classes, channels=self.channels, hidden=self.hidden, **common)
+        return SparseMLP(self.sizes(data.n_features, data.n_classes), **common)
 
     # ------------------------------------------------------------ validation
     def validate(self) -> TrainConfig:
@@ -439,28 +462,26 @@ def _prepare(config: TrainConfig, out: Path, dataset) -> _Run:
 
     from .data import load_dataset
     from .methods import get_method
-    from .models import SparseMLP
 
     data = dataset or load_dataset(config.dataset, config.data_dir, val_fraction=config.val_fraction,
                                    seed=config.named_seed("data"), limit_train=config.limit_train,
                                    limit_test=config.limit_test, input_scaling=config.input_scaling)
-    sizes = config.sizes(data.n_features, data.n_classes)
     method = get_method(config)
-    model = SparseMLP(sizes, activation=config.activation, dropout=config.dropout,
-                      init_seed=config.named_seed("init"), dropout_seed=config.named_seed("dropout"),
-                      sparse_kernel=config.sparse_kernel, init=config.init, init_std=config.init_std)
+    model = config.build_model(data)
+    shapes = model.layer_shapes
     if config.initial_topology:
         from .topology import Topology
 
         topo = Topology.load(config.initial_topology)
-        if list(topo.sizes) != sizes:
-            raise SparsetopoError(f"--initial-topology {config.initial_topology} has layer sizes {list(topo.sizes)}, "
-                             f"the network {sizes}")
+        flat = tuple((s[0], math.prod(s[1:])) for s in shapes)
+        if topo.shapes != flat:
+            raise SparsetopoError(f"--initial-topology {config.initial_topology} has layers {list(topo.shapes)}, "
+                                  f"the network {list(flat)}")
     else:
-        topo = method.initial_topology(sizes, config.named_seed("topology"))
+        topo = method.initial_topology(shapes, config.named_seed("topology"))
     if topo is not None:
         model.set_topology(topo)
-    total = method.total_epochs(sizes)
+    total = method.total_epochs(shapes)
     snapshots = set(config.snapshot_epochs) | {0, total}
     if config.snapshot_every:
         snapshots |= set(range(0, total + 1, config.snapshot_every))
@@ -558,7 +579,7 @@ def _train_epoch(run: _Run, epoch: int, progress: bool, log) -> None:
     # the update prunes a fraction of small weights and adds zero-valued ones.
     test_loss, test_acc = _evaluate(model, torch.from_numpy(run.data.x_test), torch.from_numpy(run.data.y_test),
                                     run.loss_fn)
-    row: dict[str, Any] = {"epoch": epoch, "phase": run.method.phase(epoch, model.sizes),
+    row: dict[str, Any] = {"epoch": epoch, "phase": run.method.phase(epoch, model.layer_shapes),
                            "train_loss": loss_sum / n, "train_acc": correct / n,
                            "test_loss": test_loss, "test_acc": test_acc}
     if run.data.x_val is not None:

@@ -95,13 +95,14 @@ class _EpochProgress:
 
 
 def _planned_epochs(config: TrainConfig) -> int:
-    """Epochs a run will train (lottery's pruning rounds included, for the usual 784- or 3072-input data)."""
+    """Epochs a run will train (lottery's pruning rounds included, for an MLP on the usual 784- or 3072-input
+    data; only the progress bar's total depends on it)."""
     if config.method != "lottery":
         return config.epochs
     from ..methods import get_method
 
-    n_in = 3072 if config.dataset == "cifar10" else 784
-    return get_method(config).total_epochs([n_in, *config.hidden, 10])
+    sizes = [3072 if config.dataset == "cifar10" else 784, *config.hidden, 10]
+    return get_method(config).total_epochs([(b, a) for a, b in zip(sizes[:-1], sizes[1:])])
 
 
 def snapshot_path(run_dir: Path, epoch: int, kind: str = "topology") -> Path:

@@ -6,10 +6,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 import torch
 
 from ..errors import SparsetopoError
-from ..topology import Topology, epsilon_for_density, er_density, erdos_renyi
+from ..topology import Topology, epsilon_for_density, erdos_renyi, layer_densities, random_topology
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models import SparseMLP
@@ -69,34 +70,37 @@ class Method:
         """Layers whose connectivity the method manages (the output layer stays dense by default)."""
         return list(range(n_layers - 1 if self.config.dense_output else n_layers))
 
-    def epsilon(self, sizes) -> float:
+    def densities(self, shapes) -> list[float]:
+        """Density of each layer (weight shapes ``(n_out, n_in)`` or ``(out, in, kh, kw)``) under
+        this config's ``distribution``, ``epsilon`` or ``density``; dense layers get 1."""
         c = self.config
-        if c.density is not None:
-            return epsilon_for_density(sizes, c.density, dense_output=c.dense_output)
-        return float(c.epsilon)
+        sparse = self.sparse_layer_ids(len(shapes))
+        return layer_densities(shapes, sparse, c.distribution, epsilon=c.epsilon if c.density is None else None,
+                               density=c.density)
 
-    def target_counts(self, sizes) -> list[int]:
-        """Connections per layer of the Erdős–Rényi network of this config."""
-        eps = self.epsilon(sizes)
-        counts = []
-        for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            if k in self.sparse_layer_ids(len(sizes) - 1):
-                counts.append(int(round(er_density(n_in, n_out, eps) * n_in * n_out)))
-            else:
-                counts.append(n_in * n_out)
-        return counts
+    def target_counts(self, shapes) -> list[int]:
+        """Connections per layer of the sparse network of this config."""
+        return [int(round(d * int(np.prod(s)))) for d, s in zip(self.densities(shapes), shapes)]
 
-    def initial_topology(self, sizes, seed: int) -> Topology | None:
+    def initial_topology(self, shapes, seed: int) -> Topology | None:
         """The starting topology; ``None`` means fully connected."""
         if not self.sparse:
             return None
-        return erdos_renyi(sizes, self.epsilon(sizes), seed, dense_output=self.config.dense_output)
+        if self.config.distribution == "erdos_renyi" and all(len(s) == 2 for s in shapes):
+            # An MLP: SET's generator, exactly as before the other distributions existed (same seed,
+            # same topology).
+            sizes = [shapes[0][1]] + [s[0] for s in shapes]
+            c = self.config
+            eps = epsilon_for_density(sizes, c.density, dense_output=c.dense_output) if c.density is not None \
+                else float(c.epsilon)
+            return erdos_renyi(sizes, eps, seed, dense_output=c.dense_output)
+        return random_topology(shapes, self.densities(shapes), seed)
 
     # --- schedule
-    def total_epochs(self, sizes) -> int:
+    def total_epochs(self, shapes) -> int:
         return self.config.epochs
 
-    def phase(self, epoch: int, sizes) -> str:
+    def phase(self, epoch: int, shapes) -> str:
         return "train"
 
     # --- hooks

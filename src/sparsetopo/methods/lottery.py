@@ -28,24 +28,24 @@ class Lottery(Method):
     def round_epochs(self) -> int:
         return self.config.round_epochs or self.config.epochs
 
-    def n_rounds(self, sizes) -> int:
+    def n_rounds(self, shapes) -> int:
         """Rounds of pruning at ``prune_rate`` until the sparsest layer reaches its target."""
-        targets = self.target_counts(sizes)
+        targets = self.target_counts(shapes)
         p = self.config.prune_rate
         rounds = 0
-        for k in self.sparse_layer_ids(len(sizes) - 1):
-            full = sizes[k] * sizes[k + 1]
+        for k in self.sparse_layer_ids(len(shapes)):
+            full = math.prod(shapes[k])
             frac = targets[k] / full
             if frac < 1:
                 rounds = max(rounds, math.ceil(math.log(frac) / math.log(1 - p) - 1e-9))
         return max(rounds, 1)
 
-    def total_epochs(self, sizes) -> int:
-        return self.n_rounds(sizes) * self.round_epochs() + self.config.epochs
+    def total_epochs(self, shapes) -> int:
+        return self.n_rounds(shapes) * self.round_epochs() + self.config.epochs
 
-    def phase(self, epoch, sizes) -> str:
+    def phase(self, epoch, shapes) -> str:
         r = (epoch - 1) // self.round_epochs() + 1
-        return f"prune-round-{r}" if r <= self.n_rounds(sizes) else "ticket"
+        return f"prune-round-{r}" if r <= self.n_rounds(shapes) else "ticket"
 
     @staticmethod
     def _copy_params(model) -> dict[str, torch.Tensor]:
@@ -57,15 +57,15 @@ class Lottery(Method):
 
     def after_epoch(self, ctx) -> UpdateResult:
         model = ctx.model
-        sizes = model.sizes
+        shapes = model.layer_shapes
         if ctx.epoch == self.config.rewind_epoch and self._rewind is None:
             self._rewind = self._copy_params(model)
         re = self.round_epochs()
-        rounds = self.n_rounds(sizes)
+        rounds = self.n_rounds(shapes)
         if ctx.epoch % re or ctx.epoch // re > rounds:
             return UpdateResult()
         r = ctx.epoch // re
-        targets = self.target_counts(sizes)
+        targets = self.target_counts(shapes)
         result = UpdateResult(reset_optimizer=True)
         layers = model.masked_layers
         for k in self.sparse_layer_ids(len(layers)):
