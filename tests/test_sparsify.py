@@ -78,7 +78,7 @@ def test_bad_schedule_arguments_are_named():
         sparsify(_mlp(), "set", update_every=10, drop_schedule="cosine")
     with pytest.raises(SparsetopoError, match="step\\(\\) needs sparsify\\(..., update_every=N\\)"):
         sparsify(_mlp(), "set").step(None)
-    with pytest.raises(SparsetopoError, match="found no nn.Linear layer"):
+    with pytest.raises(SparsetopoError, match="found no nn.Linear or nn.Conv2d layer"):
         sparsify(nn.Sequential(nn.ReLU()), "set")
 
 

@@ -1,13 +1,13 @@
 """Sparse training for *your own* PyTorch model and training loop.
 
->>> sp = sparsify(model, "set", epsilon=20, seed=0)   # masks every nn.Linear (the last stays dense)
+>>> sp = sparsify(model, "set", epsilon=20, seed=0)   # masks nn.Linear and nn.Conv2d (the last stays dense)
 >>> for epoch in range(1, epochs + 1):
 ...     for x, y in loader:                           # your loop, unchanged
 ...         opt.zero_grad(); loss_fn(model(x), y).backward(); opt.step()
 ...     sp.end_epoch(opt, epoch, epochs)               # SET: drop and regrow
 >>> Topology.from_torch(model)                        # or sp.topology()
 
-Each ``nn.Linear`` gets a ``weight_mask`` buffer (so masks travel with
+Each ``nn.Linear`` and ``nn.Conv2d`` gets a ``weight_mask`` buffer (so masks travel with
 ``state_dict``) and a gradient hook that zeroes gradients outside the mask;
 with zero weights and zero gradients there, SGD (momentum, weight decay) and
 Adam keep those weights exactly zero without touching your loop.
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import SparsetopoError
-from ..topology import Topology, erdos_renyi, layer_densities
+from ..topology import Topology, erdos_renyi, layer_densities, random_topology
 from .base import UpdateContext, get_method
 
 __all__ = ["DROP_SCHEDULES", "Sparsifier", "sparsify"]
@@ -41,7 +41,8 @@ DROP_SCHEDULES = ("constant", "cosine")
 
 
 class Sparsifier:
-    """Masks and a drop-then-grow method attached to a model's ``nn.Linear`` layers.
+    """Masks and a drop-then-grow method attached to a model's ``nn.Linear`` and ``nn.Conv2d`` layers
+    (in module order; for a convolution a neuron is an output channel and its inputs are kernel positions).
 
     Sparsity per layer follows ``distribution``: ``erdos_renyi`` (the default:
     SET's rule, the paper's setting, from ``epsilon`` or solved for ``density``),
@@ -78,9 +79,9 @@ class Sparsifier:
         self.update_every, self.end_step, self.drop_schedule = update_every, end_step, drop_schedule
         self.steps = 0  # optimizer steps seen by step()
         self.model = model
-        self.masked_layers = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        self.masked_layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
         if not self.masked_layers:
-            raise SparsetopoError("sparsify found no nn.Linear layer in the model")
+            raise SparsetopoError("sparsify found no nn.Linear or nn.Conv2d layer in the model")
         self.config = TrainConfig(method=method, epsilon=epsilon if density is None else None, density=density,
                                   zeta=zeta, dense_output=dense_output, regrow_init=regrow_init,
                                   init_std=init_std).validate()
@@ -95,12 +96,17 @@ class Sparsifier:
                                          density=density)
         topo_gen = torch.Generator().manual_seed(int(seed))
         for k, layer in enumerate(self.masked_layers):
-            n_out, n_in = layer.weight.shape
-            mask = torch.ones(n_out, n_in)
+            shape = tuple(layer.weight.shape)
+            n_in = math.prod(shape[1:])  # inputs per neuron (output channel), kernel positions included
+            mask = torch.ones(shape)
             if k in sparse_ids:
                 layer_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=topo_gen))
-                m = erdos_renyi([n_in, n_out], density=self.densities[k], seed=layer_seed, dense_output=False)[0]
-                mask = torch.from_numpy(m.toarray().astype("float32"))
+                if len(shape) == 2:
+                    m = erdos_renyi([n_in, shape[0]], density=self.densities[k], seed=layer_seed,
+                                    dense_output=False)[0]
+                else:
+                    m = random_topology([shape], [self.densities[k]], layer_seed)[0]
+                mask = torch.from_numpy(m.toarray().astype("float32")).reshape(shape)
             if hasattr(layer, "weight_mask"):
                 layer.weight_mask.copy_(mask)
             else:
@@ -111,7 +117,8 @@ class Sparsifier:
                     # Keep each neuron's output scale: its initialisation assumed n_in inputs, it now has
                     # fan_in. Without this a ~90 %-sparse layer shrinks the signal several-fold and SGD
                     # barely moves (the same rescaling as sparsetopo's own models).
-                    fan_in = layer.weight_mask.sum(dim=1, keepdim=True).clamp(min=1)
+                    dims = tuple(range(1, len(shape)))
+                    fan_in = layer.weight_mask.sum(dim=dims, keepdim=True).clamp(min=1)
                     layer.weight.mul_(torch.sqrt(n_in / fan_in))
             layer.weight.register_hook(self._grad_hook(layer))
         # In-time over-parameterization: every connection that has ever been active, per layer.
@@ -275,5 +282,5 @@ def _world_size() -> int:
 
 
 def sparsify(model: nn.Module, method: str = "set", **kwargs) -> Sparsifier:
-    """Attach masks and a sparsity method to ``model``'s ``nn.Linear`` layers; see :class:`Sparsifier`."""
+    """Attach masks and a sparsity method to ``model``'s Linear and Conv2d layers; see :class:`Sparsifier`."""
     return Sparsifier(model, method, **kwargs)
