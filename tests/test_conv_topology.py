@@ -122,3 +122,21 @@ class _Concat(nn.Module):
 def test_from_torch_refuses_what_is_not_a_chain_by_name(model, message):
     with pytest.raises(ValueError, match=message):
         Topology.from_torch(model)
+
+
+def test_ties_of_a_dense_layer_keep_neurons_in_place():
+    """A dense first layer costs 0 under every pairing; the default solver must not scramble the next
+    layer's inputs (ties go to the identity), so two topologies that differ only in layer 1 are close."""
+    rng = np.random.default_rng(3)
+    conv1 = np.ones((8, 1, 3, 3), dtype=bool)
+    conv2 = rng.random((16, 8, 3, 3)) < 0.2
+    other = conv2.copy()
+    on = np.argwhere(other)[0]
+    other[tuple(on)] = False  # move one connection
+    off = np.argwhere(~other)[0]
+    other[tuple(off)] = True
+    a, b = Topology.from_masks([conv1, conv2]), Topology.from_masks([conv1, other])
+    for solver in ("auto", "dense"):
+        res = nnstd(a, b, solver=solver)
+        assert res.per_layer[0] == 0 and res.per_layer[1] < 0.05, solver
+        np.testing.assert_array_equal(res.matchings[0], np.arange(8))

@@ -219,3 +219,23 @@ def test_presets_are_valid():
     for name in EXPERIMENTS:
         for preset in ("smoke", "small", "paper"):
             make_config(name, preset)
+
+
+def test_evolution_on_a_cnn(tmp_path, data_config):
+    out = tmp_path / "cnn"
+    res = CliRunner().invoke(app, ["experiment", "evolution", "--model", "cnn", "--preset", "smoke", "--config",
+                                   str(data_config), "--out", str(out), "-q", "-j", "2"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["model"] == "cnn"
+    t = Topology.load(out / "runs" / "net0" / "topology" / "epoch_002.npz")
+    assert t.kernels[:2] == ((3, 3), (3, 3))
+    for k in summary["hidden_layers"]:
+        assert png_size(out / "figures" / f"heatmaps_layer{k}.png")[0] > 300
+    assert not (out / "tables" / "fidelity.csv").exists()  # the published networks are MLPs
+    bad = CliRunner().invoke(app, ["experiment", "evolution", "--model", "cnn", "--preset", "paper",
+                                   "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "--preset paper is not available with --model cnn (presets: smoke, small)" \
+        in bad.output
+    bad = CliRunner().invoke(app, ["experiment", "tickets", "--model", "cnn", "--out", str(tmp_path / "y")])
+    assert bad.exit_code == 2 and "tickets runs on model mlp; got 'cnn'" in bad.output

@@ -151,6 +151,21 @@ def _solve(indptr, indices, costs, dummy_cost):  # pragma: no cover - compiled b
             o = np.argsort(costs[a:b], kind="mergesort")
             indices[a:b] = indices[a:b][o]
             costs[a:b] = costs[a:b][o]
+            # Among equally cheap columns, column i (the same neuron index) first: ties are then
+            # broken towards the identity, so a dense layer (every pairing costs 0) keeps its
+            # neurons in place instead of scrambling the next layer's inputs.
+            for p in range(a, b):
+                if indices[p] == i:
+                    q = p
+                    while q > a and costs[q - 1] == costs[p]:
+                        q -= 1
+                    c = costs[p]
+                    for t in range(p, q, -1):
+                        indices[t] = indices[t - 1]
+                        costs[t] = costs[t - 1]
+                    indices[q] = i
+                    costs[q] = c
+                    break
     m = 2 * n  # columns: n real ones, then row i's dummy at n + i
     inf = np.inf
     u = np.zeros(n)

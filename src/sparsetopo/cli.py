@@ -218,9 +218,12 @@ EXPERIMENT_NAMES = ["evolution", "sparse-vs-dense", "tickets"]  # == experiments
 @click.option("--jobs", "-j", default=-1, show_default=True, help="Parallel workers (-1: all cores).")
 @click.option("--cluster", default=None,
               help="Run training runs and NNSTD pairs on Dask: a scheduler address (tcp://host:8786) or local:N.")
+@click.option("--model", type=click.Choice(["mlp", "cnn"]), default=None,
+              help="evolution: the network (default mlp, the paper's study; cnn: a small VGG-style CNN, "
+                   "presets smoke and small).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @friendly
-def experiment(name, preset, config_file, out, jobs, cluster, quiet) -> None:
+def experiment(name, preset, config_file, out, jobs, cluster, model, quiet) -> None:
     """Run one of the paper's studies: evolution (Figure 4), sparse-vs-dense (RQ2) or tickets (RQ4-5).
 
     Every step skips work whose outputs exist, so a stopped experiment continues
@@ -232,7 +235,9 @@ def experiment(name, preset, config_file, out, jobs, cluster, quiet) -> None:
     if cluster is not None:
         parse_cluster(cluster)
     ctx = Context(n_jobs=jobs, cluster=cluster, progress=not quiet, log=lambda m: click.echo(m, err=True))
-    summary = run_experiment(name, preset, out, config_file=str(config_file) if config_file else None, ctx=ctx)
+    overrides = {"model": model} if model else None
+    summary = run_experiment(name, preset, out, config_file=str(config_file) if config_file else None, ctx=ctx,
+                             overrides=overrides)
     click.echo(f"{summary['title']}: results in {out}")
     for f in summary.get("findings", []):
         click.echo(f"  - {f}")

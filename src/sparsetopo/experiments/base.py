@@ -80,6 +80,8 @@ class Experiment:
     presets: dict[str, dict[str, Any]]
     run: Callable[[Any, Path, Context], dict[str, Any]]
     help: str
+    #: Presets for other models (``{"cnn": {"smoke": {...}, "small": {...}}}``), chosen by a ``model`` override.
+    model_presets: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 EXPERIMENTS: dict[str, Experiment] = {}
@@ -97,9 +99,21 @@ def make_config(name: str, preset: str, overrides: dict[str, Any] | None = None,
     if preset not in PRESETS:
         raise SparsetopoError(f"--preset must be one of {', '.join(PRESETS)}; got {preset!r}")
     exp = EXPERIMENTS[name]
-    values = dict(exp.presets[preset])
-    allowed = {f.name for f in dataclasses.fields(exp.config_cls)}
     overrides = {str(k).replace("-", "_"): v for k, v in (overrides or {}).items()}
+    presets = exp.presets
+    model = overrides.get("model", "mlp")
+    if model != "mlp":
+        if model not in exp.model_presets:
+            raise SparsetopoError(f"{name} runs on model mlp" + "".join(f" or {m}" for m in exp.model_presets)
+                                  + f"; got {model!r}")
+        presets = exp.model_presets[model]
+        if preset not in presets:
+            raise SparsetopoError(f"--preset {preset} is not available with --model {model} "
+                                  f"(presets: {', '.join(presets)})")
+    values = dict(presets[preset])
+    allowed = {f.name for f in dataclasses.fields(exp.config_cls)}
+    if "model" not in allowed and overrides.get("model") == "mlp":
+        overrides.pop("model")  # the experiments without a model choice are MLP studies
     unknown = sorted(set(overrides) - allowed)
     if unknown:
         raise SparsetopoError(f"{source}: unknown key(s) for {name}: {', '.join(unknown)}; "

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..nnstd import load_matrix, nnstd_many, pairwise_nnstd, save_matrix
 from ..plots import heatmap_grid, line_plot
-from ..topology import Topology, erdos_renyi, perturbation_chain
+from ..topology import Topology, erdos_renyi, layer_densities, perturbation_chain, random_topology
 from ..training import TrainConfig, load_weights, read_metrics
 from . import published
 from .base import CommonConfig, Context, Experiment, register, rel, settings_table, write_csv
@@ -33,6 +33,11 @@ class EvolutionConfig(CommonConfig):
     #: All networks start from the same initial weights (seeded by ``seed``), as the
     #: paper's published networks did; data order, dropout and regrowth differ.
     shared_init: bool = True
+    #: ``mlp`` (the paper's study) or ``cnn`` (SparseCNN: ``channels``, then ``hidden``
+    #: fully connected layers; sparsity spread by ``distribution``).
+    model: str = field(default="mlp", metadata={"choices": ("mlp", "cnn")})
+    channels: list[int] = field(default_factory=lambda: [16, 16, 32, 32])
+    distribution: str = "erdos_renyi"
 
 
 
@@ -83,6 +88,17 @@ SOURCES = {
 #: ``published``; the neighbours show how much one epoch changes).
 PAPER_SNAPSHOTS = sorted({e + d for e in (0, 10, 20, 30, 40, 50, 100, 150, 190) for d in (0, 1, 2)} | {200})
 
+#: The evolution study on a small VGG-style CNN (issue 10): the same chain of perturbed
+#: topologies and shared weights, ERK densities, SET; no published networks to compare with.
+CNN_PRESETS = {
+    "smoke": dict(PAPER_RECIPE, model="cnn", channels=[4, 8], hidden=[16], distribution="erk", density=0.3,
+                  networks=4, epochs=2, snapshot_epochs=[0, 1, 2], limit_train=2000, limit_test=500, batch_size=32,
+                  lr=0.05, input_scaling="standardize", init="he", snapshot_weights=False, solver="auto"),
+    "small": dict(PAPER_RECIPE, model="cnn", channels=[16, 16, 32, 32], hidden=[128], distribution="erk",
+                  density=0.1, networks=6, epochs=4, snapshot_epochs=[0, 1, 2, 4], limit_train=24000,
+                  input_scaling="standardize", init="he", lr=0.02, snapshot_weights=False, solver="auto"),
+}
+
 PRESETS = {
     # smoke: a seconds-long miniature of the recipe (a higher lr so that it learns in 2 epochs); not comparable.
     "smoke": dict(PAPER_RECIPE, hidden=[64, 64, 64], density=0.05, networks=4, epochs=2, snapshot_epochs=[0, 1, 2],
@@ -99,7 +115,8 @@ def _run(cfg: EvolutionConfig, out: Path, ctx: Context) -> dict:
     run_dirs = _train_networks(cfg, out, names, epochs, ctx)
 
     snapshots = {e: [load_snapshot(d, e, n) for d, n in zip(run_dirs, names)] for e in epochs}
-    # The output layer is dense in this study (NNSTD 0 by construction): left out of means and figures.
+    # Dense layers (the output layer; with ERK maybe a small first convolution) have NNSTD 0 by
+    # construction: left out of means and figures.
     hidden = [k for k, dens in enumerate(initial[0].densities) if dens < 1.0]
     matrices = _nnstd_matrices(cfg, out, names, snapshots, ctx)
     off = ~np.eye(cfg.networks, dtype=bool)
@@ -138,7 +155,8 @@ def _run(cfg: EvolutionConfig, out: Path, ctx: Context) -> dict:
     acc_rows = [{"network": n, f"final_{acc_key}": m[-1][acc_key], "final_test_acc": m[-1]["test_acc"],
                  f"best_{acc_key}": max(r[acc_key] for r in m)} for n, m in zip(names, metrics)]
     write_csv(out / "tables" / "accuracy.csv", acc_rows)
-    fid = fidelity_rows(means, stats, curve)
+    # The published networks are the paper's MLPs: a CNN study has nothing to be compared with.
+    fid = fidelity_rows(means, stats, curve) if cfg.model == "mlp" else []
     if fid:
         write_csv(out / "tables" / "fidelity.csv", fid)
 
@@ -177,8 +195,14 @@ def _initial_topologies(cfg: EvolutionConfig, out: Path, names: list[str]) -> li
     init_dir = out / "initial"
     if not all((init_dir / f"{n}.npz").exists() for n in names):
         probe = load_dataset(cfg.dataset, cfg.data_dir, limit_train=64, limit_test=16)
-        sizes = [probe.n_features, *cfg.hidden, probe.n_classes]
-        base = erdos_renyi(sizes, density=cfg.density, seed=cfg.topology_seed)
+        if cfg.model == "cnn":
+            shapes = cfg.train_config(model="cnn", channels=list(cfg.channels), hidden=list(cfg.hidden)) \
+                .build_model(probe).layer_shapes
+            densities = layer_densities(shapes, list(range(len(shapes) - 1)), cfg.distribution, density=cfg.density)
+            base = random_topology(shapes, densities, seed=cfg.topology_seed)
+        else:
+            sizes = [probe.n_features, *cfg.hidden, probe.n_classes]
+            base = erdos_renyi(sizes, density=cfg.density, seed=cfg.topology_seed)
         for t in perturbation_chain(base, cfg.networks, cfg.perturb_fraction, seed=cfg.topology_seed + 1):
             t.save(init_dir / f"{t.name}.npz")
     return [Topology.load(init_dir / f"{n}.npz").with_name(n) for n in names]
@@ -190,7 +214,8 @@ def _train_networks(cfg: EvolutionConfig, out: Path, names: list[str], epochs: l
     for i, name in enumerate(names):
         tc = cfg.train_config(method="set", hidden=list(cfg.hidden), density=cfg.density, epsilon=None,
                               initial_topology=str((out / "initial" / f"{name}.npz").resolve()),
-                              snapshot_epochs=epochs, seed=cfg.seed + i)
+                              snapshot_epochs=epochs, seed=cfg.seed + i, model=cfg.model,
+                              channels=list(cfg.channels), distribution=cfg.distribution)
         if cfg.shared_init:
             tc.init_seed = shared_init_seed
         runs.append((tc, out / "runs" / name))
@@ -249,7 +274,8 @@ def _findings(cfg, epochs, hidden, matrices, means, acc_rows, acc_key, fid) -> l
     split = "held-out" if acc_key == "val_acc" else "test"
     findings = [
         f"Before training, neighbours in the {cfg.perturb_fraction:.0%}-perturbation chain are "
-        f"{neigh0:.3f} apart in layer {hidden[0]} (published networks: {published.NEIGHBOURS_EPOCH0}).",
+        f"{neigh0:.3f} apart in layer {hidden[0]}"
+        + (f" (published networks: {published.NEIGHBOURS_EPOCH0})." if cfg.model == "mlp" else "."),
         "Mean off-diagonal NNSTD per hidden layer from epoch 0 to epoch "
         f"{last}: " + "; ".join(f"layer {k} {means[k][0]:.3f} -> {means[k][last]:.3f}" for k in hidden)
         + ": near-identical topologies drift apart under SET " + ("in every hidden layer." if grows else
@@ -258,8 +284,9 @@ def _findings(cfg, epochs, hidden, matrices, means, acc_rows, acc_key, fid) -> l
         f"(min {accs.min():.4f}, max {accs.max():.4f}): "
         + ("all perform alike (spread < 2 points)." if accs.max() - accs.min() < 0.02
            else "their accuracies differ by 2 points or more."),
-        "The output layer is dense in this study (its NNSTD is 0 by construction); it is left out of the "
-        "heatmaps and means.",
+        f"Dense layers ({', '.join(str(k) for k in range(len(matrices[0][0, 0])) if k not in hidden)}; "
+        "the output layer in the paper's study) have NNSTD 0 by construction; they are left out of the heatmaps "
+        "and means.",
     ]
     nn = [r for r in fid if r["statistic"] == "mean NNSTD"]
     if nn:
@@ -275,13 +302,13 @@ def _findings(cfg, epochs, hidden, matrices, means, acc_rows, acc_key, fid) -> l
             findings.append("Mean accuracy after " + ", ".join(
                 f"{r['our_epoch']} epoch{'s' if r['our_epoch'] != 1 else ''}: {r['ours']:.3f} "
                 f"(published {r['published']:.3f})" for r in acc) + ".")
-    else:
+    elif cfg.model == "mlp":
         findings.append("No snapshot epoch in common with the published networks' "
                         f"({', '.join(map(str, published.EPOCHS))}); nothing to compare side by side.")
     return findings
 
 
 register(Experiment(
-    name="evolution", config_cls=EvolutionConfig, presets=PRESETS, run=_run,
+    name="evolution", config_cls=EvolutionConfig, presets=PRESETS, run=_run, model_presets={"cnn": CNN_PRESETS},
     help="Figure 4: a 1 %-perturbation chain of sparse topologies trained with SET; NNSTD per epoch and layer.",
 ))
