@@ -140,3 +140,12 @@ def test_ties_of_a_dense_layer_keep_neurons_in_place():
         res = nnstd(a, b, solver=solver)
         assert res.per_layer[0] == 0 and res.per_layer[1] < 0.05, solver
         np.testing.assert_array_equal(res.matchings[0], np.arange(8))
+
+
+def test_the_readme_worked_example():
+    a = np.zeros((2, 2, 2, 2), bool)
+    a[0, 0, 0, 0] = a[0, 1, 1, 1] = a[1, 0, 1, 1] = True
+    b = np.zeros((2, 2, 2, 2), bool)
+    b[0, 0, 1, 1] = b[1, 0, 0, 0] = b[1, 1, 1, 1] = True
+    res = nnstd(Topology.from_masks([a]), Topology.from_masks([b]))
+    assert res.per_layer[0] == 0 and list(res.matchings[0]) == [1, 0]

@@ -12,6 +12,12 @@ Semantics, for networks A and B with the same layer shapes:
 4. The matching re-indexes B's neurons as the inputs of layer k+1. The
    network distance is the mean of the per-layer distances.
 
+Convolutions: a neuron is an output channel and its input set the (input
+channel, kernel row, kernel column) positions it connects; the matching of a
+layer re-indexes the next layer's input channels, moving all kernel positions
+(or, for a fully connected layer after a flatten, the channel's block of
+flattened inputs) together -- see :attr:`Topology.blocks`.
+
 All set sizes and intersections of a layer come from one sparse product
 ``A @ B'.T``; no Python loop ever runs over neuron pairs. Three exact solvers:
 
