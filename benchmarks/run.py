@@ -350,9 +350,48 @@ def bench_parity(quick: bool) -> None:
         "the same within run-to-run noise", ok(abs(t.mean() - s.mean()) <= max(0.005, 2 * max(t.std(), s.std()))))
 
 
+def bench_cnn(quick: bool) -> None:
+    """Issue 10: NNSTD between two of our CNNs, and a CNN epoch dense vs sparse (Fashion-MNIST, 2 threads)."""
+    print("CNN (SparseCNN 16-16-32-32 + 128, ERK 10 %)", flush=True)
+    res = run_in_subprocess(textwrap.dedent("""
+        import time, numpy as np
+        from sparsetopo.models import SparseCNN
+        from sparsetopo.topology import layer_densities, random_topology, perturb
+        from sparsetopo.nnstd import nnstd
+        shapes = SparseCNN((1, 28, 28), 10, hidden=[128]).layer_shapes
+        d = layer_densities(shapes, list(range(len(shapes) - 1)), "erk", density=0.1)
+        a, b = random_topology(shapes, d, 0), random_topology(shapes, d, 1)
+        near = perturb(a, 0.01, seed=2)
+        nnstd(a, b)
+        out = {}
+        for label, (x, y) in (("independent", (a, b)), ("1% apart", (a, near))):
+            for s in ("auto", "dense"):
+                r = []
+                for _ in range(5):
+                    t = time.perf_counter(); nnstd(x, y, solver=s); r.append(time.perf_counter() - t)
+                out[label + " " + s] = float(np.median(r))
+        RESULT = out
+    """))
+    row("NNSTD between two CNNs, independent: auto / dense (median of 5)",
+        f"{res['independent auto'] * 1000:.1f} ms / {res['independent dense'] * 1000:.1f} ms", "(measure)")
+    row("NNSTD between two CNNs 1% apart: auto / dense (median of 5)",
+        f"{res['1% apart auto'] * 1000:.1f} ms / {res['1% apart dense'] * 1000:.1f} ms", "(measure)")
+    for method in ("dense", "set"):
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            r = run_in_subprocess(
+                "import torch\nfrom sparsetopo.training import TrainConfig, train\ntorch.set_num_threads(2)\n"
+                f"r=train(TrainConfig(method={method!r}, model='cnn', hidden=[128], distribution='erk', "
+                f"density=0.1, epochs=1), {tmp!r} + '/run', progress=False, log=lambda m: None)\n"
+                "RESULT={'s': r.final['train_seconds'], 'acc': r.final['test_acc']}", env_threads=2)
+        row(f"CNN epoch on Fashion-MNIST, {method} (1 epoch, 2 threads)", f"{r['s']:.1f} s (test acc {r['acc']:.4f})",
+            "about a minute or less", ok(r["s"] <= 75))
+
+
 SECTIONS = {"nnstd": bench_nnstd, "solvers": bench_solvers, "training": bench_training,
             "sparse-kernel": bench_sparse_kernel, "experiments": bench_experiments, "fidelity": bench_fidelity,
-            "parity": bench_parity}
+            "parity": bench_parity, "cnn": bench_cnn}
 
 
 def main() -> None:
