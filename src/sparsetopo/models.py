@@ -96,6 +96,28 @@ class _SparseLinear(torch.autograd.Function):
         return gx, gw, gb, None, None
 
 
+def _init_weights(layer: nn.Module, generator: torch.Generator | None, init: str, init_std: float) -> None:
+    """Initialise a Linear or Conv2d layer from ``generator`` (``None``: keep torch's init)."""
+    if init not in INITS:
+        raise SparsetopoError(f"--init must be one of {', '.join(INITS)}; got {init!r}")
+    if generator is None:
+        return
+    fan_in = layer.weight[0].numel()  # inputs per neuron: n_in, or in_channels * kh * kw
+    with torch.no_grad():
+        if init == "normal":
+            # SET's original implementation: N(0, std^2) weights, zero biases.
+            layer.weight.normal_(0.0, init_std, generator=generator)
+            if layer.bias is not None:
+                layer.bias.zero_()
+        else:
+            # He-uniform weights (ReLU gain) drawn from our own generator; the bias as torch's default.
+            bound = float(np.sqrt(6.0 / fan_in))
+            layer.weight.uniform_(-bound, bound, generator=generator)
+            if layer.bias is not None:
+                b = 1.0 / float(np.sqrt(fan_in))
+                layer.bias.uniform_(-b, b, generator=generator)
+
+
 class MaskedLinear(nn.Linear):
     """``nn.Linear`` with a ``weight_mask`` buffer of the weight's shape (1 = connection).
 
@@ -120,23 +142,7 @@ class MaskedLinear(nn.Linear):
         self._pattern: tuple | None = None
         self._auto_key: tuple | None = None
         self._auto_sparse = False
-        if init not in INITS:
-            raise SparsetopoError(f"--init must be one of {', '.join(INITS)}; got {init!r}")
-        if generator is not None:
-            with torch.no_grad():
-                if init == "normal":
-                    # SET's original implementation: N(0, std^2) weights, zero biases.
-                    self.weight.normal_(0.0, init_std, generator=generator)
-                    if self.bias is not None:
-                        self.bias.zero_()
-                else:
-                    # He-uniform weights (ReLU gain) drawn from our own generator; the
-                    # bias as in nn.Linear.
-                    bound = float(np.sqrt(6.0 / in_features))
-                    self.weight.uniform_(-bound, bound, generator=generator)
-                    if self.bias is not None:
-                        b = 1.0 / float(np.sqrt(in_features))
-                        self.bias.uniform_(-b, b, generator=generator)
+        _init_weights(self, generator, init, init_std)
 
     @property
     def n_connections(self) -> int:
@@ -235,18 +241,7 @@ class MaskedConv2d(nn.Conv2d):
         self.register_buffer("weight_mask", torch.ones_like(self.weight))
         self.sparse_grad = False  # dense gradients: any optimizer works
         self.force_dense = False
-        if init not in INITS:
-            raise SparsetopoError(f"--init must be one of {', '.join(INITS)}; got {init!r}")
-        if generator is not None:
-            with torch.no_grad():
-                if init == "normal":
-                    self.weight.normal_(0.0, init_std, generator=generator)
-                    self.bias.zero_()
-                else:
-                    fan_in = self.weight[0].numel()
-                    self.weight.uniform_(-float(np.sqrt(6.0 / fan_in)), float(np.sqrt(6.0 / fan_in)),
-                                         generator=generator)
-                    self.bias.uniform_(-1 / float(np.sqrt(fan_in)), 1 / float(np.sqrt(fan_in)), generator=generator)
+        _init_weights(self, generator, init, init_std)
 
     @property
     def n_connections(self) -> int:
