@@ -21,7 +21,7 @@ import yaml
 
 from .._util import write_csv as _write_csv
 from .._util import write_text_atomic
-from ..config import check_config
+from ..config import check_config, load_yaml_mapping
 from ..errors import SparsetopoError
 from ..training import TrainConfig
 
@@ -132,6 +132,11 @@ def make_config(name: str, preset: str, overrides: dict[str, Any] | None = None,
     return config
 
 
+def exp_defaults(config):
+    """A config of the same class with every field at its dataclass default."""
+    return type(config)()
+
+
 def run_experiment(name: str, preset: str, out: str | os.PathLike, *, config_file: str | None = None,
                    overrides: dict[str, Any] | None = None, ctx: Context | None = None) -> dict[str, Any]:
     """Run (or continue) one experiment; returns its summary (also in ``out/summary.json``)."""
@@ -145,10 +150,17 @@ def run_experiment(name: str, preset: str, out: str | os.PathLike, *, config_fil
     saved = out / "experiment.yaml"
     resolved = {"experiment": name, "preset": preset, "config": dataclasses.asdict(config)}
     if saved.exists():
-        previous = yaml.safe_load(saved.read_text())
+        previous = load_yaml_mapping(saved)
+        if isinstance(previous.get("config"), dict):
+            # A setting added since that run was started had its default then.
+            defaults = dataclasses.asdict(exp_defaults(config))
+            previous["config"] = {**{k: v for k, v in defaults.items() if k not in previous["config"]},
+                                  **previous["config"]}
         if previous != resolved:
+            diff = sorted(k for k in resolved["config"] if previous.get("config", {}).get(k) != resolved["config"][k])
             raise SparsetopoError(f"{out}: holds a {previous.get('experiment')} experiment with other settings "
-                             f"(preset {previous.get('preset')}); use another --out or the same settings")
+                                  f"(preset {previous.get('preset')}; differing: {', '.join(diff) or 'experiment'}); "
+                                  "use another --out or the same settings")
     else:
         write_text_atomic(saved, yaml.safe_dump(resolved, sort_keys=False))
     summary = EXPERIMENTS[name].run(config, out, ctx or Context())
