@@ -125,6 +125,26 @@ def test_sparse_vs_dense_table(results):
     assert dense["dense"] == 1.0
     assert "± " in (out / "tables" / "accuracy.md").read_text()
     assert png_size(out / "figures" / "accuracy_vs_density.png")[0] > 500
+    # a claim that did not show names the budget that would test it
+    findings = " ".join(json.loads((out / "summary.json").read_text())["findings"])
+    assert ("does NOT beat" in findings) == ("epochs 1 (paper preset: 200)" in findings)
+
+
+def test_budget_gap_names_what_falls_short():
+    from sparsetopo.experiments.base import budget_gap
+    from sparsetopo.experiments.sparse_vs_dense import PRESETS, SparseVsDenseConfig
+
+    small = SparseVsDenseConfig(**PRESETS["small"])
+    text = budget_gap(small, PRESETS["paper"], ("hidden", "epochs", "seeds", "limit_train"))
+    assert "hidden 300x300x300 (paper preset: 1000x1000x1000)" in text
+    assert "epochs 12 (paper preset: 200)" in text and "seeds 2 (paper preset: 5)" in text
+    assert "limit_train" not in text  # both use all the data
+    limited = SparseVsDenseConfig(**{**PRESETS["paper"], "limit_train": 500})
+    assert budget_gap(limited, PRESETS["paper"], ("epochs", "limit_train")) == (
+        "This run's budget is smaller than the paper's: limit_train 500 (paper preset: None). "
+        "The `paper` preset is the budget that would test the claim.")
+    assert budget_gap(SparseVsDenseConfig(**PRESETS["paper"]), PRESETS["paper"], ("epochs",)).startswith(
+        "This run had")
 
 
 def test_tickets_outputs(results):

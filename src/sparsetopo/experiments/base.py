@@ -13,7 +13,7 @@ import dataclasses
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -175,6 +175,26 @@ def settings_table(config, sources: dict[str, str], path: Path) -> str:
             for k, src in sources.items()]
     write_csv(path, rows)
     return path.name
+
+
+def budget_gap(config, paper: dict[str, Any], keys: tuple[str, ...]) -> str:
+    """Say how this run's budget falls short of the ``paper`` preset's, for a claim that did not show.
+
+    A claim that fails at a small budget is not refuted: the finding names the budget that would
+    test it (the ``paper`` preset) and what this run had instead.
+    """
+    def show(v):
+        return "x".join(map(str, v)) if isinstance(v, list) and all(isinstance(x, int) for x in v) else str(v)
+
+    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory()
+                for f in fields(config) if f.default is not MISSING or f.default_factory is not MISSING}
+    ref = {**defaults, **paper}
+    gaps = [f"{k} {show(getattr(config, k))} (paper preset: {show(ref[k])})"
+            for k in keys if k in ref and getattr(config, k) != ref[k]]
+    if not gaps:
+        return "This run had the paper preset's budget."
+    return ("This run's budget is smaller than the paper's: " + ", ".join(gaps)
+            + ". The `paper` preset is the budget that would test the claim.")
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -22,7 +22,7 @@ from ..nnstd import classical_mds, pairwise_nnstd, save_matrix
 from ..plots import heatmap_grid, scatter_plot
 from ..topology import Topology, erdos_renyi
 from ..training import read_metrics
-from .base import CommonConfig, Context, Experiment, register, rel, settings_table, write_csv
+from .base import CommonConfig, Context, Experiment, budget_gap, register, rel, settings_table, write_csv
 from .runner import load_snapshot, run_trainings
 
 
@@ -176,6 +176,9 @@ def _run(cfg: TicketsConfig, out: Path, ctx: Context) -> dict:
             f"FLOPs vs {set_flops:.3g} per SET subnetwork ({lot_flops / set_flops:.1f}x): "
             + ("SET is cheaper, as the paper claims." if set_flops < lot_flops else "SET is NOT cheaper here.")
         )
+    if not (close and far and (not lot_dirs or set_flops < lot_flops)):
+        findings.append(budget_gap(cfg, PRESETS["paper"], ("hidden", "epochs", "set_runs", "lottery_runs",
+                                                           "round_epochs", "prune_rate", "epsilon", "limit_train")))
     findings.append("The paper's own numbers for this study were not available to this project, so none are "
                     "shown beside ours; the settings table says where each setting comes from.")
     settings_table(cfg, SOURCES, out / "tables" / "settings.csv")
