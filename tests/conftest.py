@@ -26,6 +26,17 @@ def make_topology():
     return random_topology
 
 
+def with_method(cfg, model):
+    """The method ``cfg`` names, with its initial topology (seed 1) put on ``model``, as ``train`` does."""
+    from sparsetopo.methods import METHODS
+
+    method = METHODS[cfg.method](cfg)
+    topo = method.initial_topology(model.layer_shapes, seed=1)
+    if topo is not None:
+        model.set_topology(topo)
+    return cfg, method, model
+
+
 def official_dir(path, masks, weights_rng=None):
     """Write masks in the layout of the NNSTD paper's code: (n_in + 1, n_out) with a bias row."""
     path.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
-from conftest import make_idx_dataset  # noqa: E402
-from sparsetopo.methods import METHODS, UpdateContext, sparsify  # noqa: E402
+from conftest import make_idx_dataset, with_method  # noqa: E402
+from sparsetopo.methods import UpdateContext, sparsify  # noqa: E402
 from sparsetopo.models import SparseCNN  # noqa: E402
 from sparsetopo.topology import Topology, layer_densities  # noqa: E402
 from sparsetopo.training import TrainConfig, read_metrics, train  # noqa: E402
@@ -33,12 +33,7 @@ def test_erk_densities_follow_rigls_formula_and_hit_the_target():
 def _cnn_and_method(method="set", **kw):
     cfg = TrainConfig(method=method, model="cnn", channels=[4, 8], hidden=[16], distribution="erk", density=0.3,
                       zeta=0.3, **kw)
-    model = SparseCNN((1, 8, 8), 4, channels=[4, 8], hidden=[16], init_seed=0)
-    m = METHODS[method](cfg)
-    topo = m.initial_topology(model.layer_shapes, seed=1)
-    if topo is not None:
-        model.set_topology(topo)
-    return cfg, m, model
+    return with_method(cfg, SparseCNN((1, 8, 8), 4, channels=[4, 8], hidden=[16], init_seed=0))
 
 
 def test_set_on_a_conv_layer_keeps_the_count_and_moves_connections():

@@ -2,6 +2,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from conftest import with_method  # noqa: E402
 from sparsetopo.methods import METHODS, UpdateContext, drop_and_grow  # noqa: E402
 from sparsetopo.models import SparseMLP  # noqa: E402
 from sparsetopo.training import TrainConfig  # noqa: E402
@@ -33,12 +34,7 @@ def _ctx(model, opt, epoch=1, total=5, seed=0, grads=None):
 
 def _model(method="set", **kw):
     cfg = TrainConfig(method=method, hidden=[40], epsilon=3, zeta=0.3, **kw)
-    model = SparseMLP([30, 40, 5], init_seed=0)
-    m = METHODS[method](cfg)
-    topo = m.initial_topology(model.layer_shapes, seed=1)
-    if topo is not None:
-        model.set_topology(topo)
-    return cfg, m, model
+    return with_method(cfg, SparseMLP([30, 40, 5], init_seed=0))
 
 
 def test_set_drops_zeta_of_each_sign_closest_to_zero_and_regrows_randomly():

@@ -58,8 +58,9 @@ def solver():
                           "Set NUMBA_CACHE_DIR to a writable directory to avoid that.", RuntimeWarning, stacklevel=3)
     import numba
 
-    global _before, _sift_up, _sift_down
+    global _before, _put, _sift_up, _sift_down
     _before = numba.njit(inline="always")(_before_py)
+    _put = numba.njit(inline="always")(_put_py)
     _sift_up = numba.njit(inline="always")(_sift_up_py)
     _sift_down = numba.njit(inline="always")(_sift_down_py)
     return numba.njit(cache=True, nogil=True)(_solve)
@@ -69,6 +70,14 @@ def solver():
 def _before_py(key_a, free_a, key_b, free_b):
     """Heap order: smaller distance first; on a tie a free column first (the search can stop there)."""
     return key_a < key_b or (key_a == key_b and free_a and not free_b)
+
+
+def _put_py(heap, hkey, hfree, pos, k, j, key, free):  # pragma: no cover - compiled by numba
+    """Store column ``j`` with its key at heap slot ``k``."""
+    heap[k] = j
+    hkey[k] = key
+    hfree[k] = free
+    pos[j] = k
 
 
 def _sift_up_py(heap, hkey, hfree, pos, k, j, key, free):  # pragma: no cover - compiled by numba
@@ -81,16 +90,9 @@ def _sift_up_py(heap, hkey, hfree, pos, k, j, key, free):  # pragma: no cover - 
         parent = (k - 1) // 2
         if not _before(key, free, hkey[parent], hfree[parent]):
             break
-        q = heap[parent]
-        heap[k] = q
-        hkey[k] = hkey[parent]
-        hfree[k] = hfree[parent]
-        pos[q] = k
+        _put(heap, hkey, hfree, pos, k, heap[parent], hkey[parent], hfree[parent])
         k = parent
-    heap[k] = j
-    hkey[k] = key
-    hfree[k] = free
-    pos[j] = k
+    _put(heap, hkey, hfree, pos, k, j, key, free)
 
 
 def _sift_down_py(heap, hkey, hfree, pos, size):  # pragma: no cover - compiled by numba
@@ -105,19 +107,12 @@ def _sift_down_py(heap, hkey, hfree, pos, size):  # pragma: no cover - compiled 
             child += 1
         if not _before(hkey[child], hfree[child], key, free):
             break
-        q = heap[child]
-        heap[k] = q
-        hkey[k] = hkey[child]
-        hfree[k] = hfree[child]
-        pos[q] = k
+        _put(heap, hkey, hfree, pos, k, heap[child], hkey[child], hfree[child])
         k = child
-    heap[k] = last
-    hkey[k] = key
-    hfree[k] = free
-    pos[last] = k
+    _put(heap, hkey, hfree, pos, k, last, key, free)
 
 
-_before, _sift_up, _sift_down = _before_py, _sift_up_py, _sift_down_py
+_before, _put, _sift_up, _sift_down = _before_py, _put_py, _sift_up_py, _sift_down_py
 
 
 def solve_sparse_lap(indptr: np.ndarray, indices: np.ndarray, costs: np.ndarray,
