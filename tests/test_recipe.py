@@ -21,7 +21,7 @@ def test_normal_init_is_set_scale_with_zero_bias_and_no_rescaling():
     assert torch.count_nonzero(model.layers[0].bias) == 0
     he = SparseMLP([400, 300, 10], init="he", init_seed=0)
     he.set_topology(topo)
-    assert float(he.layers[0].weight[he.layers[0].weight_mask.bool()].std()) > 0.3  # rescaled to the fan-in
+    assert float(he.layers[0].weight.detach()[he.layers[0].weight_mask.bool()].std()) > 0.3  # rescaled to the fan-in
     with pytest.raises(ValueError, match="--init must be one of he, normal; got 'xavier'"):
         SparseMLP([4, 3], init="xavier")
 

@@ -80,6 +80,23 @@ def test_bad_schedule_arguments_are_named():
         sparsify(_mlp(), "set").step(None)
     with pytest.raises(SparsetopoError, match="found no nn.Linear or nn.Conv2d layer"):
         sparsify(nn.Sequential(nn.ReLU()), "set")
+    # the sparsity settings are checked as the keyword arguments the user gave, not as CLI flags
+    with pytest.raises(SparsetopoError, match=r"^zeta must be a number in \(0, 1\); got 2$"):
+        sparsify(_mlp(), "set", zeta=2)
+    with pytest.raises(SparsetopoError, match=r"^regrow_init must be one of zero, normal; got 'ones'$"):
+        sparsify(_mlp(), "set", regrow_init="ones")
+
+
+def test_methods_do_not_depend_on_the_trainer():
+    """The methods read only SparsitySettings: importing them (and sparsify) loads no training module."""
+    import subprocess
+    import sys
+
+    code = ("import sys, sparsetopo.methods as m, torch\n"
+            "m.sparsify(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)), 'set', epsilon=1)\n"
+            "print('sparsetopo.training' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_state_dict_from_another_model_or_method_is_refused():

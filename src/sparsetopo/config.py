@@ -194,3 +194,21 @@ def load_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
     if bad:
         raise FileFormatError(path, f"keys must be names, got {bad[0]!r}")
     return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def registry(module: str, name: str):
+    """Choices filled by a registry at import (methods, activations, ...), looked up when checked,
+    so that declaring a config (and ``--help``) imports neither the registry nor torch."""
+    def get():
+        import importlib
+
+        return tuple(getattr(importlib.import_module(f"sparsetopo.{module}"), name))
+    return get
+
+
+def option(default=dataclasses.MISSING, *, help: str, factory=None, **checks):
+    """A config field: its ``help`` (the flag's help text) and checks (see the module docstring)."""
+    meta = {"help": help, **checks}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)

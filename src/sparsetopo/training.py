@@ -35,118 +35,86 @@ import numpy as np
 import yaml
 
 from ._util import atomic_write, write_csv, write_text_atomic
-from .config import check_config, load_yaml_mapping
+from .config import check_config, load_yaml_mapping, option, registry
 from .errors import FileFormatError, SparsetopoError
+from .sparsity import SparsitySettings
 
 __all__ = ["TrainConfig", "RunResult", "train", "load_config_file", "loss_function", "SEED_PURPOSES"]
 
 SEED_PURPOSES = ("topology", "init", "data", "regrowth", "dropout")
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("cross_entropy", "mse")
-REGROW_INITS = ("zero", "normal")
 SNAPSHOT_TIMINGS = ("after_update", "before_update")
 SNAPSHOT_CONNECTIONS = ("mask", "nonzero")
 MODELS = ("mlp", "cnn")
-
-
-def _registry(module: str, name: str):
-    """Choices filled by a registry at import (methods, activations, ...), looked up when checked."""
-    def get():
-        import importlib
-
-        return tuple(getattr(importlib.import_module(f"sparsetopo.{module}"), name))
-    return get
-
-
-def _f(default=dataclasses.MISSING, *, help: str, factory=None, **checks):
-    """A config field: its ``help`` (the flag's help text) and checks (see :mod:`sparsetopo.config`)."""
-    meta = {"help": help, **checks}
-    if factory is not None:
-        return field(default_factory=factory, metadata=meta)
-    return field(default=default, metadata=meta)
 
 
 _SEED = dict(min=0, max=2**32 - 1)
 
 
 @dataclass
-class TrainConfig:
-    """Everything that defines a training run. Field names are the YAML keys and,
+class TrainConfig(SparsitySettings):
+    """Everything that defines a training run: the sparsity settings a method reads
+    (:class:`~sparsetopo.sparsity.SparsitySettings`, whose fields come first) and the
+    data, model, optimizer, seeds and snapshots. Field names are the YAML keys and,
     with dashes, the CLI flags; the ``help`` metadata is the flag's help and the
     other metadata its allowed values (checked by :meth:`validate`)."""
 
-    method: str = _f("set", help="dense, static, set, rigl or lottery.", choices=_registry("methods", "METHODS"))
-    dataset: str = _f("fashion-mnist", help="fashion-mnist, mnist or cifar10.", choices=_registry("data", "DATASETS"))
-    data_dir: str | None = _f(None, help="Data directory (default: $SPARSETOPO_DATA/<dataset>, else the dataset's "
-                                         "standard location).")
-    input_scaling: str = _f("standardize", choices=_registry("data", "INPUT_SCALINGS"),
-                            help="standardize (per-pixel mean/std of the training split) or unit (pixels / 255).")
-    model: str = _f("mlp", choices=MODELS,
-                    help="mlp (fully connected: --hidden) or cnn (a small VGG-style network: 3x3 convolutions "
-                         "--channels with a 2x2 max-pool after every second one, then --hidden fully connected "
-                         "layers; e.g. --model cnn --hidden 128).")
-    hidden: list[int] = _f(factory=lambda: [1000, 1000, 1000], min=1, max=1_000_000, nonempty=True,
-                           help="Hidden layer sizes, e.g. --hidden 1000 1000 1000 (with --model cnn: the fully "
-                                "connected layers after the convolutions).")
-    channels: list[int] = _f(factory=lambda: [16, 16, 32, 32], min=1, max=100_000, nonempty=True,
-                             help="--model cnn: output channels of the 3x3 convolutions.")
-    distribution: str = _f("erdos_renyi", choices=_registry("topology", "DISTRIBUTIONS"),
-                           help="How sparsity is spread over layers: erdos_renyi (SET's epsilon rule), erk "
-                                "(RigL's Erdős–Rényi-Kernel, needs --density) or uniform (needs --density).")
-    activation: str = _f("relu", help="relu, tanh, sigmoid, gelu or leaky_relu.",
-                         choices=_registry("models", "ACTIVATIONS"))
-    dropout: float = _f(0.0, min=0.0, lt=1.0, help="Dropout after each hidden layer, in [0, 1).")
-    epsilon: float | None = _f(20.0, gt=0.0, help="SET's Erdős–Rényi sparsity parameter: layer density "
-                                                  "epsilon(n_in + n_out)/(n_in n_out).")
-    density: float | None = _f(None, gt=0.0, max=1.0,
-                               help="Target density of the sparse layers, in (0, 1]; overrides --epsilon.")
-    initial_topology: str | None = _f(None, help="Start from this saved topology (.npz) instead of a random "
-                                                 "Erdős–Rényi one (static, set, rigl).")
-    zeta: float = _f(0.3, gt=0.0, lt=1.0, help="Fraction of connections dropped and regrown per epoch.")
-    init: str = _f("he", choices=_registry("models", "INITS"),
-                   help="Weight initialisation: he (He-uniform rescaled to each neuron's fan-in) or normal "
-                        "(N(0, init_std^2), zero biases: SET's original code).")
-    init_std: float = _f(0.1, gt=0.0, help="Standard deviation of --init normal and --regrow-init normal.")
-    regrow_init: str = _f("zero", choices=REGROW_INITS,
-                          help="Value of a regrown connection: zero (SET's Keras code, RigL) or normal "
-                               "(N(0, init_std^2): SET's NumPy code).")
-    loss: str = _f("cross_entropy", choices=LOSSES,
-                   help="cross_entropy (softmax) or mse (sigmoid outputs, squared error to one-hot labels: "
-                        "SET's NumPy code).")
-    snapshot_timing: str = _f("after_update", choices=SNAPSHOT_TIMINGS,
-                              help="Topology snapshot of epoch E: after_update (after E epochs and the E-th "
-                                   "drop-and-grow) or before_update (after E epochs of training, before that "
-                                   "update: only connections that trained).")
-    dense_output: bool = _f(True, help="Keep the output layer fully connected.")
-    epochs: int = _f(100, min=1, help="Training epochs (for lottery: of the final ticket).")
-    batch_size: int = _f(128, min=1, help="Mini-batch size.")
-    optimizer: str = _f("sgd", choices=OPTIMIZERS, help="sgd or adam.")
-    lr: float = _f(0.01, gt=0.0, help="Learning rate.")
-    momentum: float = _f(0.9, min=0.0, lt=1.0, help="SGD momentum, in [0, 1).")
-    weight_decay: float = _f(2e-4, min=0.0, help="L2 weight decay.")
-    seed: int = _f(0, **_SEED, help="Base seed; each named seed left unset derives from it.")
-    topology_seed: int | None = _f(None, **_SEED, help="Seed of the initial topology.")
-    init_seed: int | None = _f(None, **_SEED, help="Seed of the weight initialisation.")
-    data_seed: int | None = _f(None, **_SEED, help="Seed of the data order (and validation split).")
-    regrowth_seed: int | None = _f(None, **_SEED, help="Seed of SET's random regrowth.")
-    dropout_seed: int | None = _f(None, **_SEED, help="Seed of the dropout masks.")
-    val_fraction: float = _f(0.0, min=0.0, lt=1.0, help="Fraction of the training set held out for validation.")
-    snapshot_epochs: list[int] = _f(factory=list, min=0,
-                                    help="Epochs whose topology is saved (0 and the last are always saved).")
-    snapshot_every: int = _f(0, min=0, help="Also snapshot every N epochs (0: off).")
-    snapshot_connections: str = _f("mask", choices=SNAPSHOT_CONNECTIONS,
-                                   help="Connections in a topology snapshot: mask (every connection) or nonzero "
-                                        "(only those whose weight is not exactly zero, as in a saved weight matrix "
-                                        "like the paper's published files).")
-    snapshot_weights: bool = _f(False, help="With each topology snapshot also save the weights and biases "
-                                            "(weights/epoch_XXX.npz).")
-    prune_rate: float = _f(0.2, gt=0.0, lt=1.0, help="Lottery: fraction pruned per round, in (0, 1).")
-    round_epochs: int | None = _f(None, min=1, help="Lottery: epochs per pruning round (default --epochs).")
-    rewind_epoch: int = _f(0, min=0, help="Lottery: rewind to the weights of this epoch (0: init).")
-    sparse_kernel: bool | None = _f(None, help="Sparse CSR kernels for the masked layers (default: for layers at "
-                                               "most 2 % dense).")
-    limit_train: int | None = _f(None, min=1, help="Use only the first N training samples.")
-    limit_test: int | None = _f(None, min=1, help="Use only the first N test samples.")
+    dataset: str = option("fashion-mnist", help="fashion-mnist, mnist or cifar10.",
+                          choices=registry("data", "DATASETS"))
+    data_dir: str | None = option(None, help="Data directory (default: $SPARSETOPO_DATA/<dataset>, else the dataset's "
+                                            "standard location).")
+    input_scaling: str = option("standardize", choices=registry("data", "INPUT_SCALINGS"),
+                               help="standardize (per-pixel mean/std of the training split) or unit (pixels / 255).")
+    model: str = option("mlp", choices=MODELS,
+                       help="mlp (fully connected: --hidden) or cnn (a small VGG-style network: 3x3 convolutions "
+                            "--channels with a 2x2 max-pool after every second one, then --hidden fully connected "
+                            "layers; e.g. --model cnn --hidden 128).")
+    hidden: list[int] = option(factory=lambda: [1000, 1000, 1000], min=1, max=1_000_000, nonempty=True,
+                              help="Hidden layer sizes, e.g. --hidden 1000 1000 1000 (with --model cnn: the fully "
+                                   "connected layers after the convolutions).")
+    channels: list[int] = option(factory=lambda: [16, 16, 32, 32], min=1, max=100_000, nonempty=True,
+                                help="--model cnn: output channels of the 3x3 convolutions.")
+    activation: str = option("relu", help="relu, tanh, sigmoid, gelu or leaky_relu.",
+                            choices=registry("models", "ACTIVATIONS"))
+    dropout: float = option(0.0, min=0.0, lt=1.0, help="Dropout after each hidden layer, in [0, 1).")
+    initial_topology: str | None = option(None, help="Start from this saved topology (.npz) instead of a random "
+                                                    "Erdős–Rényi one (static, set, rigl).")
+    init: str = option("he", choices=registry("models", "INITS"),
+                      help="Weight initialisation: he (He-uniform rescaled to each neuron's fan-in) or normal "
+                           "(N(0, init_std^2), zero biases: SET's original code).")
+    loss: str = option("cross_entropy", choices=LOSSES,
+                      help="cross_entropy (softmax) or mse (sigmoid outputs, squared error to one-hot labels: "
+                           "SET's NumPy code).")
+    snapshot_timing: str = option("after_update", choices=SNAPSHOT_TIMINGS,
+                                 help="Topology snapshot of epoch E: after_update (after E epochs and the E-th "
+                                      "drop-and-grow) or before_update (after E epochs of training, before that "
+                                      "update: only connections that trained).")
+    batch_size: int = option(128, min=1, help="Mini-batch size.")
+    optimizer: str = option("sgd", choices=OPTIMIZERS, help="sgd or adam.")
+    lr: float = option(0.01, gt=0.0, help="Learning rate.")
+    momentum: float = option(0.9, min=0.0, lt=1.0, help="SGD momentum, in [0, 1).")
+    weight_decay: float = option(2e-4, min=0.0, help="L2 weight decay.")
+    seed: int = option(0, **_SEED, help="Base seed; each named seed left unset derives from it.")
+    topology_seed: int | None = option(None, **_SEED, help="Seed of the initial topology.")
+    init_seed: int | None = option(None, **_SEED, help="Seed of the weight initialisation.")
+    data_seed: int | None = option(None, **_SEED, help="Seed of the data order (and validation split).")
+    regrowth_seed: int | None = option(None, **_SEED, help="Seed of SET's random regrowth.")
+    dropout_seed: int | None = option(None, **_SEED, help="Seed of the dropout masks.")
+    val_fraction: float = option(0.0, min=0.0, lt=1.0, help="Fraction of the training set held out for validation.")
+    snapshot_epochs: list[int] = option(factory=list, min=0,
+                                       help="Epochs whose topology is saved (0 and the last are always saved).")
+    snapshot_every: int = option(0, min=0, help="Also snapshot every N epochs (0: off).")
+    snapshot_connections: str = option("mask", choices=SNAPSHOT_CONNECTIONS,
+                                      help="Connections in a topology snapshot: mask (every connection) or nonzero "
+                                           "(only those whose weight is not exactly zero, as in a saved weight matrix "
+                                           "like the paper's published files).")
+    snapshot_weights: bool = option(False, help="With each topology snapshot also save the weights and biases "
+                                               "(weights/epoch_XXX.npz).")
+    sparse_kernel: bool | None = option(None, help="Sparse CSR kernels for the masked layers (default: for layers at "
+                                                  "most 2 % dense).")
+    limit_train: int | None = option(None, min=1, help="Use only the first N training samples.")
+    limit_test: int | None = option(None, min=1, help="Use only the first N test samples.")
 
     # ----------------------------------------------------------------- seeds
     def named_seed(self, purpose: str) -> int:
@@ -176,17 +144,11 @@ class TrainConfig:
         return SparseMLP(self.sizes(data.n_features, data.n_classes), **common)
 
     # ------------------------------------------------------------ validation
-    def validate(self) -> TrainConfig:
+    def validate(self, *, flags: bool = True) -> TrainConfig:
         """Check every field (type and range, from its annotation and metadata), then the
         rules that tie fields together; raise :class:`SparsetopoError` naming the option,
         what is allowed and what was given."""
-        check_config(self, flags=True)
-        if self.density is None and self.epsilon is None:
-            raise SparsetopoError("give --epsilon or --density (both are unset)")
-        round_epochs = self.round_epochs or self.epochs
-        if self.method == "lottery" and self.rewind_epoch > round_epochs:
-            raise SparsetopoError(f"--rewind-epoch must be in [0, {round_epochs}] (the epochs of a pruning round); "
-                                  f"got {self.rewind_epoch}")
+        super().validate(flags=flags)
         if self.initial_topology is not None:
             if self.method not in ("static", "set", "rigl"):
                 raise SparsetopoError(f"--initial-topology applies to static, set and rigl, not --method {self.method}")

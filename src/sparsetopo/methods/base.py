@@ -10,11 +10,11 @@ import numpy as np
 import torch
 
 from ..errors import SparsetopoError
+from ..sparsity import SparsitySettings
 from ..topology import Topology, epsilon_for_density, erdos_renyi, layer_densities, random_topology
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models import SparseMLP
-    from ..training import TrainConfig
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -27,7 +27,7 @@ def register(cls: type[Method]) -> type[Method]:
     return cls
 
 
-def get_method(config: TrainConfig) -> Method:
+def get_method(config: SparsitySettings) -> Method:
     if config.method not in METHODS:
         raise SparsetopoError(f"--method must be one of {', '.join(METHODS)}; got {config.method!r}")
     return METHODS[config.method](config)
@@ -62,7 +62,7 @@ class Method:
     name: ClassVar[str] = ""
     sparse: ClassVar[bool] = True
 
-    def __init__(self, config: TrainConfig):
+    def __init__(self, config: SparsitySettings):
         self.config = config
 
     # --- topology

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from ..errors import SparsetopoError
+from ..sparsity import SparsitySettings
 from ..topology import Topology, erdos_renyi, layer_densities, random_topology
 from .base import UpdateContext, get_method
 
@@ -64,8 +65,6 @@ class Sparsifier:
                  regrowth_seed: int | None = None, rescale_init: bool = True, update_every: int | None = None,
                  end_step: int | None = None, drop_schedule: str = "constant", distribution: str = "erdos_renyi",
                  dense_first: bool = False, regrow_init: str = "zero", init_std: float = 0.1):
-        from ..training import TrainConfig
-
         if method not in ("static", "set", "rigl"):
             raise SparsetopoError(f"sparsify supports method static, set or rigl; got {method!r}")
         if update_every is not None and (not isinstance(update_every, int) or update_every < 1):
@@ -82,9 +81,9 @@ class Sparsifier:
         self.masked_layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
         if not self.masked_layers:
             raise SparsetopoError("sparsify found no nn.Linear or nn.Conv2d layer in the model")
-        self.config = TrainConfig(method=method, epsilon=epsilon if density is None else None, density=density,
-                                  zeta=zeta, dense_output=dense_output, regrow_init=regrow_init,
-                                  init_std=init_std).validate()
+        self.config = SparsitySettings(method=method, epsilon=epsilon if density is None else None,
+                                       density=density, zeta=zeta, dense_output=dense_output,
+                                       regrow_init=regrow_init, init_std=init_std).validate()
         self.method = get_method(self.config)
         self.regrowth = torch.Generator().manual_seed(int(seed if regrowth_seed is None else regrowth_seed) + 1)
         self._masking = True

@@ -1,0 +1,64 @@
+"""What a sparsity method needs to know: :class:`SparsitySettings`.
+
+The methods (:mod:`sparsetopo.methods`) read only these settings, so they do
+not depend on the trainer: :class:`~sparsetopo.training.TrainConfig` extends
+this class with the data, model and optimizer settings of a run (its flags and
+YAML keys stay flat), and :func:`~sparsetopo.methods.sparsify` builds one from
+its keyword arguments for a user's own loop. This module imports neither torch
+nor the registries (their choices are looked up when a value is checked), so a
+config can be declared and ``--help`` shown cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import check_config, option, registry
+from .errors import SparsetopoError
+
+__all__ = ["REGROW_INITS", "SparsitySettings"]
+
+REGROW_INITS = ("zero", "normal")
+
+
+@dataclass
+class SparsitySettings:
+    """How a network is sparse and how its connectivity evolves. Field names are keys (and,
+    in :class:`~sparsetopo.training.TrainConfig`, flags with dashes); the ``help`` metadata
+    explains each, the other metadata its allowed values (checked by :meth:`validate`)."""
+
+    method: str = option("set", help="dense, static, set, rigl or lottery.", choices=registry("methods", "METHODS"))
+    distribution: str = option("erdos_renyi", choices=registry("topology", "DISTRIBUTIONS"),
+                               help="How sparsity is spread over layers: erdos_renyi (SET's epsilon rule), erk "
+                                    "(RigL's Erdős–Rényi-Kernel, needs --density) or uniform (needs --density).")
+    epsilon: float | None = option(20.0, gt=0.0, help="SET's Erdős–Rényi sparsity parameter: layer density "
+                                                      "epsilon(n_in + n_out)/(n_in n_out).")
+    density: float | None = option(None, gt=0.0, max=1.0,
+                                   help="Target density of the sparse layers, in (0, 1]; overrides --epsilon.")
+    dense_output: bool = option(True, help="Keep the output layer fully connected.")
+    zeta: float = option(0.3, gt=0.0, lt=1.0, help="Fraction of connections dropped and regrown per epoch.")
+    regrow_init: str = option("zero", choices=REGROW_INITS,
+                              help="Value of a regrown connection: zero (SET's Keras code, RigL) or normal "
+                                   "(N(0, init_std^2): SET's NumPy code).")
+    init_std: float = option(0.1, gt=0.0, help="Standard deviation of --init normal and --regrow-init normal.")
+    epochs: int = option(100, min=1, help="Training epochs (for lottery: of the final ticket).")
+    prune_rate: float = option(0.2, gt=0.0, lt=1.0, help="Lottery: fraction pruned per round, in (0, 1).")
+    round_epochs: int | None = option(None, min=1, help="Lottery: epochs per pruning round (default --epochs).")
+    rewind_epoch: int = option(0, min=0, help="Lottery: rewind to the weights of this epoch (0: init).")
+
+    def validate(self, *, flags: bool = False):
+        """Check every field (type and range), then the rules that tie them together; raise
+        :class:`SparsetopoError` naming the field (as a ``--flag`` with ``flags``), what is
+        allowed and what was given. Returns ``self``."""
+        check_config(self, flags=flags)
+
+        def name(field: str) -> str:
+            return "--" + field.replace("_", "-") if flags else field
+
+        if self.density is None and self.epsilon is None:
+            raise SparsetopoError(f"give {name('epsilon')} or {name('density')} (both are unset)")
+        round_epochs = self.round_epochs or self.epochs
+        if self.method == "lottery" and self.rewind_epoch > round_epochs:
+            raise SparsetopoError(f"{name('rewind_epoch')} must be in [0, {round_epochs}] (the epochs of a pruning "
+                                  f"round); got {self.rewind_epoch}")
+        return self
