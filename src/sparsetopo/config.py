@@ -29,7 +29,7 @@ import yaml
 
 from .errors import FileFormatError, SparsetopoError
 
-__all__ = ["check_config", "check_value", "describe_default", "load_yaml_mapping"]
+__all__ = ["check_config", "check_value", "describe_default", "load_yaml_mapping", "option", "registry"]
 
 
 def _choices(meta) -> tuple | None:
