@@ -136,7 +136,7 @@ def test_budget_gap_names_what_falls_short():
 
     small = SparseVsDenseConfig(**PRESETS["small"])
     text = budget_gap(small, PRESETS["paper"], ("hidden", "epochs", "seeds", "limit_train"))
-    assert "hidden 300x300x300 (paper preset: 1000x1000x1000)" in text
+    assert "hidden [300, 300, 300] (paper preset: [1000, 1000, 1000])" in text
     assert "epochs 12 (paper preset: 200)" in text and "seeds 2 (paper preset: 5)" in text
     assert "limit_train" not in text  # both use all the data
     limited = SparseVsDenseConfig(**{**PRESETS["paper"], "limit_train": 500})

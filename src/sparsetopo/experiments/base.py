@@ -183,13 +183,10 @@ def budget_gap(config, paper: dict[str, Any], keys: tuple[str, ...]) -> str:
     A claim that fails at a small budget is not refuted: the finding names the budget that would
     test it (the ``paper`` preset) and what this run had instead.
     """
-    def show(v):
-        return "x".join(map(str, v)) if isinstance(v, list) and all(isinstance(x, int) for x in v) else str(v)
-
     defaults = {f.name: f.default if f.default is not MISSING else f.default_factory()
                 for f in fields(config) if f.default is not MISSING or f.default_factory is not MISSING}
     ref = {**defaults, **paper}
-    gaps = [f"{k} {show(getattr(config, k))} (paper preset: {show(ref[k])})"
+    gaps = [f"{k} {getattr(config, k)} (paper preset: {ref[k]})"
             for k in keys if k in ref and getattr(config, k) != ref[k]]
     if not gaps:
         return "This run had the paper preset's budget."
