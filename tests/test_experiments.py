@@ -142,7 +142,7 @@ def test_budget_gap_names_what_falls_short():
     limited = SparseVsDenseConfig(**{**PRESETS["paper"], "limit_train": 500})
     assert budget_gap(limited, PRESETS["paper"], ("epochs", "limit_train")) == (
         "This run's budget is smaller than the paper's: limit_train 500 (paper preset: None). "
-        "The `paper` preset is the budget that would test the claim.")
+        "The paper preset is the budget that would test the claim.")
     assert budget_gap(SparseVsDenseConfig(**PRESETS["paper"]), PRESETS["paper"], ("epochs",)).startswith(
         "This run had")
 
@@ -168,6 +168,12 @@ def test_tickets_outputs(results):
     assert int(cost["lottery_s0"]["epochs"]) > int(cost["set_s0"]["epochs"])
     acc = list(csv.DictReader(open(out / "tables" / "accuracy.csv")))
     assert len(acc) == cfg["set_runs"] + cfg["lottery_runs"]
+    # the mean NNSTD among SET subnetworks is over the sparse layers only (the dense output layer is 0)
+    findings = " ".join(json.loads((out / "summary.json").read_text())["findings"])
+    set_i = [names.index(f"set_s{i}") for i in range(cfg["set_runs"])]
+    expected = np.mean([d[i, j, :-1].mean() for a, i in enumerate(set_i) for j in set_i[a + 1:]])
+    assert f"subnetworks (sparse layers): {expected:.3f}" in findings
+    assert "Layer 2 is dense (NNSTD 0 by construction)" in findings
     snaps, snap_names = load_matrix(str(out / "nnstd" / "snapshots.npz"))
     _check_matrix(snaps)
     assert png_size(out / "figures" / "mds_trajectories.png")[0] > 500

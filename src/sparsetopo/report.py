@@ -83,7 +83,8 @@ def write_report(root: str | os.PathLike) -> tuple[Path, Path]:
             "ECML PKDD 2020), as run by sparsetopo. Findings are stated from the numbers of these runs.</p>"]
     for exp_dir, s in experiments:
         title = s.get("title", s["experiment"])
-        where = exp_dir.relative_to(root)
+        # the experiment's own directory when the report sits inside it, not a bare '.'
+        where = exp_dir.relative_to(root) if exp_dir != root else Path(root.resolve().name)
         md += [f"## {title}", "", f"Experiment `{s['experiment']}`, preset `{s.get('preset')}`, in `{where}`.", ""]
         body += [f"<h2>{html.escape(title)}</h2>",
                  f"<p>Experiment <code>{html.escape(s['experiment'])}</code>, preset "

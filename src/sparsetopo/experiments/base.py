@@ -191,7 +191,7 @@ def budget_gap(config, paper: dict[str, Any], keys: tuple[str, ...]) -> str:
     if not gaps:
         return "This run had the paper preset's budget."
     return ("This run's budget is smaller than the paper's: " + ", ".join(gaps)
-            + ". The `paper` preset is the budget that would test the claim.")
+            + ". The paper preset is the budget that would test the claim.")
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

@@ -120,10 +120,12 @@ def _run(cfg: TicketsConfig, out: Path, ctx: Context) -> dict:
     d_final = pairwise_nnstd(finals, n_jobs=ctx.n_jobs, cluster=ctx.cluster, cache_dir=cache,
                              progress=ctx.progress, solver=cfg.solver)
     save_matrix(d_final, names, npz=str(out / "nnstd" / "finals.npz"), csv=str(out / "nnstd" / "finals.csv"))
-    n_layers = d_final.shape[2]
+    # Dense layers (the output layer) have NNSTD 0 by construction: left out of the figures and means,
+    # which they would only dilute.
+    sparse_k = [k for k, dens in enumerate(initial.densities) if dens < 1.0]
     figs = {}
-    p = heatmap_grid([d_final[:, :, k] for k in range(n_layers)] + [d_final.mean(axis=2)],
-                     [f"layer {k}" for k in range(n_layers)] + ["mean"], names,
+    p = heatmap_grid([d_final[:, :, k] for k in sparse_k] + [d_final[:, :, sparse_k].mean(axis=2)],
+                     [f"layer {k}" for k in sparse_k] + ["mean of these layers"], names,
                      out / "figures" / "nnstd_finals.png", suptitle="NNSTD among final subnetworks")
     figs["NNSTD among the final subnetworks and the shared initial topology"] = rel(p, out)
 
@@ -141,7 +143,7 @@ def _run(cfg: TicketsConfig, out: Path, ctx: Context) -> dict:
     d_all = pairwise_nnstd(snaps, n_jobs=ctx.n_jobs, cluster=ctx.cluster, cache_dir=cache,
                            progress=ctx.progress, solver=cfg.solver)
     save_matrix(d_all, [t.name for t in snaps], npz=str(out / "nnstd" / "snapshots.npz"))
-    coords = classical_mds(d_all.mean(axis=2))
+    coords = classical_mds(d_all[:, :, sparse_k].mean(axis=2))
     points = {}
     for lab in dict.fromkeys(labels):
         idx = [i for i, lb in enumerate(labels) if lb == lab]
@@ -151,7 +153,7 @@ def _run(cfg: TicketsConfig, out: Path, ctx: Context) -> dict:
     figs["2-D embedding of all snapshots (squares: first snapshot)"] = rel(p, out)
 
     set_idx = [names.index(d.name) for d in set_dirs]
-    set_pairs = [d_final[i, j].mean() for a, i in enumerate(set_idx) for j in set_idx[a + 1:]]
+    set_pairs = [d_final[i, j, sparse_k].mean() for a, i in enumerate(set_idx) for j in set_idx[a + 1:]]
     set_acc = np.array([r["final_test_acc"] for r in acc_rows if r["method"] == "set"])
     lot_acc = np.array([r["final_test_acc"] for r in acc_rows if r["method"] == "lottery"])
     set_flops = np.mean([r["train_flops"] for r in cost_rows if r["method"] == "set"])
@@ -163,7 +165,8 @@ def _run(cfg: TicketsConfig, out: Path, ctx: Context) -> dict:
         + ("every one is within 1 point of the dense model (a 'winning ticket')." if close
            else f"{int((set_acc >= dense_acc - 0.01).sum())} of {len(set_acc)} are within 1 point of the dense "
                 "model."),
-        (f"Mean NNSTD among the final SET subnetworks: {np.mean(set_pairs):.3f} (they started identical): "
+        (f"Mean NNSTD among the final SET subnetworks (sparse layers): {np.mean(set_pairs):.3f} (they started "
+         "identical): "
          + ("they are far apart and all perform like the dense model: many distinct winning tickets, "
             "as the paper claims." if far and close else
             "they are far apart, but not all reach the dense model's accuracy, so they are not all winning "
@@ -177,6 +180,11 @@ def _run(cfg: TicketsConfig, out: Path, ctx: Context) -> dict:
             f"FLOPs vs {set_flops:.3g} per SET subnetwork ({lot_flops / set_flops:.1f}x): "
             + ("SET is cheaper, as the paper claims." if set_flops < lot_flops else "SET is NOT cheaper here.")
         )
+    dense_k = [k for k in range(d_final.shape[2]) if k not in sparse_k]
+    if dense_k:
+        which = f"Layer {dense_k[0]} is" if len(dense_k) == 1 else f"Layers {', '.join(map(str, dense_k))} are"
+        findings.append(f"{which} dense (NNSTD 0 by construction): left out of the NNSTD means, the heatmaps "
+                        "and the embedding.")
     if not (close and far and (not lot_dirs or set_flops < lot_flops)):
         findings.append(budget_gap(cfg, PRESETS["paper"], ("hidden", "epochs", "set_runs", "lottery_runs",
                                                            "round_epochs", "prune_rate", "epsilon", "limit_train")))
