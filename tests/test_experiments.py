@@ -265,3 +265,12 @@ def test_evolution_on_a_cnn(tmp_path, data_config):
         in bad.output
     bad = CliRunner().invoke(app, ["experiment", "tickets", "--model", "cnn", "--out", str(tmp_path / "y")])
     assert bad.exit_code == 2 and "tickets runs on model mlp; got 'cnn'" in bad.output
+
+
+def test_report_tables_round_for_readers_and_keep_text():
+    from sparsetopo.report import _html_table
+
+    html = _html_table([{"statistic": "mean NNSTD", "ours": "0.318893", "connections": "3772", "flops": "1.39536e+11",
+                         "difference": "-0.0024943"}])
+    assert "<td>0.3189</td>" in html and "<td>3772</td>" in html and "<td>1.395e+11</td>" in html
+    assert "<td>-0.002494</td>" in html and "<td>mean NNSTD</td>" in html

@@ -50,12 +50,21 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def _cell(text: str) -> str:
+    """A table cell for readers: non-integer numbers to 4 significant digits (the CSV keeps more)."""
+    try:
+        x = float(text)
+    except ValueError:
+        return text
+    return text if x.is_integer() and "e" not in text.lower() else f"{x:.4g}"
+
+
 def _html_table(rows: list[dict[str, str]]) -> str:
     if not rows:
         return "<p><em>(empty)</em></p>"
     cols = list(rows[0])
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(r[c])}</td>" for c in cols) + "</tr>" for r in rows)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(r[c]))}</td>" for c in cols) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
