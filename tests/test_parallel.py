@@ -92,3 +92,57 @@ def test_training_runs_on_dask_equal_local(tiny_data, tmp_path):
         ra = [{k: v for k, v in r.items() if k not in timing} for r in read_metrics(a)]
         rb = [{k: v for k, v in r.items() if k not in timing} for r in read_metrics(b)]
         assert ra == rb
+
+
+def test_process_workers_end_when_the_parent_is_killed(tmp_path):
+    """A killed experiment leaves no worker training on (and holding its run locks)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    code = f"""
+import os, time
+from sparsetopo.parallel import map_tasks
+
+def work(i):
+    open(os.path.join({str(tmp_path)!r}, f"worker{{i}}.pid"), "w").write(str(os.getpid()))
+    time.sleep(60)
+    return i
+
+if __name__ == "__main__":
+    print(list(map_tasks(work, [0, 1], n_jobs=2, backend="processes")))
+"""
+    script = tmp_path / "parent.py"
+    script.write_text(code)
+    parent = subprocess.Popen([sys.executable, str(script)])
+    pid_files = [tmp_path / "worker0.pid", tmp_path / "worker1.pid"]
+    deadline = time.time() + 60
+    while not all(p.exists() and p.read_text() for p in pid_files):
+        assert time.time() < deadline and parent.poll() is None, "workers did not start"
+        time.sleep(0.2)
+    workers = [int(p.read_text()) for p in pid_files]
+    assert all(_alive(w) for w in workers)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.time() + 15
+    while any(_alive(w) for w in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    alive = [w for w in workers if _alive(w)]
+    for w in alive:
+        os.kill(w, signal.SIGKILL)
+    assert not alive, "worker processes outlived their killed parent"
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+    except PermissionError:  # pragma: no cover
+        os.kill(pid, 0)
+        return True

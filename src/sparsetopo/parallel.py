@@ -6,6 +6,9 @@ and yields results in input order, so callers never care where they ran.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal, TypeVar
 
@@ -54,8 +57,42 @@ def map_tasks(fn: Callable[[T], R], items: Sequence[T], *, n_jobs: int | None = 
 
     if backend not in ("threads", "processes"):
         raise SparsetopoError(f"backend must be 'threads' or 'processes', got {backend!r}")
+    if backend == "processes":
+        fn = _OrphanGuard(fn, os.getpid())
     par = Parallel(n_jobs=n_jobs, prefer=backend, return_as="generator")
     yield from _progress(par(delayed(fn)(item) for item in items), len(items), desc, progress)
+
+
+class _OrphanGuard:
+    """Run ``fn`` in a worker process that ends itself when the process that started it is gone.
+
+    joblib's workers otherwise outlive a killed parent (``kill``, a closed terminal) and go on
+    training -- holding the run locks, so that the restarted experiment is refused. Ending the
+    worker abruptly is safe: every training run resumes from its last checkpoint, as after SIGKILL.
+    """
+
+    def __init__(self, fn: Callable, parent_pid: int):
+        self.fn, self.parent_pid = fn, parent_pid
+
+    def __call__(self, item):
+        _watch_parent(self.parent_pid)
+        return self.fn(item)
+
+
+_WATCHED: set[int] = set()
+
+
+def _watch_parent(parent_pid: int, interval: float = 1.0) -> None:
+    if parent_pid == os.getpid() or parent_pid in _WATCHED:  # run in the parent itself, or already watched
+        return
+    _WATCHED.add(parent_pid)
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(interval)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="sparsetopo-orphan-guard", daemon=True).start()
 
 
 def parse_cluster(cluster: str) -> tuple[str, int | None]:
