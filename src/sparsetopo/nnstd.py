@@ -281,7 +281,7 @@ def _check_solver(solver: str) -> None:
         raise SparsetopoError(f"solver must be one of {', '.join(SOLVERS)}; got {solver!r}")
 
 
-def _pick_solver(n: int, solver: str, max_dense_bytes: int) -> str:
+def _pick_solver(solver: str) -> str:
     return "ssp" if solver == "auto" else solver
 
 
@@ -296,7 +296,7 @@ def match_layer(a: ss.spmatrix, b: ss.spmatrix, *, solver: Solver = "auto",
     a, b = _int_csr(ss.csr_matrix(a)), _int_csr(ss.csr_matrix(b))
     if a.shape != b.shape:
         raise SparsetopoError(f"layer shapes differ: {a.shape} vs {b.shape}")
-    chosen = _pick_solver(a.shape[0], solver, max_dense_bytes)
+    chosen = _pick_solver(solver)
     total, col = _SOLVER_FUNCS[chosen](a, b)
     return total / a.shape[0], col
 
@@ -356,8 +356,7 @@ def nnstd(a: Topology, b: Topology, *, match_outputs: bool = True, solver: Solve
         la_i = _int_csr(la)
         lb_i = _reindex_inputs(_int_csr(lb), previous, a.blocks[k])
         last = k == len(a) - 1
-        chosen = "identity" if (last and not match_outputs) else _pick_solver(
-            la.shape[0], solver, max_dense_bytes)
+        chosen = "identity" if (last and not match_outputs) else _pick_solver(solver)
         total, col = _SOLVER_FUNCS[chosen](la_i, lb_i)
         per_layer[k] = total / la.shape[0]
         matchings.append(col)
