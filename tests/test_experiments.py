@@ -274,3 +274,17 @@ def test_report_tables_round_for_readers_and_keep_text():
                          "difference": "-0.0024943"}])
     assert "<td>0.3189</td>" in html and "<td>3772</td>" in html and "<td>1.395e+11</td>" in html
     assert "<td>-0.002494</td>" in html and "<td>mean NNSTD</td>" in html
+
+
+def test_unlearning_flags_a_training_loss_that_rose_after_its_minimum():
+    from sparsetopo.experiments.base import unlearning
+
+    def rows(losses):
+        return [{"epoch": i + 1, "train_loss": v} for i, v in enumerate(losses)]
+
+    # SET at epsilon 1 on 1000-wide layers (the 30-epoch study): down, then up for good
+    assert unlearning(rows([0.998, 0.853, 0.887, 0.96, 1.016, 1.104])) == (
+        "training loss rose from 0.853 (epoch 2) to 1.104 (epoch 6): the network unlearned")
+    assert unlearning(rows([0.9, 0.7, 0.6, 0.62, 0.61])) is None  # noise near the minimum
+    assert unlearning(rows([0.9, 0.5, 2.0, 0.5])) is None  # recovered by the end
+    assert unlearning(rows([0.9, 1.5])) is None  # too short to tell

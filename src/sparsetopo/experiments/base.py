@@ -194,6 +194,21 @@ def budget_gap(config, paper: dict[str, Any], keys: tuple[str, ...]) -> str:
             + ". The paper preset is the budget that would test the claim.")
 
 
+def unlearning(metrics: list[dict[str, Any]], *, rise: float = 0.1) -> str | None:
+    """Describe a run whose training loss rose by more than ``rise`` (relative) after its lowest
+    point, ending higher -- a network that unlearned (e.g. SET far below its design density) --
+    or return ``None``. A plateau or noise of a few percent is not flagged."""
+    losses = [(m["epoch"], m["train_loss"]) for m in metrics if m.get("train_loss") is not None]
+    if len(losses) < 3:
+        return None
+    best_epoch, best = min(losses, key=lambda e: e[1])
+    last_epoch, last = losses[-1]
+    if last <= best * (1 + rise):
+        return None
+    return (f"training loss rose from {best:.3f} (epoch {best_epoch}) to {last:.3f} (epoch {last_epoch}): "
+            "the network unlearned")
+
+
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     """Tables for people: floats to 6 significant digits."""
     _write_csv(path, rows, float_digits=6)

@@ -19,7 +19,7 @@ import numpy as np
 from .._util import markdown_table, write_text_atomic
 from ..plots import scatter_plot
 from ..training import read_metrics
-from .base import CommonConfig, Context, Experiment, budget_gap, register, rel, settings_table, write_csv
+from .base import CommonConfig, Context, Experiment, budget_gap, register, rel, settings_table, unlearning, write_csv
 from .runner import load_snapshot, run_trainings
 
 
@@ -80,9 +80,13 @@ def _run(cfg: SparseVsDenseConfig, out: Path, ctx: Context) -> dict:
     ctx.log(f"sparse-vs-dense: {len(runs)} training runs")
     run_trainings(runs, n_jobs=ctx.n_jobs, cluster=ctx.cluster, progress=ctx.progress, desc="runs")
 
-    table = []
+    table, unlearned = [], []
     for (method, hidden, eps), dirs in groups.items():
-        lasts = [read_metrics(d)[-1] for d in dirs]
+        metrics = [read_metrics(d) for d in dirs]
+        lasts = [m[-1] for m in metrics]
+        for d, m in zip(dirs, metrics):
+            if (note := unlearning(m)) is not None:
+                unlearned.append(f"{d.name}: {note}")
         accs = np.array([m["test_acc"] for m in lasts])
         final = load_snapshot(dirs[0], lasts[0]["epoch"])
         table.append({"method": method, "hidden": hidden, "epsilon": "" if eps is None else f"{eps:g}",
@@ -119,6 +123,10 @@ def _run(cfg: SparseVsDenseConfig, out: Path, ctx: Context) -> dict:
             + ("it beats the dense networks, as the paper claims." if beats
                else "it does NOT beat the dense networks in this run.")
         )
+    if unlearned:
+        findings.append("Some networks unlearned, so their accuracy reflects that, not their topology: "
+                        + "; ".join(unlearned) + ". For SET far below its design density a smaller zeta or "
+                        "regrow_init normal may help (each removed it for SET at epsilon 1 on 1000-wide layers).")
     if not shown:
         findings.append(budget_gap(cfg, PRESETS["paper"], ("hidden", "wide_hidden", "epochs", "seeds", "epsilons",
                                                            "limit_train")))
