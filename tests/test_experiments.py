@@ -63,6 +63,9 @@ def test_evolution_outputs(results):
     out = results / "evolution"
     summary = json.loads((out / "summary.json").read_text())
     cfg = summary["config"]
+    # the dense output layer is named and left out of the means
+    assert f"Layer {len(cfg['hidden'])} is dense (NNSTD 0 by construction): left out of the heatmaps and means." \
+        in summary["findings"]
     epochs = sorted(cfg["snapshot_epochs"])
     mats = {}
     for e in epochs:

@@ -13,7 +13,7 @@ import dataclasses
 import json
 import os
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -183,15 +183,28 @@ def budget_gap(config, paper: dict[str, Any], keys: tuple[str, ...]) -> str:
     A claim that fails at a small budget is not refuted: the finding names the budget that would
     test it (the ``paper`` preset) and what this run had instead.
     """
-    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory()
-                for f in fields(config) if f.default is not MISSING or f.default_factory is not MISSING}
-    ref = {**defaults, **paper}
+    ref = {**dataclasses.asdict(exp_defaults(config)), **paper}
     gaps = [f"{k} {getattr(config, k)} (paper preset: {ref[k]})"
             for k in keys if k in ref and getattr(config, k) != ref[k]]
     if not gaps:
         return "This run had the paper preset's budget."
     return ("This run's budget is smaller than the paper's: " + ", ".join(gaps)
             + ". The paper preset is the budget that would test the claim.")
+
+
+def sparse_layers(topology) -> list[int]:
+    """Layers that are not fully connected. A dense layer (the output layer; with ERK maybe a small
+    first convolution) has NNSTD 0 by construction, so studies leave it out of means and figures."""
+    return [k for k, dens in enumerate(topology.densities) if dens < 1.0]
+
+
+def dense_layers_finding(n_layers: int, sparse: list[int], left_out_of: str) -> str | None:
+    """The finding that says which layers are dense and what they are left out of (``None``: none)."""
+    dense = [k for k in range(n_layers) if k not in sparse]
+    if not dense:
+        return None
+    which = f"Layer {dense[0]} is" if len(dense) == 1 else f"Layers {', '.join(map(str, dense))} are"
+    return f"{which} dense (NNSTD 0 by construction): left out of {left_out_of}."
 
 
 def unlearning(metrics: list[dict[str, Any]], *, rise: float = 0.1) -> str | None:

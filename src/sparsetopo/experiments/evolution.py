@@ -17,7 +17,17 @@ from ..plots import heatmap_grid, line_plot
 from ..topology import Topology, erdos_renyi, layer_densities, perturbation_chain, random_topology
 from ..training import TrainConfig, load_weights, read_metrics
 from . import published
-from .base import CommonConfig, Context, Experiment, register, rel, settings_table, write_csv
+from .base import (
+    CommonConfig,
+    Context,
+    Experiment,
+    dense_layers_finding,
+    register,
+    rel,
+    settings_table,
+    sparse_layers,
+    write_csv,
+)
 from .fidelity import connection_stats, fidelity_rows, write_fidelity_figure
 from .runner import load_snapshot, run_trainings, snapshot_path
 
@@ -115,9 +125,7 @@ def _run(cfg: EvolutionConfig, out: Path, ctx: Context) -> dict:
     run_dirs = _train_networks(cfg, out, names, epochs, ctx)
 
     snapshots = {e: [load_snapshot(d, e, n) for d, n in zip(run_dirs, names)] for e in epochs}
-    # Dense layers (the output layer; with ERK maybe a small first convolution) have NNSTD 0 by
-    # construction: left out of means and figures.
-    hidden = [k for k, dens in enumerate(initial[0].densities) if dens < 1.0]
+    hidden = sparse_layers(initial[0])
     matrices = _nnstd_matrices(cfg, out, names, snapshots, ctx)
     off = ~np.eye(cfg.networks, dtype=bool)
     means = {k: {e: float(matrices[e][:, :, k][off].mean()) for e in epochs} for k in hidden}
@@ -284,10 +292,9 @@ def _findings(cfg, epochs, hidden, matrices, means, acc_rows, acc_key, fid) -> l
         f"(min {accs.min():.4f}, max {accs.max():.4f}): "
         + ("all perform alike (spread < 2 points)." if accs.max() - accs.min() < 0.02
            else "their accuracies differ by 2 points or more."),
-        f"Dense layers ({', '.join(str(k) for k in range(len(matrices[0][0, 0])) if k not in hidden)}; "
-        "the output layer in the paper's study) have NNSTD 0 by construction; they are left out of the heatmaps "
-        "and means.",
     ]
+    if note := dense_layers_finding(len(matrices[0][0, 0]), hidden, "the heatmaps and means"):
+        findings.append(note)
     nn = [r for r in fid if r["statistic"] == "mean NNSTD"]
     if nn:
         worst = max(nn, key=lambda r: abs(r["difference"]))

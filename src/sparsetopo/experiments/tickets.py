@@ -22,7 +22,18 @@ from ..nnstd import classical_mds, pairwise_nnstd, save_matrix
 from ..plots import heatmap_grid, scatter_plot
 from ..topology import Topology, erdos_renyi
 from ..training import read_metrics
-from .base import CommonConfig, Context, Experiment, budget_gap, register, rel, settings_table, write_csv
+from .base import (
+    CommonConfig,
+    Context,
+    Experiment,
+    budget_gap,
+    dense_layers_finding,
+    register,
+    rel,
+    settings_table,
+    sparse_layers,
+    write_csv,
+)
 from .runner import load_snapshot, run_trainings
 
 
@@ -120,9 +131,7 @@ def _run(cfg: TicketsConfig, out: Path, ctx: Context) -> dict:
     d_final = pairwise_nnstd(finals, n_jobs=ctx.n_jobs, cluster=ctx.cluster, cache_dir=cache,
                              progress=ctx.progress, solver=cfg.solver)
     save_matrix(d_final, names, npz=str(out / "nnstd" / "finals.npz"), csv=str(out / "nnstd" / "finals.csv"))
-    # Dense layers (the output layer) have NNSTD 0 by construction: left out of the figures and means,
-    # which they would only dilute.
-    sparse_k = [k for k, dens in enumerate(initial.densities) if dens < 1.0]
+    sparse_k = sparse_layers(initial)  # a dense layer's 0 would only dilute means and figures
     figs = {}
     p = heatmap_grid([d_final[:, :, k] for k in sparse_k] + [d_final[:, :, sparse_k].mean(axis=2)],
                      [f"layer {k}" for k in sparse_k] + ["mean of these layers"], names,
@@ -180,11 +189,8 @@ def _run(cfg: TicketsConfig, out: Path, ctx: Context) -> dict:
             f"FLOPs vs {set_flops:.3g} per SET subnetwork ({lot_flops / set_flops:.1f}x): "
             + ("SET is cheaper, as the paper claims." if set_flops < lot_flops else "SET is NOT cheaper here.")
         )
-    dense_k = [k for k in range(d_final.shape[2]) if k not in sparse_k]
-    if dense_k:
-        which = f"Layer {dense_k[0]} is" if len(dense_k) == 1 else f"Layers {', '.join(map(str, dense_k))} are"
-        findings.append(f"{which} dense (NNSTD 0 by construction): left out of the NNSTD means, the heatmaps "
-                        "and the embedding.")
+    if note := dense_layers_finding(d_final.shape[2], sparse_k, "the NNSTD means, the heatmaps and the embedding"):
+        findings.append(note)
     if not (close and far and (not lot_dirs or set_flops < lot_flops)):
         findings.append(budget_gap(cfg, PRESETS["paper"], ("hidden", "epochs", "set_runs", "lottery_runs",
                                                            "round_epochs", "prune_rate", "epsilon", "limit_train")))
