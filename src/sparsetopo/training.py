@@ -307,9 +307,9 @@ def load_weights(path: str | os.PathLike) -> tuple[list, list[np.ndarray]]:
                 raise FileFormatError(path, f"layer {k}: weights or biases of the wrong length or not finite")
             weights.append(ss.csr_matrix((w, indices, indptr), shape=shape))
             biases.append(b)
+    except FileFormatError:
+        raise
     except (KeyError, ValueError, TypeError, IndexError) as exc:
-        if isinstance(exc, FileFormatError):
-            raise
         raise FileFormatError(path, f"not a weights snapshot ({type(exc).__name__}: {exc})") from None
     return weights, biases
 
