@@ -21,7 +21,7 @@ import scipy.sparse as ss
 
 from .errors import FileFormatError, SparsetopoError
 
-__all__ = ["read_npz", "check_csr_arrays", "read_scipy_sparse"]
+__all__ = ["check_csr_arrays", "check_shape", "int_array", "read_npz", "read_scipy_sparse"]
 
 #: Largest dimension accepted for a matrix read from a file (indices are int32 or int64).
 MAX_DIM = 2**31 - 1
@@ -86,7 +86,8 @@ def read_npz(path: str | os.PathLike, what: str) -> dict[str, np.ndarray]:
     return out
 
 
-def _int_array(path, arrays, key, what) -> np.ndarray:
+def int_array(path, arrays, key, what) -> np.ndarray:
+    """``arrays[key]`` as a 1-D int64 array, or a :class:`FileFormatError` naming ``path`` and ``key``."""
     if key not in arrays:
         raise FileFormatError(path, f"missing array {key!r}; {what} expected")
     a = arrays[key]
@@ -138,14 +139,14 @@ def read_scipy_sparse(path: str | os.PathLike, what: str) -> ss.csr_matrix:
     if data.dtype.kind in "fc" and not np.isfinite(data).all():
         raise FileFormatError(path, "contains NaN or infinite weights")
     if fmt == "coo":
-        row, col = _int_array(path, arrays, "row", what), _int_array(path, arrays, "col", what)
+        row, col = int_array(path, arrays, "row", what), int_array(path, arrays, "col", what)
         if not (len(row) == len(col) == len(data)):
             raise FileFormatError(path, "row, col and data have different lengths")
         for name, idx, n in (("row", row, shape[0]), ("col", col, shape[1])):
             if len(idx) and (idx.min() < 0 or idx.max() >= n):
                 raise FileFormatError(path, f"{name} indices must be in [0, {n}), got [{idx.min()}, {idx.max()}]")
         return ss.coo_matrix((data, (row, col)), shape=shape).tocsr()
-    indptr, indices = _int_array(path, arrays, "indptr", what), _int_array(path, arrays, "indices", what)
+    indptr, indices = int_array(path, arrays, "indptr", what), int_array(path, arrays, "indices", what)
     if len(indices) != len(data):
         raise FileFormatError(path, f"indices ({len(indices)}) and data ({len(data)}) have different lengths")
     major = shape if fmt == "csr" else shape[::-1]

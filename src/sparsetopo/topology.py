@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as ss
 
-from ._npz import _int_array, check_csr_arrays, check_shape, read_npz, read_scipy_sparse
+from ._npz import check_csr_arrays, check_shape, int_array, read_npz, read_scipy_sparse
 from ._util import SeedLike, as_generator, atomic_write
 from .errors import FileFormatError, SparsetopoError
 
@@ -377,14 +377,14 @@ class Topology:
         layers, kernels = [], []
         for k in range(header["n_layers"]):
             where = f"layer {k}"
-            indptr = _int_array(path, files, f"l{k}_indptr", what)
-            shape = check_shape(path, _int_array(path, files, f"l{k}_shape", what), where)
-            indices = _int_array(path, files, f"l{k}_indices", what)
+            indptr = int_array(path, files, f"l{k}_indptr", what)
+            shape = check_shape(path, int_array(path, files, f"l{k}_shape", what), where)
+            indices = int_array(path, files, f"l{k}_indices", what)
             check_csr_arrays(path, where, indptr, indices, shape)
             layers.append(ss.csr_matrix((np.ones(len(indices), dtype=bool), indices, indptr), shape=shape))
             kern = None
             if f"l{k}_kernel" in files:
-                kern = check_shape(path, _int_array(path, files, f"l{k}_kernel", what), f"{where} kernel")
+                kern = check_shape(path, int_array(path, files, f"l{k}_kernel", what), f"{where} kernel")
                 if min(kern) < 1:
                     raise FileFormatError(path, f"{where}: kernel must be two integers >= 1, got {kern}")
             kernels.append(kern)

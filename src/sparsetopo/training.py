@@ -290,7 +290,7 @@ def load_weights(path: str | os.PathLike) -> tuple[list, list[np.ndarray]]:
     """The ``(weights, biases)`` saved by :func:`save_weights`: CSR matrices over the mask, bias vectors."""
     import scipy.sparse as ss
 
-    from ._npz import _int_array, check_csr_arrays, check_shape, read_npz
+    from ._npz import check_csr_arrays, check_shape, int_array, read_npz
 
     what = "a sparsetopo weights snapshot"
     z = read_npz(path, what)
@@ -299,7 +299,7 @@ def load_weights(path: str | os.PathLike) -> tuple[list, list[np.ndarray]]:
         weights, biases = [], []
         for k in range(n):
             shape = check_shape(path, z[f"m{k}_shape"], f"layer {k}")
-            indptr, indices = _int_array(path, z, f"m{k}_indptr", what), _int_array(path, z, f"m{k}_indices", what)
+            indptr, indices = int_array(path, z, f"m{k}_indptr", what), int_array(path, z, f"m{k}_indices", what)
             check_csr_arrays(path, f"layer {k}", indptr, indices, shape)
             w, b = z[f"w{k}"], z[f"b{k}"]
             if w.shape != (len(indices),) or b.shape != (shape[0],) or not (np.isfinite(w).all()
