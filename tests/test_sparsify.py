@@ -176,6 +176,7 @@ def _wide():
 @pytest.mark.parametrize("distribution", ["uniform", "erdos_renyi", "erk"])
 def test_sparsity_distributions(distribution):
     sp = sparsify(_wide(), "static", distribution=distribution, density=0.1, dense_first=True, seed=0)
+    assert sp.config.distribution == distribution  # the settings the method sees describe this sparsifier
     masks = _masks(sp.model)
     dens = [float(m.mean()) for m in masks]
     assert dens[0] == 1.0 and dens[-1] == 1.0  # dense_first and the dense output layer

@@ -81,9 +81,10 @@ class Sparsifier:
         self.masked_layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
         if not self.masked_layers:
             raise SparsetopoError("sparsify found no nn.Linear or nn.Conv2d layer in the model")
-        self.config = SparsitySettings(method=method, epsilon=epsilon if density is None else None,
-                                       density=density, zeta=zeta, dense_output=dense_output,
-                                       regrow_init=regrow_init, init_std=init_std).validate()
+        self.config = SparsitySettings(method=method, distribution=distribution,
+                                       epsilon=epsilon if density is None else None, density=density, zeta=zeta,
+                                       dense_output=dense_output, regrow_init=regrow_init,
+                                       init_std=init_std).validate()
         self.method = get_method(self.config)
         self.regrowth = torch.Generator().manual_seed(int(seed if regrowth_seed is None else regrowth_seed) + 1)
         self._masking = True
