@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as ss
 
-from ._npz import check_csr_arrays, check_shape, int_array, read_npz, read_scipy_sparse
+from ._npz import MAX_HEADER_BYTES, NpzArchive, check_csr_arrays, check_shape, input_limit, read_scipy_sparse
 from ._util import SeedLike, as_generator, atomic_write
 from .errors import FileFormatError, SparsetopoError
 
@@ -42,7 +42,11 @@ _FORMAT = "sparsetopo.topology"
 #: so fully connected topologies stay readable by older versions).
 _FORMAT_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
-_OFFICIAL_RE = re.compile(r"^weight_l(\d+)\.npz$")
+_OFFICIAL_RE = re.compile(r"^weight_l([0-9]+)\.npz$")  # ASCII digits: int() also reads other scripts'
+#: The arrays of a saved topology's layer ``k``: ``l{k}_indptr`` and so on (``kernel`` only for convolutions).
+_LAYER_MEMBER_RE = re.compile(r"^l([0-9]+)_(indptr|indices|shape|kernel)$")
+#: Deepest nesting read in a topology header's metadata.
+_MAX_HEADER_DEPTH = 64
 
 
 def _as_bool_csr(mask: Any, where: str) -> ss.csr_matrix:
@@ -131,6 +135,10 @@ class Topology:
             flat.append(m)
             kerns.append(tuple(int(x) for x in kern) if kern else None)
         csr = tuple(_as_bool_csr(m, f"layer {k}") for k, m in enumerate(flat))
+        for k, m in enumerate(csr):
+            if min(m.shape) < 1:
+                raise SparsetopoError(f"layer {k} has shape {m.shape} (n_out, n_in): a layer needs at least "
+                                      f"one output and one input neuron")
         blocks = []
         for k, (m, kern) in enumerate(zip(csr, kerns)):
             n_in = m.shape[1]
@@ -284,26 +292,36 @@ class Topology:
         directory = Path(directory)
         if not directory.is_dir():
             raise FileNotFoundError(f"{directory}: not a directory of weight_l<k>.npz files")
-        found = {}
-        for p in directory.iterdir():
+        found: dict[int, Path] = {}
+        for p in sorted(directory.iterdir()):
             m = _OFFICIAL_RE.match(p.name)
             if m:
-                found[int(m.group(1))] = p
+                k = int(m.group(1))
+                if k in found:  # weight_l1.npz and weight_l01.npz: either could be meant
+                    raise SparsetopoError(f"{directory}: {found[k].name} and {p.name} are both layer {k}; "
+                                          f"remove one of them")
+                found[k] = p
         if not found:
             raise FileNotFoundError(
                 f"{directory}: no weight_l0.npz, weight_l1.npz, ... files (the official NNSTD layout)"
             )
-        missing = [k for k in range(max(found) + 1) if k not in found]
-        if missing:
+        # The first gap among 0..len(found): never a range up to a (possibly huge) file number.
+        missing = next((k for k in range(len(found) + 1) if k not in found), None)
+        if missing is not None and missing < max(found):
             raise SparsetopoError(
-                f"{directory}: layer files are not consecutive: {directory / f'weight_l{missing[0]}.npz'} "
-                f"is missing but weight_l{max(found)}.npz exists"
+                f"{directory}: layer files are not consecutive: {directory / f'weight_l{missing}.npz'} "
+                f"is missing but {found[max(found)].name} exists"
             )
         layers = []
         for k in range(len(found)):
             mat = read_scipy_sparse(found[k], "a weight matrix of the official NNSTD layout")
-            if mat.shape[0] < 2:
-                raise FileFormatError(found[k], f"expected shape (n_in + 1, n_out) with a bias row, got {mat.shape}")
+            if mat.shape[0] < 2 or mat.shape[1] < 1:
+                raise FileFormatError(found[k], f"expected shape (n_in + 1, n_out) with a bias row and at least "
+                                                f"one input and one output neuron, got {mat.shape}")
+            if k and mat.shape[0] - 1 != layers[-1].shape[0]:
+                raise FileFormatError(found[k], f"layer {k} does not chain with layer {k - 1}: its shape "
+                                                f"{mat.shape} (n_in + 1, n_out) expects {mat.shape[0] - 1} inputs "
+                                                f"but {found[k - 1].name} has {layers[-1].shape[0]} outputs")
             layers.append(mat[:-1, :].T)
         try:
             return cls(layers, name=name or directory.name, metadata={"source": str(directory)})
@@ -369,25 +387,29 @@ class Topology:
         """
         path = Path(path)
         what = "a sparsetopo topology"
-        files = read_npz(path, what)
-        if "header" not in files:
-            raise FileFormatError(path, "not a sparsetopo topology file (no header); for the official NNSTD layout "
-                                        "pass the directory holding weight_l<k>.npz instead")
-        header = _read_header(path, files["header"])
-        layers, kernels = [], []
-        for k in range(header["n_layers"]):
-            where = f"layer {k}"
-            indptr = int_array(path, files, f"l{k}_indptr", what)
-            shape = check_shape(path, int_array(path, files, f"l{k}_shape", what), where)
-            indices = int_array(path, files, f"l{k}_indices", what)
-            check_csr_arrays(path, where, indptr, indices, shape)
-            layers.append(ss.csr_matrix((np.ones(len(indices), dtype=bool), indices, indptr), shape=shape))
-            kern = None
-            if f"l{k}_kernel" in files:
-                kern = check_shape(path, int_array(path, files, f"l{k}_kernel", what), f"{where} kernel")
-                if min(kern) < 1:
-                    raise FileFormatError(path, f"{where}: kernel must be two integers >= 1, got {kern}")
-            kernels.append(kern)
+        with NpzArchive(path, what) as z:
+            if "header" not in z:
+                raise FileFormatError(path, "not a sparsetopo topology file (no header); for the official NNSTD "
+                                            "layout pass the directory holding weight_l<k>.npz instead")
+            max_items = MAX_HEADER_BYTES // max(1, z.dtype("header").itemsize)
+            header = _read_header(path, z.read("header", max_items=max_items))
+            _check_members(path, z, header["n_layers"])
+            layers, kernels = [], []
+            for k in range(header["n_layers"]):
+                layers.append(_read_layer(path, z, k))
+                kern = None
+                if f"l{k}_kernel" in z:
+                    kern = check_shape(path, z.int_array(f"l{k}_kernel", max_len=16), f"layer {k} kernel")
+                    if min(kern) < 1:
+                        raise FileFormatError(path, f"layer {k}: kernel must be two integers >= 1, got {kern}")
+                kernels.append(kern)
+        for k, m in enumerate(layers):
+            # An input count that is not the previous layer's output count is a bare header number.
+            if k == 0 or m.shape[1] != layers[k - 1].shape[0]:
+                limit = input_limit(m.nnz)
+                if m.shape[1] > limit:
+                    raise FileFormatError(path, f"layer {k}: {m.shape[1]} inputs for {m.nnz} connections is more "
+                                                f"than the {limit} a file can describe: corrupt or forged shape")
         try:
             return cls(layers, name=header["name"], metadata=header["metadata"], kernels=kernels)
         except ValueError as exc:
@@ -403,12 +425,66 @@ class Topology:
         return t if t.name else t.with_name(p.stem)
 
 
+def _check_members(path: Path, z: NpzArchive, n_layers: int) -> None:
+    """Refuse arrays the header does not account for: more layers than ``n_layers``, or unknown names."""
+    unknown = sorted(set(z.others) | {n for n in z.names if n != "header" and not _LAYER_MEMBER_RE.match(n)})
+    if unknown:
+        shown = ", ".join(map(repr, unknown[:5])) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise FileFormatError(path, f"unknown members {shown}; a sparsetopo topology holds only 'header' and "
+                                    f"l<k>_indptr, l<k>_indices, l<k>_shape and l<k>_kernel arrays")
+    present = {int(m.group(1)) for m in map(_LAYER_MEMBER_RE.match, z.names) if m}
+    if present and max(present) >= n_layers:
+        raise FileFormatError(path, f"holds arrays of {len(present)} layers (l0 .. l{max(present)}) but its "
+                                    f"header says n_layers {n_layers}: corrupt or edited")
+
+
+def _read_layer(path: Path, z: NpzArchive, k: int) -> ss.csr_matrix:
+    """Layer ``k``, each array's size checked against what was read before it is inflated."""
+    where = f"layer {k}"
+    for part in ("indptr", "shape", "indices"):
+        z.shape(f"l{k}_{part}")  # a missing array is named first, in this order
+    shape = check_shape(path, z.int_array(f"l{k}_shape", max_len=16), where)
+    if min(shape) < 1:
+        raise FileFormatError(path, f"{where} has shape {shape} (n_out, n_in): a layer needs at least one "
+                                    f"output and one input neuron")
+    n_out, n_in = shape
+    n_ptr = z.shape(f"l{k}_indptr")[0] if len(z.shape(f"l{k}_indptr")) == 1 else None
+    if n_ptr is not None and n_ptr != n_out + 1:
+        raise FileFormatError(path, f"{where}: indptr has {n_ptr} entries for {n_out} rows (needs {n_out + 1})")
+    indptr = z.int_array(f"l{k}_indptr", length=n_out + 1)
+    n_idx = z.shape(f"l{k}_indices")[0] if len(z.shape(f"l{k}_indices")) == 1 else None
+    if indptr[0] != 0 or (np.diff(indptr) < 0).any() or (n_idx is not None and indptr[-1] != n_idx):
+        raise FileFormatError(path, f"{where}: indptr must rise from 0 to the {n_idx} indices")
+    indices = z.int_array(f"l{k}_indices", max_len=n_out * n_in)
+    check_csr_arrays(path, where, indptr, indices, shape)
+    return ss.csr_matrix((np.ones(len(indices), dtype=bool), indices, indptr), shape=shape)
+
+
+_TOO_DEEP = object()
+
+
+def _depth(value: Any) -> int:
+    """How deeply JSON lists and objects nest in ``value`` (iteratively: the value may be deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (list, dict)):
+            deepest = max(deepest, d)
+            if d <= _MAX_HEADER_DEPTH:
+                stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
 def _read_header(path: Path, raw: np.ndarray) -> dict[str, Any]:
     """The JSON header of a saved topology, checked against its schema."""
     try:
         header = json.loads(raw.tobytes().decode())
     except (ValueError, UnicodeDecodeError):
         raise FileFormatError(path, "corrupt topology header (not JSON)") from None
+    except RecursionError:  # json recurses per level; the depth check below catches what it survives
+        header = _TOO_DEEP
+    if header is _TOO_DEEP or _depth(header) > _MAX_HEADER_DEPTH:
+        raise FileFormatError(path, f"topology header nests deeper than {_MAX_HEADER_DEPTH} levels: corrupt or forged")
     if not isinstance(header, dict):
         raise FileFormatError(path, f"topology header must be a JSON object, got {type(header).__name__}")
     if header.get("format") != _FORMAT or header.get("version") not in _READABLE_VERSIONS:
