@@ -138,8 +138,8 @@ def layers_from_module(model) -> list[tuple[np.ndarray, tuple[int, int] | None]]
             meta.add(node)
             continue
         if node.op == "get_attr":
-            raise SparsetopoError(f"from_torch: {_describe(node)} uses a parameter or buffer outside a layer; "
-                                  "only Linear and Conv2d layers may hold weights")
+            raise SparsetopoError(f"from_torch: {_describe(node)} uses a parameter, buffer or constant "
+                                  "tensor outside a layer; only Linear and Conv2d layers may hold weights")
         if len(tensors) != 1 or tensors[0] is not current:
             what = ("combines several tensors (a residual connection, concatenation or product)"
                     if len(tensors) > 1 else "reads an earlier value again (a branch)")

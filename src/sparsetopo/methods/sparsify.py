@@ -282,31 +282,90 @@ class Sparsifier:
                 "last_snapshot": self._last_snapshot}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`; a state from another model or method is refused, named."""
+        """Restore :meth:`state_dict`, all or nothing.
+
+        The whole state is checked before anything changes: its keys, the step
+        counter, the regrowth generator's state, the method's state and the ITOP
+        record (one boolean tensor of the layer's weight shape per masked layer).
+        A state from another model or method, or a damaged one, is refused with an
+        error naming the bad entry, and the sparsifier is left as it was.
+        """
+        self._check_state(state)
+        method_state = self.method.state_dict()
+        try:
+            self.method.load_state_dict(state["method"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            self.method.load_state_dict(method_state)
+            raise SparsetopoError(f"Sparsifier state: 'method' cannot be loaded into {self.config.method} "
+                                  f"({type(exc).__name__}: {exc})") from None
+        self.steps = int(state["steps"])
+        self.regrowth.set_state(state["regrowth"])
+        self._seen = [s.clone() for s in state["seen"]]
+        last = state["last_snapshot"]
+        self._last_snapshot = None if last is None else [s.clone() for s in last]
+
+    def _check_state(self, state) -> None:
+        """Raise a SparsetopoError naming the first entry of ``state`` that :meth:`load_state_dict` cannot take."""
         if not isinstance(state, dict) or "identity" not in state:
             raise SparsetopoError("not a Sparsifier state dict (no 'identity'); pass what state_dict() returned")
-        mine, theirs = self._identity(), state["identity"]
-        theirs = {**theirs, "shapes": [tuple(s) for s in theirs.get("shapes", [])]}
+        expected = ("identity", "steps", "regrowth", "method", "seen", "last_snapshot")
+        missing = [k for k in expected if k not in state]
+        extra = sorted(str(k) for k in state if k not in expected)
+        if missing or extra:
+            raise SparsetopoError(f"Sparsifier state: keys must be {', '.join(expected)}; "
+                                  f"missing {missing or 'none'}, unexpected {extra or 'none'}")
+        theirs = state["identity"]
+        if not isinstance(theirs, dict) or not isinstance(theirs.get("shapes", []), (list, tuple)):
+            raise SparsetopoError(f"Sparsifier state: 'identity' must be the dict state_dict() wrote; "
+                                  f"got {type(theirs).__name__}")
+        mine = self._identity()
+        try:
+            theirs = {**theirs, "shapes": [tuple(s) for s in theirs.get("shapes", [])]}
+        except TypeError:
+            raise SparsetopoError("Sparsifier state: 'identity' shapes must be a list of weight shapes") from None
         diff = [k for k in mine if mine[k] != theirs.get(k)]
         if diff:
             detail = ", ".join(f"{k}: {theirs.get(k)!r} in the state vs {mine[k]!r} here" for k in diff)
             raise SparsetopoError(f"this Sparsifier state is from another model or method ({detail})")
-        self.steps = int(state["steps"])
-        self.regrowth.set_state(state["regrowth"])
-        self.method.load_state_dict(state["method"])
-        self._seen = [s.clone() for s in state["seen"]]
-        self._last_snapshot = state["last_snapshot"]
+        steps = state["steps"]
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise SparsetopoError(f"Sparsifier state: 'steps' must be an integer >= 0; got {steps!r}")
+        try:  # on a scratch generator: a state torch refuses must not touch ours
+            torch.Generator().set_state(state["regrowth"])
+        except (TypeError, RuntimeError, ValueError) as exc:
+            raise SparsetopoError(f"Sparsifier state: 'regrowth' is not a torch.Generator state "
+                                  f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        if not isinstance(state["method"], dict) or set(state["method"]) != set(self.method.state_dict()):
+            raise SparsetopoError(f"Sparsifier state: 'method' must be the {self.config.method} method's state "
+                                  f"with keys {sorted(self.method.state_dict())}; got {state['method']!r:.80}")
+        self._check_masks(state["seen"], "seen")
+        if state["last_snapshot"] is not None:
+            self._check_masks(state["last_snapshot"], "last_snapshot")
+
+    def _check_masks(self, masks, key: str) -> None:
+        """``masks`` must be one boolean tensor per masked layer, of its weight's shape."""
+        n = len(self.masked_layers)
+        if not isinstance(masks, (list, tuple)) or len(masks) != n:
+            got = f"{len(masks)} entries" if isinstance(masks, (list, tuple)) else type(masks).__name__
+            raise SparsetopoError(f"Sparsifier state: '{key}' must hold one mask per masked layer ({n}); got {got}")
+        for k, (m, layer) in enumerate(zip(masks, self.masked_layers)):
+            shape = tuple(layer.weight.shape)
+            if not isinstance(m, torch.Tensor) or m.dtype != torch.bool or tuple(m.shape) != shape:
+                got = (f"{m.dtype} tensor of shape {tuple(m.shape)}" if isinstance(m, torch.Tensor)
+                       else type(m).__name__)
+                raise SparsetopoError(f"Sparsifier state: '{key}' entry {k} (layer {self.layer_names[k]!r}) must be "
+                                      f"a torch.bool tensor of shape {shape}; got {got}")
 
 
 def _nothing_to_sparsify(named: list[tuple[str, nn.Module]], dense_output: bool, dense_first: bool) -> str:
     """Why no layer of the model would be sparse: what was found and which option keeps it dense."""
-    found = ", ".join(f"{name or '<root>'!r} ({type(m).__name__}, weight {tuple(m.weight.shape)})"
+    found = "; ".join(f"{name or '<root>'!r}: {type(m).__name__}, weight {tuple(m.weight.shape)}"
                       for name, m in named)
     kept = [opt for opt, on in (("dense_output", dense_output), ("dense_first", dense_first)) if on]
     why = {"dense_output": f"the last stays dense (dense_output={dense_output})",
            "dense_first": f"the first stays dense (dense_first={dense_first})"}
     noun = "layer" if len(named) == 1 else "layers"
-    return (f"sparsify has nothing to sparsify: it found {len(named)} nn.Linear/nn.Conv2d {noun}, {found}, and "
+    return (f"sparsify has nothing to sparsify: it found {len(named)} nn.Linear/nn.Conv2d {noun} ({found}) and "
             f"{' and '.join(why[k] for k in kept)}; pass {' or '.join(f'{k}=False' for k in kept)} to make "
             "it sparse, or leave the model dense")
 
