@@ -8,10 +8,22 @@ its modules were registered -- decides; an operation that combines two tensors
 refused by name, and so is any layer or operation this module does not know.
 Nothing is ever dropped silently.
 
-Supported between the layers (the channel correspondence passes through them):
-activations, dropout, batch and layer norm, max/average pooling (also
-adaptive), flatten/view/reshape. Grouped and depthwise convolutions are read
-as full convolutions whose kernels are empty outside their group.
+Supported between the layers -- an allow-list of operations known to keep every
+neuron (channel) in its place, so that the correspondence passes through them:
+activations, dropout, batch and layer norm, max/average pooling (also adaptive),
+flatten from dim 1 (``nn.Flatten()``, ``torch.flatten(x, 1)``, a view/reshape to
+``(batch, features)``), squeeze/unsqueeze, dtype casts and arithmetic with a
+number (``x * 0.5 + 1``). LayerNorm and softmax normalise across neurons (their
+statistics mix them) but leave each neuron where it is, so they pass. Anything
+else between layers is refused by name -- indexing (``y[:, perm]``), permute,
+transpose, cat, stack, split, chunk, gather, index_select, roll, flip, narrow,
+a matmul with a tensor, a parameter or constant used outside a layer, and every
+operation not on the list -- rather than dropped, since any of them may select,
+reorder or mix neurons. Before the first layer any view/reshape of the input passes.
+
+A layer called twice, or two layers sharing one weight parameter (tied weights),
+is refused by name. Grouped and depthwise convolutions are read as full
+convolutions whose kernels are empty outside their group.
 """
 
 from __future__ import annotations

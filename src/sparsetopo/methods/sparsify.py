@@ -59,6 +59,23 @@ class Sparsifier:
     by ``sqrt(n_in / fan_in)``, so that a sparse layer keeps the signal scale its
     (dense) initialisation was designed for; ``False`` keeps the model's weights
     as they are, only zeroed outside the mask.
+
+    Unusual models:
+
+    * Masks (``weight_mask`` buffers) are in the weight's dtype and on its device,
+      so float16, bfloat16 and float64 models train, evolve and resume in their
+      own dtype.
+    * A grouped or depthwise convolution (``groups > 1``) is masked within its
+      grouped weight ``(out, in / groups, kh, kw)``; :meth:`topology` expands it
+      to the full block-diagonal mask, as :meth:`Topology.from_torch` does.
+    * Tied weights -- two layers sharing one weight parameter, e.g.
+      ``b.weight = a.weight`` -- are refused by name: each layer of a topology
+      has its own mask, and two masks on one parameter would disagree. A single
+      module called twice in ``forward`` is one masked layer (one parameter, one
+      mask); :meth:`topology` lists it once, in module order, while
+      ``Topology.from_torch`` refuses it by name (its chain has it twice).
+    * A model with nothing to sparsify (e.g. its only layer is the dense output
+      layer) is refused, naming the layers found and the option keeping them dense.
     """
 
     def __init__(self, model: nn.Module, method: str = "set", *, epsilon: float | None = 20.0,
@@ -124,8 +141,12 @@ class Sparsifier:
         # The mask lives in the weight's dtype and device: a float16/bfloat16/float64 model multiplies
         # its gradients by it in its own dtype (a float32 mask would change the gradient's type).
         as_weight = mask.to(dtype=weight.dtype, device=weight.device)
-        if isinstance(getattr(layer, "weight_mask", None), torch.Tensor):
-            layer.weight_mask = as_weight  # a buffer from an earlier sparsify: replaced, dtype included
+        old = getattr(layer, "weight_mask", None)
+        if isinstance(old, torch.Tensor) and (old.dtype, old.device, old.shape) == (weight.dtype, weight.device,
+                                                                                     weight.shape):
+            old.copy_(as_weight)  # a mask from an earlier sparsify (or a MaskedLinear's): updated in place
+        elif isinstance(old, torch.Tensor):
+            layer.weight_mask = as_weight  # of another dtype or device: replaced
         else:
             layer.register_buffer("weight_mask", as_weight)
         with torch.no_grad():
