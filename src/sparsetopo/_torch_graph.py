@@ -8,10 +8,22 @@ its modules were registered -- decides; an operation that combines two tensors
 refused by name, and so is any layer or operation this module does not know.
 Nothing is ever dropped silently.
 
-Supported between the layers (the channel correspondence passes through them):
-activations, dropout, batch and layer norm, max/average pooling (also
-adaptive), flatten/view/reshape. Grouped and depthwise convolutions are read
-as full convolutions whose kernels are empty outside their group.
+Supported between the layers -- an allow-list of operations known to keep every
+neuron (channel) in its place, so that the correspondence passes through them:
+activations, dropout, batch and layer norm, max/average pooling (also adaptive),
+flatten from dim 1 (``nn.Flatten()``, ``torch.flatten(x, 1)``, a view/reshape to
+``(batch, features)``), squeeze/unsqueeze, dtype casts and arithmetic with a
+number (``x * 0.5 + 1``). LayerNorm and softmax normalise across neurons (their
+statistics mix them) but leave each neuron where it is, so they pass. Anything
+else between layers is refused by name -- indexing (``y[:, perm]``), permute,
+transpose, cat, stack, split, chunk, gather, index_select, roll, flip, narrow,
+a matmul with a tensor, a parameter or constant used outside a layer, and every
+operation not on the list -- rather than dropped, since any of them may select,
+reorder or mix neurons. Before the first layer any view/reshape of the input passes.
+
+A layer called twice, or two layers sharing one weight parameter (tied weights),
+is refused by name. Grouped and depthwise convolutions are read as full
+convolutions whose kernels are empty outside their group.
 """
 
 from __future__ import annotations
@@ -64,17 +76,41 @@ def _mask_of(module) -> np.ndarray:
 
 def _conv_mask(module) -> np.ndarray:
     """``(out, in, kh, kw)``: a grouped convolution's kernels are empty outside their group."""
-    m = _mask_of(module)
-    groups = module.groups
-    if groups == 1:
-        return m
-    out, per_group, kh, kw = m.shape
+    return expand_groups(_mask_of(module), module.groups)
+
+
+def expand_groups(mask: np.ndarray, groups: int) -> np.ndarray:
+    """A grouped convolution's ``(out, in / groups, kh, kw)`` mask as the full ``(out, in, kh, kw)`` one:
+    block diagonal, output group ``g`` connected only to input group ``g``. A 2-D mask or ``groups == 1``
+    is returned as it is."""
+    if groups == 1 or mask.ndim != 4:
+        return mask
+    out, per_group, kh, kw = mask.shape
     full = np.zeros((out, per_group * groups, kh, kw), dtype=bool)
     out_per_group = out // groups
-    for g in range(groups):
-        full[g * out_per_group:(g + 1) * out_per_group, g * per_group:(g + 1) * per_group] = \
-            m[g * out_per_group:(g + 1) * out_per_group]
+    for g in range(groups):  # one block per group, not per neuron
+        rows = slice(g * out_per_group, (g + 1) * out_per_group)
+        full[rows, g * per_group:(g + 1) * per_group] = mask[rows]
     return full
+
+
+def check_no_shared_weights(named_layers, who: str) -> None:
+    """Refuse two layers (``(name, module)`` pairs) whose weight is one parameter (tied weights).
+
+    A topology gives each layer its own connections and a mask each; on one shared
+    parameter two masks would disagree (the weight ends up masked by both while each
+    layer claims its own connections), so this is refused rather than guessed.
+    """
+    owner: dict[int, str] = {}
+    for name, module in named_layers:
+        name = name or "<root>"
+        key = id(module.weight)
+        if key in owner:
+            raise SparsetopoError(
+                f"{who}: layers {owner[key]!r} and {name!r} share one weight parameter (tied weights); "
+                "a topology gives every layer its own mask, so untie them first, e.g. "
+                "b.weight = nn.Parameter(a.weight.detach().clone())")
+        owner[key] = name
 
 
 def _describe(node) -> str:
@@ -85,7 +121,6 @@ def _describe(node) -> str:
 def layers_from_module(model) -> list[tuple[np.ndarray, tuple[int, int] | None]]:
     """``[(mask, kernel or None), ...]`` of a model whose Linear/Conv2d layers form a chain."""
     import torch.fx
-    from torch import nn
 
     try:
         gm = torch.fx.symbolic_trace(model)
@@ -93,51 +128,156 @@ def layers_from_module(model) -> list[tuple[np.ndarray, tuple[int, int] | None]]
         raise SparsetopoError(
             f"from_torch: cannot trace {type(model).__name__} with torch.fx ({type(exc).__name__}: {exc}); "
             "pass its state_dict() to read its layers in registration order, without the chain check") from None
-    passes, funcs = _pass_modules(), _pass_functions()
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
         raise SparsetopoError(f"from_torch: {type(model).__name__} takes {len(placeholders)} inputs; a chain takes one")
+    name = type(model).__name__
     layers: list[tuple[np.ndarray, tuple[int, int] | None]] = []
+    called: list[tuple[str, Any]] = []  # (target, module) of every layer call, in order
     current = None
     meta: set = set()
     for node in gm.graph.nodes:
         if node.op == "placeholder":
             current = node
             continue
-        tensors = [a for a in _node_args(node) if a not in meta]
+        args = _node_args(node)
+        tensors = [a for a in args if a not in meta]
         if node.op == "output":
             if tensors != [current]:
-                raise SparsetopoError(f"from_torch: {type(model).__name__} does not return the end of one chain")
+                raise SparsetopoError(f"from_torch: {name} does not return the end of one chain")
             break
-        if (node.op == "call_method" and node.target in _META_METHODS) or (
-                node.op == "call_function" and node.target is getattr and tensors == [current]):
+        if _is_meta(node, args, tensors, current):
             meta.add(node)
             continue
+        if node.op == "get_attr":
+            raise SparsetopoError(f"from_torch: {_describe(node)} uses a parameter, buffer or constant "
+                                  "tensor outside a layer; only Linear and Conv2d layers may hold weights")
         if len(tensors) != 1 or tensors[0] is not current:
             what = ("combines several tensors (a residual connection, concatenation or product)"
                     if len(tensors) > 1 else "reads an earlier value again (a branch)")
-            raise SparsetopoError(f"from_torch: {type(model).__name__} is not a chain: {_describe(node)} {what}; "
+            raise SparsetopoError(f"from_torch: {name} is not a chain: {_describe(node)} {what}; "
                                   "only chains of layers are supported")
         if node.op == "call_module":
             mod = gm.get_submodule(node.target)
-            if isinstance(mod, nn.Linear):
-                layers.append((_mask_of(mod), None))
-            elif isinstance(mod, nn.Conv2d):
-                layers.append((_conv_mask(mod), tuple(mod.kernel_size)))
-            elif not isinstance(mod, passes):
-                raise SparsetopoError(f"from_torch: {_describe(node)} is a {type(mod).__name__}, which is not "
-                                      "supported (Linear, Conv2d and activation, norm, pooling, dropout and "
-                                      "flatten layers are)")
-        elif node.op == "call_function" and node.target not in funcs and node.target is not operator.getitem:
-            raise SparsetopoError(f"from_torch: {_describe(node)} is not supported between layers")
-        elif node.op == "call_method" and node.target not in _PASS_METHODS:
-            raise SparsetopoError(f"from_torch: {_describe(node)} is not supported between layers")
-        elif node.op == "get_attr":
-            raise SparsetopoError(f"from_torch: {_describe(node)} uses a parameter outside a layer")
+            layer = _read_layer(mod)
+            if layer is not None:
+                for target, other in called:
+                    if other is mod:
+                        raise SparsetopoError(
+                            f"from_torch: layer {target!r} is called twice ({_describe(node)}): one weight "
+                            "parameter shared by two layers (tied weights), which a topology cannot express; "
+                            "give each call its own layer")
+                called.append((node.target, mod))
+                layers.append(layer)
+                current = node
+                continue
+        _check_passes(node, gm, after_a_layer=bool(layers))
         current = node
     if not layers:
         raise SparsetopoError("from_torch found no Linear or Conv2d layer in the model")
+    check_no_shared_weights(called, "from_torch")
     return layers
+
+
+def _is_meta(node, args, tensors, current) -> bool:
+    """Whether ``node`` computes from shapes only (``x.size(0)``, ``x.shape[0] * 4``), not from values."""
+    if node.op == "call_method" and node.target in _META_METHODS:
+        return True
+    if node.op == "call_function" and node.target is getattr and tensors == [current]:
+        return True
+    # arithmetic on shapes only (operator.getitem, operator.mul, ...); torch.zeros(x.size()) makes a tensor
+    plain = node.op == "call_function" and getattr(node.target, "__module__", None) in ("_operator", "builtins")
+    return plain and bool(args) and not tensors
+
+
+def _read_layer(mod) -> tuple[np.ndarray, tuple[int, int] | None] | None:
+    from torch import nn
+
+    if isinstance(mod, nn.Linear):
+        return _mask_of(mod), None
+    if isinstance(mod, nn.Conv2d):
+        return _conv_mask(mod), tuple(mod.kernel_size)
+    return None
+
+
+#: Arithmetic that acts on every neuron alike when its other operand is a number.
+_SCALAR_FUNCTIONS = {operator.add, operator.sub, operator.mul, operator.truediv, operator.neg, operator.pow}
+_SCALAR_METHODS = {"add", "sub", "mul", "div", "neg", "pow"}
+
+_KEEPS_NEURONS = ("only operations known to keep every neuron in its place are (activations, dropout, batch and "
+                  "layer norm, pooling, flatten from dim 1, arithmetic with a number); one that selects, reorders "
+                  "or mixes neurons would give a wrong topology")
+
+
+def _check_passes(node, gm, *, after_a_layer: bool) -> None:
+    """Refuse ``node`` by name unless it is known to keep the neuron (channel) correspondence.
+
+    An allow-list: indexing, permute/transpose, cat/stack/split, gather, roll, flip,
+    matmul and every operation not listed are refused rather than dropped. LayerNorm and
+    softmax normalise across neurons but keep each one in its place, so they pass.
+    """
+    import torch
+    from torch import nn
+
+    if node.op == "call_module":
+        mod = gm.get_submodule(node.target)
+        if isinstance(mod, nn.Flatten):
+            _check_flatten(node, mod.start_dim, mod.end_dim)
+        elif not isinstance(mod, _pass_modules()):
+            raise SparsetopoError(f"from_torch: {_describe(node)} is a {type(mod).__name__}, which is not "
+                                  "supported (Linear, Conv2d and activation, norm, pooling, dropout and "
+                                  "flatten layers are)")
+        return
+    others = list(node.args[1:]) + list(node.kwargs.values())
+    if node.op == "call_function":
+        if node.target is operator.getitem:
+            raise SparsetopoError(f"from_torch: {_describe(node)} indexes the tensor between layers, which "
+                                  f"selects or reorders neurons; {_KEEPS_NEURONS}")
+        if node.target is torch.flatten:
+            _check_flatten(node, *_flatten_dims(node))
+            return
+        if node.target in _SCALAR_FUNCTIONS and _numbers(node, node.args):
+            return
+        if node.target in _pass_functions():
+            return
+    elif node.op == "call_method":
+        if node.target == "flatten":
+            _check_flatten(node, *_flatten_dims(node))
+            return
+        if node.target in ("view", "reshape"):
+            shape = others[0] if len(others) == 1 and isinstance(others[0], (tuple, list)) else others
+            if after_a_layer and len(shape) != 2:
+                raise SparsetopoError(f"from_torch: {_describe(node)} reshapes to {len(shape)} dimensions between "
+                                      "layers; only a flatten to (batch, features) keeps the neurons in place")
+            return
+        if node.target in _SCALAR_METHODS and _numbers(node, node.args):
+            return
+        if node.target in _PASS_METHODS:
+            return
+    raise SparsetopoError(f"from_torch: {_describe(node)} is not supported between layers: {_KEEPS_NEURONS}")
+
+
+def _numbers(node, args) -> bool:
+    """Whether every operand but the one tensor is a plain number (``x * 0.5``, ``1 - x``; shapes count:
+    the chain check let through no other tensor)."""
+    import torch.fx
+
+    rest = [a for a in args if not isinstance(a, torch.fx.Node)] + list(node.kwargs.values())
+    return all(isinstance(a, (int, float)) for a in rest)
+
+
+def _flatten_dims(node) -> tuple[Any, Any]:
+    args = list(node.args[1:])
+    start = node.kwargs.get("start_dim", args[0] if args else 0)
+    end = node.kwargs.get("end_dim", args[1] if len(args) > 1 else -1)
+    return start, end
+
+
+def _check_flatten(node, start, end) -> None:
+    if start != 1 or end != -1:
+        raise SparsetopoError(f"from_torch: {_describe(node)} flattens dims {start} to {end}; only a flatten from "
+                              "dim 1 to the end (torch.flatten(x, 1), nn.Flatten()) keeps each channel's "
+                              "positions together")
 
 
 def _node_args(node) -> list:

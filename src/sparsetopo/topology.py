@@ -333,8 +333,11 @@ class Topology:
         """Read the topology of a PyTorch model (Linear and Conv2d layers) or state dict.
 
         A model is traced with ``torch.fx`` and must be a chain (see
-        :mod:`sparsetopo._torch_graph`): a residual connection, a concatenation
-        or an unknown operation is refused, naming it. A state dict is read in
+        :mod:`sparsetopo._torch_graph`): a residual connection, a concatenation,
+        tied weights (a layer called twice, two layers sharing one weight) or an
+        operation between layers not known to keep every neuron in its place
+        (indexing, permute, ...) is refused, naming it. A grouped convolution is
+        read as its full block-diagonal mask. A state dict is read in
         its order, 2-D weights as Linear and 4-D as Conv2d layers. A ``*_mask``
         buffer (ours, ``torch.nn.utils.prune``'s) decides a layer's connections
         when present, else its non-zero weights do.

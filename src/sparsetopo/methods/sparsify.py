@@ -29,6 +29,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .._torch_graph import check_no_shared_weights, expand_groups
 from ..errors import SparsetopoError
 from ..sparsity import SparsitySettings
 from ..topology import Topology, erdos_renyi, layer_densities, random_topology
@@ -58,6 +59,23 @@ class Sparsifier:
     by ``sqrt(n_in / fan_in)``, so that a sparse layer keeps the signal scale its
     (dense) initialisation was designed for; ``False`` keeps the model's weights
     as they are, only zeroed outside the mask.
+
+    Unusual models:
+
+    * Masks (``weight_mask`` buffers) are in the weight's dtype and on its device,
+      so float16, bfloat16 and float64 models train, evolve and resume in their
+      own dtype.
+    * A grouped or depthwise convolution (``groups > 1``) is masked within its
+      grouped weight ``(out, in / groups, kh, kw)``; :meth:`topology` expands it
+      to the full block-diagonal mask, as :meth:`Topology.from_torch` does.
+    * Tied weights -- two layers sharing one weight parameter, e.g.
+      ``b.weight = a.weight`` -- are refused by name: each layer of a topology
+      has its own mask, and two masks on one parameter would disagree. A single
+      module called twice in ``forward`` is one masked layer (one parameter, one
+      mask); :meth:`topology` lists it once, in module order, while
+      ``Topology.from_torch`` refuses it by name (its chain has it twice).
+    * A model with nothing to sparsify (e.g. its only layer is the dense output
+      layer) is refused, naming the layers found and the option keeping them dense.
     """
 
     def __init__(self, model: nn.Module, method: str = "set", *, epsilon: float | None = 20.0,
@@ -78,9 +96,12 @@ class Sparsifier:
         self.update_every, self.end_step, self.drop_schedule = update_every, end_step, drop_schedule
         self.steps = 0  # optimizer steps seen by step()
         self.model = model
-        self.masked_layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-        if not self.masked_layers:
+        named = [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+        if not named:
             raise SparsetopoError("sparsify found no nn.Linear or nn.Conv2d layer in the model")
+        check_no_shared_weights(named, "sparsify")
+        self.masked_layers = [m for _, m in named]
+        self.layer_names = [name or "<root>" for name, _ in named]
         self.config = SparsitySettings(method=method, distribution=distribution,
                                        epsilon=epsilon if density is None else None, density=density, zeta=zeta,
                                        dense_output=dense_output, regrow_init=regrow_init,
@@ -91,43 +112,60 @@ class Sparsifier:
         sparse_ids = set(self.method.sparse_layer_ids(len(self.masked_layers)))
         if dense_first:
             sparse_ids.discard(0)
+        if not sparse_ids:
+            raise SparsetopoError(_nothing_to_sparsify(named, dense_output, dense_first))
         shapes = [tuple(m.weight.shape) for m in self.masked_layers]
         self.densities = layer_densities(shapes, sorted(sparse_ids), distribution, epsilon=epsilon,
                                          density=density)
         topo_gen = torch.Generator().manual_seed(int(seed))
         for k, layer in enumerate(self.masked_layers):
-            shape = tuple(layer.weight.shape)
-            n_in = math.prod(shape[1:])  # inputs per neuron (output channel), kernel positions included
-            mask = torch.ones(shape)
-            if k in sparse_ids:
-                layer_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=topo_gen))
-                if len(shape) == 2:
-                    m = erdos_renyi([n_in, shape[0]], density=self.densities[k], seed=layer_seed,
-                                    dense_output=False)[0]
-                else:
-                    m = random_topology([shape], [self.densities[k]], layer_seed)[0]
-                mask = torch.from_numpy(m.toarray().astype("float32")).reshape(shape)
-            if hasattr(layer, "weight_mask"):
-                layer.weight_mask.copy_(mask)
-            else:
-                layer.register_buffer("weight_mask", mask)
-            with torch.no_grad():
-                layer.weight.mul_(layer.weight_mask)
-                if rescale_init and k in sparse_ids:
-                    # Keep each neuron's output scale: its initialisation assumed n_in inputs, it now has
-                    # fan_in. Without this a ~90 %-sparse layer shrinks the signal several-fold and SGD
-                    # barely moves (the same rescaling as sparsetopo's own models).
-                    dims = tuple(range(1, len(shape)))
-                    fan_in = layer.weight_mask.sum(dim=dims, keepdim=True).clamp(min=1)
-                    layer.weight.mul_(torch.sqrt(n_in / fan_in))
-            layer.weight.register_hook(self._grad_hook(layer))
+            self._attach_mask(layer, k in sparse_ids, self.densities[k], topo_gen, rescale_init)
         # In-time over-parameterization: every connection that has ever been active, per layer.
         self._seen = [m.weight_mask.detach() != 0 for m in self.masked_layers]
         self._last_snapshot: list[torch.Tensor] | None = None
 
-    def _grad_hook(self, layer: nn.Linear) -> Callable[[torch.Tensor], torch.Tensor]:
+    def _attach_mask(self, layer: nn.Module, sparse: bool, density: float, topo_gen: torch.Generator,
+                     rescale_init: bool) -> None:
+        """Give ``layer`` its ``weight_mask`` (in the weight's dtype and device) and gradient hook."""
+        weight = layer.weight
+        shape = tuple(weight.shape)  # a grouped convolution's (out, in / groups, kh, kw): masked within groups
+        n_in = math.prod(shape[1:])  # inputs per neuron (output channel), kernel positions included
+        mask = torch.ones(shape, dtype=torch.bool)
+        if sparse:
+            layer_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=topo_gen))
+            if len(shape) == 2:
+                m = erdos_renyi([n_in, shape[0]], density=density, seed=layer_seed, dense_output=False)[0]
+            else:
+                m = random_topology([shape], [density], layer_seed)[0]
+            mask = torch.from_numpy(m.toarray()).reshape(shape) != 0
+        # The mask lives in the weight's dtype and device: a float16/bfloat16/float64 model multiplies
+        # its gradients by it in its own dtype (a float32 mask would change the gradient's type).
+        as_weight = mask.to(dtype=weight.dtype, device=weight.device)
+        old = getattr(layer, "weight_mask", None)
+        if isinstance(old, torch.Tensor) and (old.dtype, old.device, old.shape) == (weight.dtype, weight.device,
+                                                                                     weight.shape):
+            old.copy_(as_weight)  # a mask from an earlier sparsify (or a MaskedLinear's): updated in place
+        elif isinstance(old, torch.Tensor):
+            layer.weight_mask = as_weight  # of another dtype or device: replaced
+        else:
+            layer.register_buffer("weight_mask", as_weight)
+        with torch.no_grad():
+            weight.mul_(layer.weight_mask)
+            if rescale_init and sparse:
+                # Keep each neuron's output scale: its initialisation assumed n_in inputs, it now has
+                # fan_in. Without this a ~90 %-sparse layer shrinks the signal several-fold and SGD
+                # barely moves (the same rescaling as sparsetopo's own models). Counted in at least
+                # float32: float16 and bfloat16 cannot count large fan-ins exactly.
+                dims = tuple(range(1, len(shape)))
+                count = torch.promote_types(weight.dtype, torch.float32)
+                fan_in = mask.to(count).sum(dim=dims, keepdim=True).clamp(min=1)
+                weight.mul_(torch.sqrt(n_in / fan_in).to(dtype=weight.dtype, device=weight.device))
+        weight.register_hook(self._grad_hook(layer))
+
+    def _grad_hook(self, layer: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
         def hook(grad: torch.Tensor) -> torch.Tensor:
-            return grad * layer.weight_mask if self._masking else grad
+            # .to: a no-op unless the model was cast after sparsify without its buffers
+            return grad * layer.weight_mask.to(grad.dtype) if self._masking else grad
         return hook
 
     def dense_gradients(self, loss_closure: Callable[[], torch.Tensor]) -> list[torch.Tensor]:
@@ -224,8 +262,14 @@ class Sparsifier:
         return zeta
 
     def topology(self) -> Topology:
-        """The current masks as a Topology (the Linear layers must chain)."""
-        return Topology.from_masks([m.weight_mask.detach().cpu().numpy() != 0 for m in self.masked_layers])
+        """The current masks as a Topology, one layer per masked module in module order (the layers
+        must chain). A grouped or depthwise convolution is expanded to its full ``(out, in, kh, kw)``
+        mask, empty outside its groups, exactly as :meth:`Topology.from_torch` reads it."""
+        return Topology.from_masks(self._full_masks())
+
+    def _full_masks(self) -> list:
+        return [expand_groups((m.weight_mask.detach() != 0).cpu().numpy(), getattr(m, "groups", 1))
+                for m in self.masked_layers]
 
     def itop_rate(self) -> list[float]:
         """In-time over-parameterization rate per layer (Liu et al., ICML 2021): the fraction of all
@@ -240,7 +284,7 @@ class Sparsifier:
         prev = self._last_snapshot
         kept = [1.0 if prev is None else float((a & b).sum()) / max(int(b.sum()), 1)
                 for a, b in zip(masks, prev or masks)]
-        Topology.from_masks([m.cpu().numpy() for m in masks], metadata={"steps": self.steps}).save(path)
+        Topology.from_masks(self._full_masks(), metadata={"steps": self.steps}).save(path)
         self._last_snapshot = [m.clone() for m in masks]
         return {"itop_rate": self.itop_rate(), "kept_since_last_snapshot": kept}
 
@@ -259,20 +303,92 @@ class Sparsifier:
                 "last_snapshot": self._last_snapshot}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore :meth:`state_dict`; a state from another model or method is refused, named."""
+        """Restore :meth:`state_dict`, all or nothing.
+
+        The whole state is checked before anything changes: its keys, the step
+        counter, the regrowth generator's state, the method's state and the ITOP
+        record (one boolean tensor of the layer's weight shape per masked layer).
+        A state from another model or method, or a damaged one, is refused with an
+        error naming the bad entry, and the sparsifier is left as it was.
+        """
+        self._check_state(state)
+        method_state = self.method.state_dict()
+        try:
+            self.method.load_state_dict(state["method"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            self.method.load_state_dict(method_state)
+            raise SparsetopoError(f"Sparsifier state: 'method' cannot be loaded into {self.config.method} "
+                                  f"({type(exc).__name__}: {exc})") from None
+        self.steps = int(state["steps"])
+        self.regrowth.set_state(state["regrowth"])
+        self._seen = [s.clone() for s in state["seen"]]
+        last = state["last_snapshot"]
+        self._last_snapshot = None if last is None else [s.clone() for s in last]
+
+    def _check_state(self, state) -> None:
+        """Raise a SparsetopoError naming the first entry of ``state`` that :meth:`load_state_dict` cannot take."""
         if not isinstance(state, dict) or "identity" not in state:
             raise SparsetopoError("not a Sparsifier state dict (no 'identity'); pass what state_dict() returned")
-        mine, theirs = self._identity(), state["identity"]
-        theirs = {**theirs, "shapes": [tuple(s) for s in theirs.get("shapes", [])]}
+        expected = ("identity", "steps", "regrowth", "method", "seen", "last_snapshot")
+        missing = [k for k in expected if k not in state]
+        extra = sorted(str(k) for k in state if k not in expected)
+        if missing or extra:
+            raise SparsetopoError(f"Sparsifier state: keys must be {', '.join(expected)}; "
+                                  f"missing {missing or 'none'}, unexpected {extra or 'none'}")
+        theirs = state["identity"]
+        if not isinstance(theirs, dict) or not isinstance(theirs.get("shapes", []), (list, tuple)):
+            raise SparsetopoError(f"Sparsifier state: 'identity' must be the dict state_dict() wrote; "
+                                  f"got {type(theirs).__name__}")
+        mine = self._identity()
+        try:
+            theirs = {**theirs, "shapes": [tuple(s) for s in theirs.get("shapes", [])]}
+        except TypeError:
+            raise SparsetopoError("Sparsifier state: 'identity' shapes must be a list of weight shapes") from None
         diff = [k for k in mine if mine[k] != theirs.get(k)]
         if diff:
             detail = ", ".join(f"{k}: {theirs.get(k)!r} in the state vs {mine[k]!r} here" for k in diff)
             raise SparsetopoError(f"this Sparsifier state is from another model or method ({detail})")
-        self.steps = int(state["steps"])
-        self.regrowth.set_state(state["regrowth"])
-        self.method.load_state_dict(state["method"])
-        self._seen = [s.clone() for s in state["seen"]]
-        self._last_snapshot = state["last_snapshot"]
+        steps = state["steps"]
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise SparsetopoError(f"Sparsifier state: 'steps' must be an integer >= 0; got {steps!r}")
+        try:  # on a scratch generator: a state torch refuses must not touch ours
+            torch.Generator().set_state(state["regrowth"])
+        except (TypeError, RuntimeError, ValueError) as exc:
+            raise SparsetopoError(f"Sparsifier state: 'regrowth' is not a torch.Generator state "
+                                  f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+        if not isinstance(state["method"], dict) or set(state["method"]) != set(self.method.state_dict()):
+            raise SparsetopoError(f"Sparsifier state: 'method' must be the {self.config.method} method's state "
+                                  f"with keys {sorted(self.method.state_dict())}; got {state['method']!r:.80}")
+        self._check_masks(state["seen"], "seen")
+        if state["last_snapshot"] is not None:
+            self._check_masks(state["last_snapshot"], "last_snapshot")
+
+    def _check_masks(self, masks, key: str) -> None:
+        """``masks`` must be one boolean tensor per masked layer, of its weight's shape."""
+        n = len(self.masked_layers)
+        if not isinstance(masks, (list, tuple)) or len(masks) != n:
+            got = f"{len(masks)} entries" if isinstance(masks, (list, tuple)) else type(masks).__name__
+            raise SparsetopoError(f"Sparsifier state: '{key}' must hold one mask per masked layer ({n}); got {got}")
+        for k, (m, layer) in enumerate(zip(masks, self.masked_layers)):
+            shape = tuple(layer.weight.shape)
+            if not isinstance(m, torch.Tensor) or m.dtype != torch.bool or tuple(m.shape) != shape:
+                got = (f"{m.dtype} tensor of shape {tuple(m.shape)}" if isinstance(m, torch.Tensor)
+                       else type(m).__name__)
+                raise SparsetopoError(f"Sparsifier state: '{key}' entry {k} (layer {self.layer_names[k]!r}) must be "
+                                      f"a torch.bool tensor of shape {shape}; got {got}")
+
+
+def _nothing_to_sparsify(named: list[tuple[str, nn.Module]], dense_output: bool, dense_first: bool) -> str:
+    """Why no layer of the model would be sparse: what was found and which option keeps it dense."""
+    found = "; ".join(f"{name or '<root>'!r}: {type(m).__name__}, weight {tuple(m.weight.shape)}"
+                      for name, m in named)
+    kept = [opt for opt, on in (("dense_output", dense_output), ("dense_first", dense_first)) if on]
+    why = {"dense_output": f"the last stays dense (dense_output={dense_output})",
+           "dense_first": f"the first stays dense (dense_first={dense_first})"}
+    noun = "layer" if len(named) == 1 else "layers"
+    return (f"sparsify has nothing to sparsify: it found {len(named)} nn.Linear/nn.Conv2d {noun} ({found}) and "
+            f"{' and '.join(why[k] for k in kept)}; pass {' or '.join(f'{k}=False' for k in kept)} to make "
+            "it sparse, or leave the model dense")
 
 
 def _world_size() -> int:
