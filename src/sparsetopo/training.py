@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ._util import atomic_write, write_csv, write_text_atomic
+from ._util import atomic_write, file_sha256, write_csv, write_text_atomic
 from .config import check_config, load_yaml_mapping, option, registry
 from .errors import FileFormatError, SparsetopoError
 from .sparsity import SparsitySettings
@@ -382,7 +382,12 @@ def reusable_run(out: str | os.PathLike, config: TrainConfig, *, anchor: str | o
     if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
         raise FileFormatError(result_path, "must be a JSON object with an integer 'epochs' >= 1 (the run's "
                                            f"length), got {' '.join(json.dumps(result).split())[:80]}; {way_out}")
-    return read_metrics(out, epochs=epochs, validation=config.val_fraction > 0)
+    rows = read_metrics(out, epochs=epochs, validation=config.val_fraction > 0)
+    recorded = result.get("metrics_sha256")  # absent in runs finished before it was recorded
+    if recorded is not None and recorded != file_sha256(out / "metrics.csv"):
+        raise FileFormatError(out / "metrics.csv", "changed since the run finished (its checksum is not the one "
+                                                   f"result.json records); {_METRICS_WAY_OUT}")
+    return rows
 
 
 # --------------------------------------------------------------------- train
@@ -740,7 +745,10 @@ def _finish(run: _Run) -> RunResult:
 
     with atomic_write(run.out / "model_final.pt") as f:
         torch.save(run.model.state_dict(), f)
-    write_text_atomic(run.out / "result.json", json.dumps({"final": run.rows[-1], "epochs": run.total}, indent=2))
+    # The checksum lets a later reuse tell a metrics.csv changed or damaged since the run finished.
+    write_text_atomic(run.out / "result.json", json.dumps({"final": run.rows[-1], "epochs": run.total,
+                                                           "metrics_sha256": file_sha256(run.out / "metrics.csv")},
+                                                          indent=2))
     return RunResult(run.out, run.rows, resumed_from=run.resumed_from)
 
 
@@ -763,6 +771,9 @@ def _dense_gradients(model, x, y, generator, batch_size: int, loss_fn, n_batches
     return grads
 
 
+_METRICS_WAY_OUT = ("delete the run's result.json to rewrite metrics.csv from its checkpoint, or delete the run "
+                    "directory to train it again")
+
 #: Columns every metrics.csv has (validation columns with --val-fraction, connection counts per layer).
 METRIC_COLUMNS = ("epoch", "phase", "train_loss", "train_acc", "test_loss", "test_acc")
 
@@ -777,8 +788,7 @@ def read_metrics(run_dir: str | os.PathLike, *, epochs: int | None = None,
     Anything else raises :class:`FileFormatError` naming the file.
     """
     path = Path(run_dir) / "metrics.csv"
-    way_out = ("delete the run's result.json to rewrite it from the checkpoint, or delete the run directory "
-               "to train it again")
+    way_out = _METRICS_WAY_OUT
     if not path.exists():
         if epochs is not None:
             raise FileFormatError(path, f"missing from a finished run; {way_out}")
