@@ -86,6 +86,11 @@ def check_summary(path: Path, summary: Any) -> dict[str, Any]:
 _JSON_NAMES = {str: "string", list: "array", dict: "object"}
 
 
+def _shown(text: str) -> str:
+    """File content for a one-line message: control characters escaped, at most 200 characters."""
+    return repr(text[:200])[1:-1]
+
+
 def _check_sha(path: Path, expected: Any) -> None:
     if isinstance(expected, dict) and "sha256" in expected and expected["sha256"] != file_sha256(path):
         raise FileFormatError(path, f"changed since the experiment wrote it (its checksum is not the one "
@@ -109,7 +114,7 @@ def _read_csv(path: Path, expected: Any = None) -> list[dict[str, str]]:
                                         f"(truncated?); {_RERUN}")
     if isinstance(expected, dict):
         if expected.get("columns") != header:
-            raise FileFormatError(path, f"columns {','.join(header)[:200]}, the experiment wrote "
+            raise FileFormatError(path, f"columns {_shown(','.join(header))}, the experiment wrote "
                                         f"{','.join(map(str, expected.get('columns') or []))[:200]}; {_RERUN}")
         if expected.get("rows") != len(table) - 1:
             raise FileFormatError(path, f"{len(table) - 1} rows, the experiment wrote {expected.get('rows')} "

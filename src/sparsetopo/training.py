@@ -805,7 +805,7 @@ def read_metrics(run_dir: str | os.PathLike, *, epochs: int | None = None,
     missing = [c for c in required if c not in header]
     if missing or len(set(header)) != len(header):
         raise FileFormatError(path, f"header must name the columns {', '.join(required)} once each; "
-                                    f"got {','.join(header)[:200]}; {way_out}")
+                                    f"got {repr(','.join(header)[:200])[1:-1]}; {way_out}")
     rows = [_metrics_row(path, header, cells, line, way_out) for line, cells in enumerate(table[1:], start=2)]
     got = [r["epoch"] for r in rows]
     if got != list(range(1, len(rows) + 1)):
