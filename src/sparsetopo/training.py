@@ -34,12 +34,13 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ._util import atomic_write, write_csv, write_text_atomic
+from ._util import atomic_write, file_sha256, write_csv, write_text_atomic
 from .config import check_config, load_yaml_mapping, option, registry
 from .errors import FileFormatError, SparsetopoError
 from .sparsity import SparsitySettings
 
-__all__ = ["TrainConfig", "RunResult", "train", "load_config_file", "loss_function", "SEED_PURPOSES"]
+__all__ = ["TrainConfig", "RunResult", "train", "load_config_file", "loss_function", "SEED_PURPOSES", "read_metrics",
+           "reusable_run", "estimate_memory", "available_memory"]
 
 SEED_PURPOSES = ("topology", "init", "data", "regrowth", "dropout")
 OPTIMIZERS = ("sgd", "adam")
@@ -314,18 +315,79 @@ def load_weights(path: str | os.PathLike) -> tuple[list, list[np.ndarray]]:
     return weights, biases
 
 
-def _check_same_config(out: Path, config: TrainConfig) -> None:
+def _check_same_config(out: Path, config: TrainConfig, *, anchor: Path | None = None) -> None:
+    """Refuse a run directory whose recorded settings (config.yaml) differ from ``config``.
+
+    ``anchor`` is the experiment directory the run belongs to: there an ``initial_topology``
+    is the same setting when it names the same file of that directory, wherever the
+    directory now lies (experiment directories can be moved).
+    """
     # A key missing from an older run's config.yaml had the field's default then.
     saved = {**TrainConfig().to_dict(), **load_config_file(out / "config.yaml")}
     current = config.to_dict()
     diff = sorted(k for k in set(saved) | set(current)
-                  if k not in _NON_SEMANTIC and saved.get(k) != current.get(k))
+                  if k not in _NON_SEMANTIC and not _same_setting(k, saved.get(k), current.get(k), anchor))
     if diff:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diff)
         raise SparsetopoError(
-            f"{out}: holds a run with another configuration ({detail}); "
-            "use a new --out directory or the same settings to resume"
+            f"{out}: holds a run with another configuration ({detail}) than wanted (setting: recorded -> wanted); "
+            "delete it or choose another --out directory, or use the same settings to resume"
         )
+
+
+def _same_setting(key: str, recorded: Any, wanted: Any, anchor: Path | None) -> bool:
+    if recorded == wanted:
+        return True
+    if key != "initial_topology" or anchor is None or not isinstance(recorded, str) or not isinstance(wanted, str):
+        return False
+    try:
+        inside = Path(wanted).resolve().relative_to(Path(anchor).resolve())
+    except ValueError:
+        return False
+    return Path(recorded).parts[-len(inside.parts):] == inside.parts
+
+
+def reusable_run(out: str | os.PathLike, config: TrainConfig, *, anchor: str | os.PathLike | None = None):
+    """The validated metrics of the finished run in ``out`` if it is this ``config``'s, else ``None``.
+
+    ``None`` means the run still has to be trained (or resumed). A directory holding a run
+    with other recorded settings, or a finished run whose config.yaml, result.json or
+    metrics.csv is missing or damaged, is refused with an error naming the file and the
+    way out, so that a foreign or damaged run is never used as this one.
+
+    Parameters
+    ----------
+    out : path
+        The run directory.
+    config : TrainConfig
+        The settings the caller would train with.
+    anchor : path, optional
+        The experiment directory holding the run (see :func:`_check_same_config`).
+    """
+    out = Path(out)
+    if (out / "config.yaml").exists():
+        _check_same_config(out, config, anchor=None if anchor is None else Path(anchor))
+    result_path = out / "result.json"
+    if not result_path.exists():
+        return None
+    if not (out / "config.yaml").exists():
+        raise FileFormatError(out / "config.yaml", "missing from a finished run (result.json is there), so its "
+                                                   "settings are unknown; delete the run directory to train it again")
+    way_out = "delete it to rewrite it from the run's checkpoint, or delete the run directory to train it again"
+    try:
+        result = json.loads(result_path.read_text())
+    except ValueError:
+        raise FileFormatError(result_path, f"not valid JSON; {way_out}") from None
+    epochs = result.get("epochs") if isinstance(result, dict) else None
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise FileFormatError(result_path, "must be a JSON object with an integer 'epochs' >= 1 (the run's "
+                                           f"length), got {' '.join(json.dumps(result).split())[:80]}; {way_out}")
+    rows = read_metrics(out, epochs=epochs, validation=config.val_fraction > 0)
+    recorded = result.get("metrics_sha256")  # absent in runs finished before it was recorded
+    if recorded is not None and recorded != file_sha256(out / "metrics.csv"):
+        raise FileFormatError(out / "metrics.csv", "changed since the run finished (its checksum is not the one "
+                                                   f"result.json records); {_METRICS_WAY_OUT}")
+    return rows
 
 
 # --------------------------------------------------------------------- train
@@ -377,10 +439,9 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = T
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory (a run directory was expected)",
                                  str(out))
-    if (out / "config.yaml").exists():
-        _check_same_config(out, config)
-        if (out / "result.json").exists():
-            return RunResult(out, read_metrics(out), skipped=True)
+    finished = reusable_run(out, config)
+    if finished is not None:
+        return RunResult(out, finished, skipped=True)
     run = _prepare(config, out, dataset)  # everything that can fail on bad input, before anything is written
     with run_lock(out, command):
         _open_run_dir(run, command)
@@ -418,6 +479,83 @@ def run_lock(out: Path, command: str | None = None):
         os.close(fd)
 
 
+def estimate_memory(config: TrainConfig, n_features: int, n_classes: int,
+                    image_shape: tuple[int, int, int] | None = None) -> int:
+    """Bytes that training ``config``'s network needs in the masked engine (a lower bound, no allocation).
+
+    The masked engine keeps every layer as dense ``n_out x n_in`` (x 3 x 3) float32 tensors:
+    the weight, its gradient and its mask (float32 too), plus the optimizer's state per
+    parameter (SGD with momentum: one tensor, Adam: two); biases likewise. Activations
+    are counted for one training batch: three float32 values (pre-activation, activation,
+    gradient) per neuron and sample.
+
+    Parameters
+    ----------
+    config : TrainConfig
+    n_features, n_classes : int
+        The data's input size and number of classes.
+    image_shape : (channels, height, width), optional
+        Required for ``model="cnn"``.
+
+    Returns
+    -------
+    int
+        Bytes.
+    """
+    layers = []  # per layer: (weight entries, biases, outputs per sample)
+    if config.model == "cnn":
+        if image_shape is None:
+            raise SparsetopoError("estimate_memory: --model cnn needs the data's image shape")
+        c, h, w = (int(v) for v in image_shape)
+        for k, out in enumerate(int(v) for v in config.channels):
+            layers.append((out * c * 9, out, out * h * w))
+            c = out
+            if k % 2 == 1:
+                h, w = h // 2, w // 2
+        n_features = c * h * w
+    sizes = [int(n_features), *(int(v) for v in config.hidden), int(n_classes)]
+    layers += [(a * b, b, b) for a, b in zip(sizes[:-1], sizes[1:])]
+    state = 2 if config.optimizer == "adam" else (1 if config.momentum > 0 else 0)
+    weights = sum(w for w, _, _ in layers)
+    biases = sum(b for _, b, _ in layers)
+    per_param = 4 * (2 + state)  # float32 value, gradient, optimizer state
+    activations = 3 * 4 * config.batch_size * sum(o for _, _, o in layers)
+    return weights * (per_param + 4) + biases * per_param + activations
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (``MemAvailable``), or ``None`` when unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**28 else f"{n / 2**20:.0f} MiB"
+
+
+def _check_memory(config: TrainConfig, data) -> None:
+    """Refuse, before building anything, a network whose training would not fit in memory."""
+    need = estimate_memory(config, data.n_features, data.n_classes, getattr(data, "image_shape", None))
+    have = available_memory()
+    if have is None or need <= have:
+        return
+    hidden = " ".join(map(str, config.hidden))
+    raise SparsetopoError(
+        f"--hidden {hidden}: training this network needs about {_gib(need)} of memory (the masked engine holds "
+        f"dense float32 weights, gradients, masks and optimizer state for every layer, plus activations for "
+        f"--batch-size {config.batch_size}), but {_gib(have)} is available; use a smaller --hidden width or a "
+        "lower --batch-size (the coming truly sparse engine will need memory only for the connections)")
+
+
 def _prepare(config: TrainConfig, out: Path, dataset) -> _Run:
     """Load the data and build the model, method and optimizer; writes nothing."""
     import torch
@@ -429,6 +567,7 @@ def _prepare(config: TrainConfig, out: Path, dataset) -> _Run:
                                    seed=config.named_seed("data"), limit_train=config.limit_train,
                                    limit_test=config.limit_test, input_scaling=config.input_scaling)
     method = get_method(config)
+    _check_memory(config, data)  # the dense tensors' sizes are known: refuse before allocating them
     model = config.build_model(data)
     shapes = model.layer_shapes
     if config.initial_topology:
@@ -494,6 +633,8 @@ def _start_or_resume(run: _Run, log) -> None:
     if not 0 <= run.start <= run.total or len(run.rows) != run.start:
         raise FileFormatError(run.checkpoint, f"checkpoint claims epoch {run.start} with {len(run.rows)} metric rows "
                                               f"(run of {run.total} epochs); {way_out}")
+    if run.rows:  # the checkpoint holds the metrics: a damaged metrics.csv heals on resume
+        write_csv(run.out / "metrics.csv", run.rows)
     log(f"[{run.name}] resuming after epoch {run.start} of {run.total}")
 
 
@@ -604,7 +745,10 @@ def _finish(run: _Run) -> RunResult:
 
     with atomic_write(run.out / "model_final.pt") as f:
         torch.save(run.model.state_dict(), f)
-    write_text_atomic(run.out / "result.json", json.dumps({"final": run.rows[-1], "epochs": run.total}, indent=2))
+    # The checksum lets a later reuse tell a metrics.csv changed or damaged since the run finished.
+    write_text_atomic(run.out / "result.json", json.dumps({"final": run.rows[-1], "epochs": run.total,
+                                                           "metrics_sha256": file_sha256(run.out / "metrics.csv")},
+                                                          indent=2))
     return RunResult(run.out, run.rows, resumed_from=run.resumed_from)
 
 
@@ -627,19 +771,65 @@ def _dense_gradients(model, x, y, generator, batch_size: int, loss_fn, n_batches
     return grads
 
 
-def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The rows of a run's ``metrics.csv`` with numbers parsed (empty before the first epoch)."""
+_METRICS_WAY_OUT = ("delete the run's result.json to rewrite metrics.csv from its checkpoint, or delete the run "
+                    "directory to train it again")
+
+#: Columns every metrics.csv has (validation columns with --val-fraction, connection counts per layer).
+METRIC_COLUMNS = ("epoch", "phase", "train_loss", "train_acc", "test_loss", "test_acc")
+
+
+def read_metrics(run_dir: str | os.PathLike, *, epochs: int | None = None,
+                 validation: bool = False) -> list[dict[str, Any]]:
+    """The rows of a run's ``metrics.csv`` with numbers parsed, validated (empty before the first epoch).
+
+    The header must hold :data:`METRIC_COLUMNS` (and ``val_loss``, ``val_acc`` with
+    ``validation``), every row a number in every column but ``phase``, and the epochs
+    must run 1, 2, ... (up to ``epochs`` when given: a finished run has all of them).
+    Anything else raises :class:`FileFormatError` naming the file.
+    """
     path = Path(run_dir) / "metrics.csv"
+    way_out = _METRICS_WAY_OUT
     if not path.exists():
+        if epochs is not None:
+            raise FileFormatError(path, f"missing from a finished run; {way_out}")
         return []
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        for k, v in r.items():
-            if k == "phase":
-                continue
-            try:
-                r[k] = int(v) if v.lstrip("-").isdigit() else float(v)
-            except ValueError:
-                pass
+    try:
+        with open(path, newline="") as f:
+            table = list(csv.reader(f))
+    except (ValueError, csv.Error) as exc:  # undecodable bytes, NUL characters
+        raise FileFormatError(path, f"not a metrics table ({exc}); {way_out}") from None
+    if not table:
+        raise FileFormatError(path, f"empty (no header); {way_out}")
+    header = table[0]
+    required = METRIC_COLUMNS + (("val_loss", "val_acc") if validation else ())
+    missing = [c for c in required if c not in header]
+    if missing or len(set(header)) != len(header):
+        raise FileFormatError(path, f"header must name the columns {', '.join(required)} once each; "
+                                    f"got {repr(','.join(header)[:200])[1:-1]}; {way_out}")
+    rows = [_metrics_row(path, header, cells, line, way_out) for line, cells in enumerate(table[1:], start=2)]
+    got = [r["epoch"] for r in rows]
+    if got != list(range(1, len(rows) + 1)):
+        raise FileFormatError(path, f"epochs must run 1, 2, ... one row each; got {got[:20]}; {way_out}")
+    if epochs is not None and len(rows) != epochs:
+        raise FileFormatError(path, f"{len(rows)} epoch rows for a finished run of {epochs} epochs; {way_out}")
     return rows
+
+
+def _metrics_row(path: Path, header: list[str], cells: list[str], line: int, way_out: str) -> dict[str, Any]:
+    if len(cells) != len(header):
+        raise FileFormatError(path, f"line {line} has {len(cells)} cells for {len(header)} columns "
+                                    f"(truncated?); {way_out}")
+    row: dict[str, Any] = {}
+    for k, v in zip(header, cells):
+        if k == "phase":
+            if not v:
+                raise FileFormatError(path, f"line {line}: empty phase; {way_out}")
+            row[k] = v
+            continue
+        try:
+            row[k] = int(v) if v.lstrip("-").isdigit() else float(v)
+        except ValueError:
+            raise FileFormatError(path, f"line {line}, column {k}: {v[:40]!r} is not a number; {way_out}") from None
+    if not isinstance(row["epoch"], int):
+        raise FileFormatError(path, f"line {line}: epoch {row['epoch']!r} is not an integer; {way_out}")
+    return row

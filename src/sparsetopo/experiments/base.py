@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
+from .._util import file_sha256, write_text_atomic
 from .._util import write_csv as _write_csv
-from .._util import write_text_atomic
 from ..config import check_config, load_yaml_mapping
 from ..errors import SparsetopoError
 from ..training import TrainConfig
@@ -151,22 +151,40 @@ def run_experiment(name: str, preset: str, out: str | os.PathLike, *, config_fil
     resolved = {"experiment": name, "preset": preset, "config": dataclasses.asdict(config)}
     if saved.exists():
         previous = load_yaml_mapping(saved)
-        if isinstance(previous.get("config"), dict):
-            # A setting added since that run was started had its default then.
-            defaults = dataclasses.asdict(exp_defaults(config))
-            previous["config"] = {**{k: v for k, v in defaults.items() if k not in previous["config"]},
-                                  **previous["config"]}
+        if not isinstance(previous.get("config"), dict):
+            previous["config"] = {}  # damaged or hand-written: every setting then differs
+        # A setting added since that run was started had its default then.
+        defaults = dataclasses.asdict(exp_defaults(config))
+        previous["config"] = {**{k: v for k, v in defaults.items() if k not in previous["config"]},
+                              **previous["config"]}
         if previous != resolved:
-            diff = sorted(k for k in resolved["config"] if previous.get("config", {}).get(k) != resolved["config"][k])
+            diff = sorted(k for k in resolved["config"] if previous["config"].get(k) != resolved["config"][k])
+            detail = ", ".join(f"{k}: {previous['config'].get(k)!r} -> {resolved['config'][k]!r}" for k in diff)
             raise SparsetopoError(f"{out}: holds a {previous.get('experiment')} experiment with other settings "
-                                  f"(preset {previous.get('preset')}; differing: {', '.join(diff) or 'experiment'}); "
-                                  "use another --out or the same settings")
+                                  f"(preset {previous.get('preset')}; differing: {detail or 'experiment'}; "
+                                  "setting: recorded -> wanted); use another --out or the same settings")
     else:
         write_text_atomic(saved, yaml.safe_dump(resolved, sort_keys=False))
     summary = EXPERIMENTS[name].run(config, out, ctx or Context())
     summary = {"experiment": name, "preset": preset, "config": dataclasses.asdict(config), **summary}
+    summary["files"] = output_files(out, summary.get("tables", {}), summary.get("figures", {}))
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2, default=float))
     return summary
+
+
+def output_files(out: Path, tables: dict[str, str], figures: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """What the report checks of each table and figure a summary names: its checksum, and a
+    table's columns and row count (so that a damaged or changed file is named, not shown)."""
+    import csv
+
+    files = {}
+    for rel_path in tables.values():
+        with open(out / rel_path, newline="") as f:
+            rows = list(csv.reader(f))
+        files[rel_path] = {"columns": rows[0], "rows": len(rows) - 1, "sha256": file_sha256(out / rel_path)}
+    for rel_path in figures.values():
+        files[rel_path] = {"sha256": file_sha256(out / rel_path)}
+    return files
 
 
 def settings_table(config, sources: dict[str, str], path: Path) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import SparsetopoError
 from ..nnstd import load_matrix, nnstd_many, pairwise_nnstd, save_matrix
 from ..plots import heatmap_grid, line_plot
 from ..topology import Topology, erdos_renyi, layer_densities, perturbation_chain, random_topology
@@ -124,7 +125,9 @@ def _run(cfg: EvolutionConfig, out: Path, ctx: Context) -> dict:
     initial = _initial_topologies(cfg, out, names)
     run_dirs = _train_networks(cfg, out, names, epochs, ctx)
 
-    snapshots = {e: [load_snapshot(d, e, n) for d, n in zip(run_dirs, names)] for e in epochs}
+    shapes = initial[0].shapes
+    snapshots = {e: [load_snapshot(d, e, n, shapes=shapes) for d, n in zip(run_dirs, names)] for e in epochs}
+    # Fully dense layers (all of them at density 1) have NNSTD 0 by construction: nothing to evolve there.
     hidden = sparse_layers(initial[0])
     matrices = _nnstd_matrices(cfg, out, names, snapshots, ctx)
     off = ~np.eye(cfg.networks, dtype=bool)
@@ -151,7 +154,8 @@ def _run(cfg: EvolutionConfig, out: Path, ctx: Context) -> dict:
                          "drift_from_initial_mean": drift[epochs.index(e), :, k].mean(),
                          "connections_mean": stats["connections"][k][e], "shared_mean": stats["shared"][k][e],
                          "weight_correlation": stats["correlation"][k].get(e)})
-    write_csv(out / "tables" / "evolution.csv", rows)
+    if rows:
+        write_csv(out / "tables" / "evolution.csv", rows)
     kept_rows = [{"from_epoch": e1, "to_epoch": e2, "layer": k, "kept_mean": v}
                  for k in hidden for (e1, e2), v in stats["kept"][k].items()]
     if kept_rows:
@@ -164,7 +168,8 @@ def _run(cfg: EvolutionConfig, out: Path, ctx: Context) -> dict:
                  f"best_{acc_key}": max(r[acc_key] for r in m)} for n, m in zip(names, metrics)]
     write_csv(out / "tables" / "accuracy.csv", acc_rows)
     # The published networks are the paper's MLPs: a CNN study has nothing to be compared with.
-    fid = fidelity_rows(means, stats, curve) if cfg.model == "mlp" else []
+    # (nor a study without sparse layers: the published networks are sparse).
+    fid = fidelity_rows(means, stats, curve) if cfg.model == "mlp" and hidden else []
     if fid:
         write_csv(out / "tables" / "fidelity.csv", fid)
 
@@ -176,7 +181,8 @@ def _run(cfg: EvolutionConfig, out: Path, ctx: Context) -> dict:
         tables["Fidelity: this run beside the paper's published networks, statistic by statistic"] = \
             "tables/fidelity.csv"
     tables["Mean accuracy by epoch beside the published networks'"] = "tables/accuracy_curve.csv"
-    tables["NNSTD and connections by epoch and hidden layer (dense layers are left out)"] = "tables/evolution.csv"
+    if rows:
+        tables["NNSTD and connections by epoch and hidden layer (dense layers are left out)"] = "tables/evolution.csv"
     if kept_rows:
         tables["Connections of a network kept between consecutive snapshots"] = "tables/kept.csv"
     tables["Final accuracy per network"] = "tables/accuracy.csv"
@@ -228,16 +234,33 @@ def _train_networks(cfg: EvolutionConfig, out: Path, names: list[str], epochs: l
             tc.init_seed = shared_init_seed
         runs.append((tc, out / "runs" / name))
     ctx.log(f"evolution: training {len(runs)} SET networks for {cfg.epochs} epochs")
-    return run_trainings(runs, n_jobs=ctx.n_jobs, cluster=ctx.cluster, progress=ctx.progress, desc="SET networks")
+    return run_trainings(runs, n_jobs=ctx.n_jobs, cluster=ctx.cluster, progress=ctx.progress, desc="SET networks",
+                         anchor=out)
 
 
 def _nnstd_matrices(cfg, out: Path, names, snapshots, ctx: Context) -> dict[int, np.ndarray]:
+    """The pairwise NNSTD of each epoch's snapshots, read back when already computed.
+
+    A saved matrix is derived and cheap to recompute: one that cannot be read or does not
+    fit this study (other networks, names or layers: e.g. left by an earlier run of the
+    experiment) is recomputed and overwritten, with a log line naming it.
+    """
     matrices = {}
     for e, tops in snapshots.items():
         path = out / "nnstd" / f"epoch_{e:03d}.npz"
         if path.exists():
-            matrices[e] = load_matrix(str(path))[0]
-            continue
+            problem = None
+            try:
+                d, saved = load_matrix(str(path))
+            except SparsetopoError as exc:
+                problem = str(exc)
+            else:
+                if d.shape == (len(names), len(names), len(tops[0])) and saved == list(names):
+                    matrices[e] = d
+                    continue
+                problem = (f"{path}: holds {d.shape[0]} networks x {d.shape[2]} layers ({', '.join(saved[:4])}"
+                           f"{', ...' if len(saved) > 4 else ''}), this study {len(names)} x {len(tops[0])}")
+            ctx.log(f"evolution: recomputing {path.name} ({problem})")
         d = pairwise_nnstd(tops, n_jobs=ctx.n_jobs, progress=ctx.progress, cache_dir=out / "nnstd_cache",
                            cluster=ctx.cluster, solver=cfg.solver)
         save_matrix(d, names, npz=str(path), csv=str(path.with_suffix(".csv")))
@@ -247,6 +270,8 @@ def _nnstd_matrices(cfg, out: Path, names, snapshots, ctx: Context) -> dict[int,
 
 def _figures(cfg, out, names, epochs, hidden, matrices, means, drift, curve, stats, fid) -> dict[str, str]:
     figs = {}
+    if not hidden:
+        return figs  # every layer dense: no NNSTD to draw
     grow = {k: means[k][epochs[-1]] - means[k][0] for k in hidden}
     for k in hidden:
         verdict = "drift apart" if grow[k] > 0.05 else "stay close"
@@ -276,10 +301,18 @@ def _figures(cfg, out, names, epochs, hidden, matrices, means, drift, curve, sta
 
 def _findings(cfg, epochs, hidden, matrices, means, acc_rows, acc_key, fid) -> list[str]:
     last = epochs[-1]
-    neigh0 = float(np.mean([matrices[0][i, i + 1, hidden[0]] for i in range(cfg.networks - 1)]))
     accs = np.array([r[f"final_{acc_key}"] for r in acc_rows])
-    grows = all(means[k][last] > 2 * max(means[k][0], 1e-9) and means[k][last] > means[k][0] + 0.05 for k in hidden)
     split = "held-out" if acc_key == "val_acc" else "test"
+    accuracy = (f"Final {split} accuracy of the {cfg.networks} networks: {accs.mean():.4f} ± {accs.std():.4f} "
+                f"(min {accs.min():.4f}, max {accs.max():.4f}): "
+                + ("all perform alike (spread < 2 points)." if accs.max() - accs.min() < 0.02
+                   else "their accuracies differ by 2 points or more."))
+    if not hidden:
+        return [f"Every layer is dense at density {cfg.density:g} (NNSTD 0 by construction): all networks have the "
+                "same topology and SET has nothing to evolve, so there are no NNSTD tables or figures. Choose a "
+                "density below 1 to study how sparse topologies drift.", accuracy]
+    neigh0 = float(np.mean([matrices[0][i, i + 1, hidden[0]] for i in range(cfg.networks - 1)]))
+    grows = all(means[k][last] > 2 * max(means[k][0], 1e-9) and means[k][last] > means[k][0] + 0.05 for k in hidden)
     findings = [
         f"Before training, neighbours in the {cfg.perturb_fraction:.0%}-perturbation chain are "
         f"{neigh0:.3f} apart in layer {hidden[0]}"
@@ -288,10 +321,7 @@ def _findings(cfg, epochs, hidden, matrices, means, acc_rows, acc_key, fid) -> l
         f"{last}: " + "; ".join(f"layer {k} {means[k][0]:.3f} -> {means[k][last]:.3f}" for k in hidden)
         + ": near-identical topologies drift apart under SET " + ("in every hidden layer." if grows else
                                                                   "- NOT in every hidden layer in this run."),
-        f"Final {split} accuracy of the {cfg.networks} networks: {accs.mean():.4f} ± {accs.std():.4f} "
-        f"(min {accs.min():.4f}, max {accs.max():.4f}): "
-        + ("all perform alike (spread < 2 points)." if accs.max() - accs.min() < 0.02
-           else "their accuracies differ by 2 points or more."),
+        accuracy,
     ]
     if note := dense_layers_finding(len(matrices[0][0, 0]), hidden, "the heatmaps and means"):
         findings.append(note)

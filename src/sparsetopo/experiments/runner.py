@@ -7,9 +7,10 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import FileFormatError
 from ..parallel import map_tasks
 from ..topology import Topology
-from ..training import TrainConfig
+from ..training import TrainConfig, reusable_run
 
 
 def _train_one(task: tuple[dict, str, int]) -> str:
@@ -27,14 +28,19 @@ def _train_one(task: tuple[dict, str, int]) -> str:
 
 
 def run_trainings(runs: Sequence[tuple[TrainConfig, Path]], *, n_jobs: int = -1, cluster: str | None = None,
-                  progress: bool = True, desc: str = "training runs") -> list[Path]:
+                  progress: bool = True, desc: str = "training runs", anchor: Path | None = None) -> list[Path]:
     """Train every ``(config, out_dir)``; complete runs are skipped, partial ones resume.
+
+    Every run directory is checked before anything trains (:func:`~sparsetopo.training.reusable_run`):
+    a finished run is reused only when its recorded settings are the ones wanted and its
+    results are intact, so a foreign or damaged run is refused, never used as one of the
+    study's networks. ``anchor`` is the experiment directory (it may have been moved).
 
     Runs go to separate processes (joblib) or Dask workers, one torch thread
     each, so two cores train two networks at once.
     """
-    runs = list(runs)
-    pending = [(c.validate(), Path(d)) for c, d in runs if not (Path(d) / "result.json").exists()]
+    runs = [(c.validate(), Path(d)) for c, d in runs]
+    pending = [(c, d) for c, d in runs if reusable_run(d, c, anchor=anchor) is None]
     workers = min(n_jobs if n_jobs and n_jobs > 0 else (os.cpu_count() or 1), max(len(pending), 1))
     # Worker processes train with one torch thread each; a run trained in this
     # process leaves torch's thread setting alone.
@@ -110,7 +116,15 @@ def snapshot_path(run_dir: Path, epoch: int, kind: str = "topology") -> Path:
     return Path(run_dir) / kind / f"epoch_{epoch:03d}.npz"
 
 
-def load_snapshot(run_dir: Path, epoch: int, name: str | None = None) -> Topology:
-    t = Topology.load(snapshot_path(run_dir, epoch))
+def load_snapshot(run_dir: Path, epoch: int, name: str | None = None, *, shapes=None) -> Topology:
+    """A run's topology snapshot of ``epoch`` (validated by :meth:`Topology.load`), named ``name``.
+
+    ``shapes``: the layer shapes the study's networks have; a snapshot with others is refused naming the file.
+    """
+    path = snapshot_path(run_dir, epoch)
+    t = Topology.load(path)
+    if shapes is not None and t.shapes != tuple(shapes):
+        raise FileFormatError(path, f"has layers {list(t.shapes)}, the study's networks {list(shapes)}; delete the "
+                                    "run directory to train it again")
     return t.with_name(name or f"{Path(run_dir).name}@{epoch}")
 

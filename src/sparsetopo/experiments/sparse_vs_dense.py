@@ -78,7 +78,7 @@ def _run(cfg: SparseVsDenseConfig, out: Path, ctx: Context) -> dict:
                                               seed=cfg.seed + s), d))
                 groups.setdefault((method, "x".join(map(str, cfg.hidden)), float(eps)), []).append(d)
     ctx.log(f"sparse-vs-dense: {len(runs)} training runs")
-    run_trainings(runs, n_jobs=ctx.n_jobs, cluster=ctx.cluster, progress=ctx.progress, desc="runs")
+    run_trainings(runs, n_jobs=ctx.n_jobs, cluster=ctx.cluster, progress=ctx.progress, desc="runs", anchor=out)
 
     table, unlearned = [], []
     for (method, hidden, eps), dirs in groups.items():

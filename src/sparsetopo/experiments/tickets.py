@@ -12,6 +12,7 @@ their topologies with NNSTD, and what each cost to obtain.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,7 +102,7 @@ def _run(cfg: TicketsConfig, out: Path, ctx: Context) -> dict:
                                    snapshot_every=cfg.round_epochs or cfg.epochs)
         runs.append((lot_cfg, d))
     ctx.log(f"tickets: {cfg.set_runs} SET runs from one topology, {cfg.lottery_runs} lottery ticket(s), 1 dense")
-    run_trainings(runs, n_jobs=ctx.n_jobs, cluster=ctx.cluster, progress=ctx.progress, desc="runs")
+    run_trainings(runs, n_jobs=ctx.n_jobs, cluster=ctx.cluster, progress=ctx.progress, desc="runs", anchor=out)
 
     dm = read_metrics(dense_dir)
     dense_acc = dm[-1]["test_acc"]
@@ -111,7 +112,7 @@ def _run(cfg: TicketsConfig, out: Path, ctx: Context) -> dict:
         for d in dirs:
             m = read_metrics(d)
             last = m[-1]
-            final = load_snapshot(d, last["epoch"], d.name)
+            final = load_snapshot(d, last["epoch"], d.name, shapes=initial.shapes)
             finals.append(final)
             acc_rows.append({"subnetwork": d.name, "method": kind, "density": final.density,
                              "final_test_acc": last["test_acc"], "dense_test_acc": dense_acc,
@@ -142,8 +143,10 @@ def _run(cfg: TicketsConfig, out: Path, ctx: Context) -> dict:
     snaps, labels, groups = [], [], []
     for d in set_dirs + lot_dirs:
         for path in sorted((d / "topology").glob("epoch_*.npz")):
+            if not re.fullmatch(r"epoch_\d{3,}", path.stem):
+                continue  # not a snapshot the run wrote (a stray or renamed file)
             epoch = int(path.stem.split("_")[1])
-            t = Topology.load(path)
+            t = load_snapshot(d, epoch, shapes=initial.shapes)
             if d in lot_dirs and t.density == 1.0:
                 continue  # the dense starting point of pruning is not a subnetwork
             snaps.append(t.with_name(f"{d.name}@{epoch}"))
