@@ -9,18 +9,19 @@ the optimizer step (so momentum never builds up there) and weights after it.
 
 from __future__ import annotations
 
-import contextlib
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from .errors import SparsetopoError
+from .masking import MaskedNetwork
 from .topology import Topology
 
-__all__ = ["ACTIVATIONS", "INITS", "MaskedConv2d", "MaskedLinear", "SeededDropout", "SparseCNN", "SparseMLP"]
+__all__ = ["ACTIVATIONS", "INITS", "MODELS", "MaskedConv2d", "MaskedLinear", "SeededDropout", "SparseCNN",
+           "SparseMLP", "register_model"]
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -118,7 +119,36 @@ def _init_weights(layer: nn.Module, generator: torch.Generator | None, init: str
                 layer.bias.uniform_(-b, b, generator=generator)
 
 
-class MaskedLinear(nn.Linear):
+class _MaskOps:
+    """The :class:`~sparsetopo.masking.MaskedLayer` members shared by the dense-weight masked layers."""
+
+    weight: torch.Tensor
+    weight_mask: torch.Tensor
+
+    @property
+    def n_connections(self) -> int:
+        return int(self.weight_mask.count_nonzero())
+
+    @torch.no_grad()
+    def set_mask(self, mask: torch.Tensor | np.ndarray) -> None:
+        mask = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
+        if tuple(mask.shape) != tuple(self.weight.shape):
+            raise SparsetopoError(f"mask shape {tuple(mask.shape)} does not match weight {tuple(self.weight.shape)}")
+        self.weight_mask.copy_(mask.to(self.weight_mask.dtype) != 0)
+        self.weight.mul_(self.weight_mask)
+
+    @torch.no_grad()
+    def apply_mask(self) -> None:
+        self.weight.mul_(self.weight_mask)
+
+    @torch.no_grad()
+    def mask_grad(self) -> None:
+        # A sparse gradient comes from the sparse kernel and lives on the mask already.
+        if self.weight.grad is not None and not self.weight.grad.is_sparse:
+            self.weight.grad.mul_(self.weight_mask)
+
+
+class MaskedLinear(_MaskOps, nn.Linear):
     """``nn.Linear`` with a ``weight_mask`` buffer of the weight's shape (1 = connection).
 
     ``sparse_kernel``: ``True`` computes through sparse CSR kernels, ``False``
@@ -143,10 +173,6 @@ class MaskedLinear(nn.Linear):
         self._auto_key: tuple | None = None
         self._auto_sparse = False
         _init_weights(self, generator, init, init_std)
-
-    @property
-    def n_connections(self) -> int:
-        return int(self.weight_mask.count_nonzero())
 
     def _use_sparse(self) -> bool:
         if self.force_dense or self.weight.device.type != "cpu":
@@ -183,26 +209,12 @@ class MaskedLinear(nn.Linear):
         return super().forward(x)
 
     @torch.no_grad()
-    def set_mask(self, mask: torch.Tensor | np.ndarray) -> None:
-        mask = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
-        if tuple(mask.shape) != tuple(self.weight.shape):
-            raise SparsetopoError(f"mask shape {tuple(mask.shape)} does not match weight {tuple(self.weight.shape)}")
-        self.weight_mask.copy_(mask.to(self.weight_mask.dtype) != 0)
-        self.weight.mul_(self.weight_mask)
-
-    @torch.no_grad()
     def apply_mask(self) -> None:
         # After a step on a sparse gradient only the mask's positions moved
         # (MaskedSGD touches nothing else), so the dense pass can be skipped.
         if self.weight.grad is not None and self.weight.grad.is_sparse:
             return
         self.weight.mul_(self.weight_mask)
-
-    @torch.no_grad()
-    def mask_grad(self) -> None:
-        # A sparse gradient comes from the sparse kernel and lives on the mask already.
-        if self.weight.grad is not None and not self.weight.grad.is_sparse:
-            self.weight.grad.mul_(self.weight_mask)
 
 
 class SeededDropout(nn.Module):
@@ -228,7 +240,7 @@ class SeededDropout(nn.Module):
         return f"p={self.p}"
 
 
-class MaskedConv2d(nn.Conv2d):
+class MaskedConv2d(_MaskOps, nn.Conv2d):
     """``nn.Conv2d`` with a ``weight_mask`` buffer ``(out, in / groups, kh, kw)`` (1 = connection).
 
     Computes with the dense (zero-outside-the-mask) kernel: convolutions reuse
@@ -243,21 +255,9 @@ class MaskedConv2d(nn.Conv2d):
         self.force_dense = False
         _init_weights(self, generator, init, init_std)
 
-    @property
-    def n_connections(self) -> int:
-        return int(self.weight_mask.count_nonzero())
 
-    set_mask = MaskedLinear.set_mask
-
-    @torch.no_grad()
-    def apply_mask(self) -> None:
-        self.weight.mul_(self.weight_mask)
-
-    mask_grad = MaskedLinear.mask_grad
-
-
-class _MaskedNetwork(nn.Module):
-    """What the trainer and the methods need from a network of masked layers (``self.layers``)."""
+class _MaskedNetwork(nn.Module, MaskedNetwork):
+    """A :class:`~sparsetopo.masking.MaskedNetwork` whose masked layers are ``self.layers``."""
 
     layers: nn.ModuleList
 
@@ -265,67 +265,14 @@ class _MaskedNetwork(nn.Module):
     def masked_layers(self) -> list[nn.Module]:
         return list(self.layers)
 
-    @property
-    def layer_shapes(self) -> list[tuple[int, ...]]:
-        """Weight shapes of the masked layers, ``(n_out, n_in)`` or ``(out, in, kh, kw)``."""
-        return [tuple(layer.weight.shape) for layer in self.layers]
-
-    @contextlib.contextmanager
-    def dense_compute(self):
-        """Compute through dense matmuls inside the block, so that backward gives the
-        gradient at *every* weight position (RigL's grow criterion), not only on the mask."""
-        for layer in self.layers:
-            layer.force_dense = True
-        try:
-            yield self
-        finally:
-            for layer in self.layers:
-                layer.force_dense = False
-
-    def apply_masks(self) -> None:
-        for layer in self.layers:
-            layer.apply_mask()
-
-    def mask_grads(self) -> None:
-        for layer in self.layers:
-            layer.mask_grad()
-
-    @torch.no_grad()
     def set_topology(self, topology: Topology, *, rescale: bool | None = None) -> None:
         """Install a topology's masks.
 
         With ``rescale`` (default: for ``init="he"``) each neuron's initial
         weights are scaled by ``sqrt(n_in / fan_in)``, i.e. He initialisation
-        for its *actual* number of inputs; without it a 4 %-dense layer would
-        shrink the signal fivefold and a deep sparse net would not start
-        learning. ``init="normal"`` keeps SET's absolute scale.
+        for its *actual* number of inputs. ``init="normal"`` keeps SET's absolute scale.
         """
-        if rescale is None:
-            rescale = self.init == "he"
-        if len(topology) != len(self.layers):
-            raise SparsetopoError(f"topology has {len(topology)} layers, the model {len(self.layers)}")
-        flat = tuple((s[0], int(np.prod(s[1:]))) for s in self.layer_shapes)
-        if topology.shapes != flat:
-            raise SparsetopoError(f"topology shapes {list(topology.shapes)} do not match the model's layers {flat}")
-        for layer, m in zip(self.layers, topology.layers):
-            layer.set_mask(m.toarray().reshape(layer.weight.shape))
-            if rescale:
-                dims = tuple(range(1, layer.weight.dim()))
-                fan_in = layer.weight_mask.sum(dim=dims, keepdim=True).clamp(min=1)
-                layer.weight.mul_(torch.sqrt(layer.weight[0].numel() / fan_in))
-
-    def topology(self, *, nonzero: bool = False, **metadata) -> Topology:
-        """The masks as a Topology; with ``nonzero`` only connections whose weight is not exactly zero."""
-        masks = []
-        for layer in self.layers:
-            m = layer.weight_mask.detach() != 0
-            if nonzero:
-                m &= layer.weight.detach() != 0
-            masks.append(m.cpu().numpy())
-        return Topology.from_masks(masks, metadata=metadata)
-
-    def n_connections(self) -> list[int]:
-        return [layer.n_connections for layer in self.layers]
+        super().set_topology(topology, rescale=self.init == "he" if rescale is None else rescale)
 
 
 class SparseMLP(_MaskedNetwork):
@@ -427,3 +374,37 @@ class SparseCNN(_MaskedNetwork):
         for layer in self.layers[self.n_convs:-1]:
             x = self.drop(self.act(layer(x)))
         return self.layers[-1](x)
+
+
+# ------------------------------------------------------------------ registry
+#: Model builders by ``--model`` name, in registration (and ``--help``) order. A builder takes the
+#: run's config (a :class:`~sparsetopo.training.TrainConfig`) and its data set and returns a
+#: :class:`~sparsetopo.masking.MaskedNetwork`.
+MODELS: dict[str, Callable] = {}
+
+
+def register_model(name: str) -> Callable[[Callable], Callable]:
+    """Decorator adding a model builder ``fn(config, data)`` to :data:`MODELS` under ``name``."""
+    def add(builder: Callable) -> Callable:
+        if name in MODELS:
+            raise SparsetopoError(f"a model named {name!r} is already registered")
+        MODELS[name] = builder
+        return builder
+    return add
+
+
+def _common(config) -> dict:
+    return dict(activation=config.activation, dropout=config.dropout, init_seed=config.named_seed("init"),
+                dropout_seed=config.named_seed("dropout"), sparse_kernel=config.sparse_kernel, init=config.init,
+                init_std=config.init_std)
+
+
+@register_model("mlp")
+def _build_mlp(config, data) -> SparseMLP:
+    return SparseMLP(config.sizes(data.n_features, data.n_classes), **_common(config))
+
+
+@register_model("cnn")
+def _build_cnn(config, data) -> SparseCNN:
+    return SparseCNN(data.image_shape, data.n_classes, channels=config.channels, hidden=config.hidden,
+                     **_common(config))

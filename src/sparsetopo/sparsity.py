@@ -27,7 +27,8 @@ class SparsitySettings:
     in :class:`~sparsetopo.training.TrainConfig`, flags with dashes); the ``help`` metadata
     explains each, the other metadata its allowed values (checked by :meth:`validate`)."""
 
-    method: str = option("set", help="dense, static, set, rigl or lottery.", choices=registry("methods", "METHODS"))
+    method: str = option("set", help="The sparsity method (see sparsetopo.methods.METHODS).",
+                         choices=registry("methods", "METHODS"))
     distribution: str = option("erdos_renyi", choices=registry("topology", "DISTRIBUTIONS"),
                                help="How sparsity is spread over layers: erdos_renyi (SET's epsilon rule), erk "
                                     "(RigL's Erdős–Rényi-Kernel, needs --density) or uniform (needs --density).")
@@ -42,9 +43,6 @@ class SparsitySettings:
                                    "(N(0, init_std^2): SET's NumPy code).")
     init_std: float = option(0.1, gt=0.0, help="Standard deviation of --init normal and --regrow-init normal.")
     epochs: int = option(100, min=1, help="Training epochs (for lottery: of the final ticket).")
-    prune_rate: float = option(0.2, gt=0.0, lt=1.0, help="Lottery: fraction pruned per round, in (0, 1).")
-    round_epochs: int | None = option(None, min=1, help="Lottery: epochs per pruning round (default --epochs).")
-    rewind_epoch: int = option(0, min=0, help="Lottery: rewind to the weights of this epoch (0: init).")
 
     def validate(self, *, flags: bool = False):
         """Check every field (type and range), then the rules that tie them together; raise
@@ -57,8 +55,10 @@ class SparsitySettings:
 
         if self.density is None and self.epsilon is None:
             raise SparsetopoError(f"give {name('epsilon')} or {name('density')} (both are unset)")
-        round_epochs = self.round_epochs or self.epochs
-        if self.method == "lottery" and self.rewind_epoch > round_epochs:
-            raise SparsetopoError(f"{name('rewind_epoch')} must be in [0, {round_epochs}] (the epochs of a pruning "
-                                  f"round); got {self.rewind_epoch}")
+        # The method's own rules (e.g. lottery's rewind_epoch <= round_epochs), when this config has its settings.
+        from .methods import method_class  # at check time, as the choices are: declaring a config loads no registry
+
+        method = method_class(self.method)
+        if method.settings_cls is not None and isinstance(self, method.settings_cls):
+            method.check_settings(self, name)
         return self

@@ -1,20 +1,28 @@
-"""The method interface and the one drop-then-grow routine shared by static, SET and RigL."""
+"""The method interface and the one drop-then-grow routine shared by static, SET and RigL.
+
+A method describes itself with class attributes (what it needs, what it accepts), so the
+trainer, :func:`~sparsetopo.methods.sparsify`, the experiments and ``--help`` ask the method
+instead of keeping lists of names. This module imports torch only when a method runs, so
+that declaring configs (and ``--help``) stays cheap.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-import torch
-
+from .. import masking
 from ..errors import SparsetopoError
 from ..sparsity import SparsitySettings
-from ..topology import Topology, epsilon_for_density, erdos_renyi, layer_densities, random_topology
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..models import SparseMLP
+    import torch
+
+    from ..masking import MaskedNetwork
+    from ..topology import Topology
 
 METHODS: dict[str, type[Method]] = {}
 
@@ -23,21 +31,56 @@ def register(cls: type[Method]) -> type[Method]:
     """Class decorator adding a method to the registry under ``cls.name``."""
     if cls.name in METHODS:
         raise SparsetopoError(f"a method named {cls.name!r} is already registered")
+    if cls.settings_cls is not None and not dataclasses.is_dataclass(cls.settings_cls):
+        raise SparsetopoError(f"{cls.__name__}.settings_cls must be a dataclass; got {cls.settings_cls!r}")
     METHODS[cls.name] = cls
     return cls
 
 
+def unregister(name: str) -> None:
+    """Remove a method from the registry (for tests and plug-ins that clean up)."""
+    METHODS.pop(name, None)
+
+
+def method_class(name: str) -> type[Method]:
+    """The registered method called ``name``."""
+    if name not in METHODS:
+        raise SparsetopoError(f"--method must be one of {', '.join(METHODS)}; got {name!r}")
+    return METHODS[name]
+
+
 def get_method(config: SparsitySettings) -> Method:
-    if config.method not in METHODS:
-        raise SparsetopoError(f"--method must be one of {', '.join(METHODS)}; got {config.method!r}")
-    return METHODS[config.method](config)
+    return method_class(config.method)(config)
+
+
+def methods_help() -> str:
+    """One line per registered method: the ``--method`` help."""
+    return "; ".join(f"{name}: {cls.description}" for name, cls in METHODS.items())
+
+
+def settings_class(base: type, method: str) -> type:
+    """``base`` (a settings dataclass) extended with ``method``'s own ``settings_cls`` fields.
+
+    ``base`` itself when it already has them (``TrainConfig`` has lottery's); the keys
+    stay flat either way, so YAML files, flags and config.yaml are unchanged.
+    """
+    own = method_class(method).settings_cls
+    if own is None or issubclass(base, own):
+        return base
+    key = (base, own)
+    if key not in _COMPOSED:
+        _COMPOSED[key] = dataclass(type(base.__name__, (own, base), {"__module__": base.__module__}))
+    return _COMPOSED[key]
+
+
+_COMPOSED: dict[tuple[type, type], type] = {}
 
 
 @dataclass
 class UpdateContext:
     """What a method may look at after an epoch."""
 
-    model: SparseMLP
+    model: MaskedNetwork
     optimizer: torch.optim.Optimizer
     epoch: int  # the epoch just finished, 1-based
     total_epochs: int
@@ -45,8 +88,8 @@ class UpdateContext:
     #: Gradients of the loss w.r.t. every layer's full (unmasked) weight; computed
     #: on first call and cached for the rest of this update.
     dense_grads: Callable[[], list[torch.Tensor]]
-    #: The fraction to drop now when a step schedule decides it (``sparsify(update_every=...)``);
-    #: ``None``: the method's own per-epoch rule.
+    #: The fraction to drop now when a step schedule decides it (``update_every``);
+    #: ``None``: the method's own per-epoch rule (:meth:`DropGrowMethod.epoch_drop_fraction`).
     drop_fraction: float | None = None
 
 
@@ -57,15 +100,50 @@ class UpdateResult:
 
 
 class Method:
-    """A way of choosing and evolving a network's connectivity."""
+    """A way of choosing and evolving a network's connectivity.
+
+    A subclass sets ``name`` and describes itself with the class attributes below; its
+    own settings (fields beyond :class:`~sparsetopo.sparsity.SparsitySettings`) are the
+    dataclass ``settings_cls``, whose fields become flat keys and flags of ``train``.
+    """
 
     name: ClassVar[str] = ""
-    sparse: ClassVar[bool] = True
+    #: One line for ``--method`` help.
+    description: ClassVar[str] = ""
+    #: Starts from a sparse topology (``False``: fully connected at first).
+    starts_sparse: ClassVar[bool] = True
+    #: Changes the topology during training.
+    evolves_topology: ClassVar[bool] = False
+    #: Its updates need gradients at every weight position (``loss_closure`` in sparsify).
+    needs_dense_gradients: ClassVar[bool] = False
+    #: May start from a saved topology (``--initial-topology``).
+    accepts_initial_topology: ClassVar[bool] = False
+    #: Runs under :func:`~sparsetopo.methods.sparsify` (and step schedules): its updates are
+    #: drop-then-grow on the masks alone, with no retraining or rewinding.
+    works_with_sparsify: ClassVar[bool] = False
+    #: Its own settings dataclass, or ``None``.
+    settings_cls: ClassVar[type | None] = None
 
     def __init__(self, config: SparsitySettings):
         self.config = config
 
+    @property
+    def sparse(self) -> bool:
+        """Alias of ``starts_sparse`` (the older name)."""
+        return self.starts_sparse
+
+    @classmethod
+    def check_settings(cls, config, name: Callable[[str], str]) -> None:
+        """Rules tying this method's settings to others (``name(field)`` spells a field as the
+        caller writes it); raise :class:`SparsetopoError`. Default: none."""
+
     # --- topology
+    @classmethod
+    def require_dense_gradients(cls, loss_closure) -> None:
+        """Refuse a missing ``loss_closure`` when this method's update needs dense gradients."""
+        if cls.needs_dense_gradients and loss_closure is None:
+            raise SparsetopoError(f"{cls.name} needs loss_closure, a function returning the loss on a batch")
+
     def sparse_layer_ids(self, n_layers: int) -> list[int]:
         """Layers whose connectivity the method manages (the output layer stays dense by default)."""
         return list(range(n_layers - 1 if self.config.dense_output else n_layers))
@@ -73,6 +151,8 @@ class Method:
     def densities(self, shapes) -> list[float]:
         """Density of each layer (weight shapes ``(n_out, n_in)`` or ``(out, in, kh, kw)``) under
         this config's ``distribution``, ``epsilon`` or ``density``; dense layers get 1."""
+        from ..topology import layer_densities
+
         c = self.config
         sparse = self.sparse_layer_ids(len(shapes))
         return layer_densities(shapes, sparse, c.distribution, epsilon=c.epsilon if c.density is None else None,
@@ -80,21 +160,13 @@ class Method:
 
     def target_counts(self, shapes) -> list[int]:
         """Connections per layer of the sparse network of this config."""
-        return [int(round(d * int(np.prod(s)))) for d, s in zip(self.densities(shapes), shapes)]
+        return [int(round(d * math.prod(s))) for d, s in zip(self.densities(shapes), shapes)]
 
     def initial_topology(self, shapes, seed: int) -> Topology | None:
-        """The starting topology; ``None`` means fully connected."""
-        if not self.sparse:
+        """The starting topology (:func:`sparsetopo.masking.initial_topology`); ``None`` means fully connected."""
+        if not self.starts_sparse:
             return None
-        if self.config.distribution == "erdos_renyi" and all(len(s) == 2 for s in shapes):
-            # An MLP: SET's generator, exactly as before the other distributions existed (same seed,
-            # same topology).
-            sizes = [shapes[0][1]] + [s[0] for s in shapes]
-            c = self.config
-            eps = epsilon_for_density(sizes, c.density, dense_output=c.dense_output) if c.density is not None \
-                else float(c.epsilon)
-            return erdos_renyi(sizes, eps, seed, dense_output=c.dense_output)
-        return random_topology(shapes, self.densities(shapes), seed)
+        return masking.initial_topology(self.config, shapes, seed, self.sparse_layer_ids(len(shapes)))
 
     # --- schedule
     def total_epochs(self, shapes) -> int:
@@ -104,7 +176,7 @@ class Method:
         return "train"
 
     # --- hooks
-    def on_start(self, model: SparseMLP) -> None:
+    def on_start(self, model: MaskedNetwork) -> None:
         """Called once before the first epoch of a fresh (not resumed) run."""
 
     def after_epoch(self, ctx: UpdateContext) -> UpdateResult:
@@ -125,6 +197,8 @@ def drop_and_grow(mask: torch.Tensor, drop: torch.Tensor,
     back). Returns the new boolean mask and the boolean mask of grown positions;
     the connection count is unchanged.
     """
+    import torch
+
     mask = mask.bool()
     drop = drop & mask
     n = int(drop.sum())
@@ -140,6 +214,8 @@ def drop_and_grow(mask: torch.Tensor, drop: torch.Tensor,
 
 def lowest(score: torch.Tensor, eligible: torch.Tensor, k: int) -> torch.Tensor:
     """Boolean mask of the ``k`` eligible positions with the lowest score."""
+    import torch
+
     out = torch.zeros_like(eligible, dtype=torch.bool)
     k = min(int(k), int(eligible.sum()))
     if k <= 0:
@@ -151,6 +227,8 @@ def lowest(score: torch.Tensor, eligible: torch.Tensor, k: int) -> torch.Tensor:
 
 def reset_optimizer_state(optimizer: torch.optim.Optimizer, param: torch.Tensor, keep: torch.Tensor) -> None:
     """Zero the optimizer's per-element state of ``param`` where ``keep`` is False."""
+    import torch
+
     state = optimizer.state.get(param)
     if not state:
         return
@@ -160,15 +238,34 @@ def reset_optimizer_state(optimizer: torch.optim.Optimizer, param: torch.Tensor,
 
 
 class DropGrowMethod(Method):
-    """After each epoch but the last, drop connections and regrow as many, per sparse layer.
+    """After each epoch but the last (or each step-scheduled update), drop connections and
+    regrow as many, per sparse layer.
 
     A subclass supplies only :meth:`drop` (which active connections go) and
-    :meth:`grow_score` (where new ones appear: highest score first). New
-    weights start at zero (``regrow_init="zero"``) or N(0, init_std^2)
-    (``"normal"``, SET's NumPy code), always with fresh optimizer state.
+    :meth:`grow_score` (where new ones appear: highest score first); the fraction to move
+    is :meth:`fraction` (the schedule's, else :meth:`epoch_drop_fraction`). New weights
+    start at zero (``regrow_init="zero"``) or N(0, init_std^2) (``"normal"``, SET's NumPy
+    code), always with fresh optimizer state.
     """
 
+    accepts_initial_topology = True
+    works_with_sparsify = True
+
+    def epoch_drop_fraction(self, epoch: int, total: int) -> float:
+        """The fraction moved after ``epoch`` of ``total`` when no step schedule decides: ``zeta``."""
+        return self.config.zeta
+
+    def fraction(self, ctx: UpdateContext | None) -> float:
+        """The fraction to move in this update (``zeta`` without a context)."""
+        if ctx is None:
+            return self.config.zeta
+        if ctx.drop_fraction is not None:
+            return ctx.drop_fraction
+        return self.epoch_drop_fraction(ctx.epoch, ctx.total_epochs)
+
     def drop(self, weight: torch.Tensor, mask: torch.Tensor, ctx: UpdateContext) -> torch.Tensor:
+        import torch
+
         return torch.zeros_like(mask, dtype=torch.bool)
 
     def grow_score(self, layer_id: int, weight: torch.Tensor, mask: torch.Tensor,
@@ -181,18 +278,24 @@ class DropGrowMethod(Method):
             return result
         layers = ctx.model.masked_layers
         for k in self.sparse_layer_ids(len(layers)):
-            layer = layers[k]
-            w, mask = layer.weight.detach(), layer.weight_mask.bool()
-            drop = self.drop(w, mask, ctx)
-            if not drop.any():
-                continue
-            new_mask, grown = drop_and_grow(mask, drop, self.grow_score(k, w, mask, ctx))
-            with torch.no_grad():
-                layer.weight_mask.copy_(new_mask)
-                layer.weight.mul_(new_mask & ~grown)
-                if self.config.regrow_init == "normal":
-                    layer.weight[grown] = self.config.init_std * torch.randn(
-                        int(grown.sum()), generator=ctx.regrowth, dtype=layer.weight.dtype)
-            reset_optimizer_state(ctx.optimizer, layer.weight, new_mask & ~grown)
-            result.changed_layers.append(k)
+            if self._drop_and_grow_layer(k, layers[k], ctx):
+                result.changed_layers.append(k)
         return result
+
+    def _drop_and_grow_layer(self, k: int, layer, ctx: UpdateContext) -> bool:
+        """One layer's update; whether it changed."""
+        import torch
+
+        w, mask = layer.weight.detach(), layer.weight_mask.bool()
+        drop = self.drop(w, mask, ctx)
+        if not drop.any():
+            return False
+        new_mask, grown = drop_and_grow(mask, drop, self.grow_score(k, w, mask, ctx))
+        with torch.no_grad():
+            layer.weight_mask.copy_(new_mask)
+            layer.weight.mul_(new_mask & ~grown)
+            if self.config.regrow_init == "normal":
+                layer.weight[grown] = self.config.init_std * torch.randn(
+                    int(grown.sum()), generator=ctx.regrowth, dtype=layer.weight.dtype)
+        reset_optimizer_state(ctx.optimizer, layer.weight, new_mask & ~grown)
+        return True

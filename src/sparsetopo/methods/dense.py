@@ -6,4 +6,5 @@ from .base import Method, register
 @register
 class Dense(Method):
     name = "dense"
-    sparse = False
+    description = "fully connected (the dense baseline)"
+    starts_sparse = False

@@ -10,20 +10,40 @@ network of the same config; then train the ticket for ``epochs`` epochs.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-import torch
-
+from ..config import option
+from ..errors import SparsetopoError
 from .base import Method, UpdateResult, lowest, register
+
+
+@dataclass
+class LotterySettings:
+    """Lottery's own settings; flat keys (``prune_rate``, ...) of ``train`` and its YAML files."""
+
+    prune_rate: float = option(0.2, gt=0.0, lt=1.0, help="Lottery: fraction pruned per round, in (0, 1).")
+    round_epochs: int | None = option(None, min=1, help="Lottery: epochs per pruning round (default --epochs).")
+    rewind_epoch: int = option(0, min=0, help="Lottery: rewind to the weights of this epoch (0: init).")
 
 
 @register
 class Lottery(Method):
     name = "lottery"
-    sparse = False  # starts dense
+    description = "lottery tickets: iterative magnitude pruning of the dense network, with rewinding"
+    starts_sparse = False  # starts dense
+    evolves_topology = True
+    settings_cls = LotterySettings
+
+    @classmethod
+    def check_settings(cls, config, name) -> None:
+        round_epochs = config.round_epochs or config.epochs
+        if config.rewind_epoch > round_epochs:
+            raise SparsetopoError(f"{name('rewind_epoch')} must be in [0, {round_epochs}] (the epochs of a pruning "
+                                  f"round); got {config.rewind_epoch}")
 
     def __init__(self, config):
         super().__init__(config)
-        self._rewind: dict[str, torch.Tensor] | None = None
+        self._rewind: dict | None = None
 
     def round_epochs(self) -> int:
         return self.config.round_epochs or self.config.epochs
@@ -48,7 +68,7 @@ class Lottery(Method):
         return f"prune-round-{r}" if r <= self.n_rounds(shapes) else "ticket"
 
     @staticmethod
-    def _copy_params(model) -> dict[str, torch.Tensor]:
+    def _copy_params(model) -> dict:
         return {k: v.detach().clone() for k, v in model.named_parameters()}
 
     def on_start(self, model) -> None:
@@ -56,6 +76,8 @@ class Lottery(Method):
             self._rewind = self._copy_params(model)
 
     def after_epoch(self, ctx) -> UpdateResult:
+        import torch
+
         model = ctx.model
         shapes = model.layer_shapes
         if ctx.epoch == self.config.rewind_epoch and self._rewind is None:

@@ -1,5 +1,6 @@
 """RigL (Evci et al., 2020), per epoch: drop the smallest magnitudes, grow where the
-dense gradient is largest. The drop fraction follows RigL's cosine decay."""
+dense gradient is largest. Per epoch the drop fraction follows RigL's cosine decay
+over the epochs; under a step schedule (``update_every``) it is the schedule's."""
 
 import math
 
@@ -9,13 +10,17 @@ from .base import DropGrowMethod, lowest, register
 @register
 class RigL(DropGrowMethod):
     name = "rigl"
+    description = "RigL: drop the smallest magnitudes, grow where the dense gradient is largest"
+    evolves_topology = True
+    needs_dense_gradients = True
 
-    def drop_fraction(self, epoch: int, total: int) -> float:
+    def epoch_drop_fraction(self, epoch: int, total: int) -> float:
         return self.config.zeta * (1 + math.cos(math.pi * epoch / total)) / 2
 
+    drop_fraction = epoch_drop_fraction  # the older name
+
     def drop(self, weight, mask, ctx):
-        fraction = self.drop_fraction(ctx.epoch, ctx.total_epochs) if ctx.drop_fraction is None else ctx.drop_fraction
-        k = int(fraction * int(mask.sum()))
+        k = int(self.fraction(ctx) * int(mask.sum()))
         return lowest(weight.abs(), mask, k)
 
     def grow_score(self, layer_id, weight, mask, ctx):

@@ -1,7 +1,5 @@
 """SET (Mocanu et al., 2018): drop the weights closest to zero, regrow at random."""
 
-import torch
-
 from .base import DropGrowMethod, lowest, register
 
 
@@ -19,9 +17,11 @@ class SET(DropGrowMethod):
     """
 
     name = "set"
+    description = "SET: drop the weights closest to zero, regrow at random"
+    evolves_topology = True
 
     def drop(self, weight, mask, ctx):
-        zeta = self.config.zeta if ctx is None or ctx.drop_fraction is None else ctx.drop_fraction
+        zeta = self.fraction(ctx)
         pos = mask & (weight > 0)
         neg = mask & (weight < 0)
         zero = mask & (weight == 0)
@@ -29,5 +29,7 @@ class SET(DropGrowMethod):
                 | zero)
 
     def grow_score(self, layer_id, weight, mask, ctx):
+        import torch
+
         # The top-k of i.i.d. uniform scores is a uniformly random subset.
         return torch.rand(weight.shape, generator=ctx.regrowth)

@@ -22,7 +22,7 @@ buffer-sync setting.
 
 from __future__ import annotations
 
-import math
+import contextlib
 import os
 from collections.abc import Callable
 
@@ -31,18 +31,16 @@ from torch import nn
 
 from .._torch_graph import check_no_shared_weights, expand_groups
 from ..errors import SparsetopoError
+from ..masking import MaskedNetwork, dense_gradients, per_layer_masks, rescale_to_fan_in
+from ..schedule import DROP_SCHEDULES, UpdateSchedule
 from ..sparsity import SparsitySettings
-from ..topology import Topology, erdos_renyi, layer_densities, random_topology
-from .base import UpdateContext, get_method
+from ..topology import Topology, layer_densities
+from .base import METHODS, UpdateContext, method_class, settings_class
 
 __all__ = ["DROP_SCHEDULES", "Sparsifier", "sparsify"]
 
-#: How much a step-scheduled update moves: ``constant`` (zeta each time) or ``cosine``
-#: (zeta decaying to 0 at ``end_step``, RigL's schedule).
-DROP_SCHEDULES = ("constant", "cosine")
 
-
-class Sparsifier:
+class Sparsifier(MaskedNetwork):
     """Masks and a drop-then-grow method attached to a model's ``nn.Linear`` and ``nn.Conv2d`` layers
     (in module order; for a convolution a neuron is an output channel and its inputs are kernel positions).
 
@@ -76,68 +74,67 @@ class Sparsifier:
       ``Topology.from_torch`` refuses it by name (its chain has it twice).
     * A model with nothing to sparsify (e.g. its only layer is the dense output
       layer) is refused, naming the layers found and the option keeping them dense.
+
+    A method's own settings (its ``settings_cls`` fields) are further keyword arguments.
+    The sparsifier is a :class:`~sparsetopo.masking.MaskedNetwork` of the model's layers.
     """
 
     def __init__(self, model: nn.Module, method: str = "set", *, epsilon: float | None = 20.0,
                  density: float | None = None, zeta: float = 0.3, dense_output: bool = True, seed: int = 0,
                  regrowth_seed: int | None = None, rescale_init: bool = True, update_every: int | None = None,
                  end_step: int | None = None, drop_schedule: str = "constant", distribution: str = "erdos_renyi",
-                 dense_first: bool = False, regrow_init: str = "zero", init_std: float = 0.1):
-        if method not in ("static", "set", "rigl"):
-            raise SparsetopoError(f"sparsify supports method static, set or rigl; got {method!r}")
-        if update_every is not None and (not isinstance(update_every, int) or update_every < 1):
-            raise SparsetopoError(f"update_every must be an integer >= 1 (optimizer steps); got {update_every!r}")
-        if end_step is not None and (update_every is None or not isinstance(end_step, int) or end_step < update_every):
-            raise SparsetopoError(f"end_step must be an integer >= update_every ({update_every}); got {end_step!r}")
-        if drop_schedule not in DROP_SCHEDULES:
-            raise SparsetopoError(f"drop_schedule must be one of {', '.join(DROP_SCHEDULES)}; got {drop_schedule!r}")
-        if drop_schedule == "cosine" and end_step is None:
-            raise SparsetopoError("drop_schedule='cosine' decays to end_step: give end_step")
-        self.update_every, self.end_step, self.drop_schedule = update_every, end_step, drop_schedule
+                 dense_first: bool = False, regrow_init: str = "zero", init_std: float = 0.1, **method_settings):
+        cls = method_class(method) if method in METHODS else None
+        if cls is None or not cls.works_with_sparsify:
+            able = [name for name, c in METHODS.items() if c.works_with_sparsify]
+            able = ", ".join(able[:-1]) + " or " + able[-1] if len(able) > 1 else "".join(able)
+            raise SparsetopoError(f"sparsify supports method {able}; got {method!r}")
+        self.schedule = UpdateSchedule(update_every, end_step, drop_schedule)
         self.steps = 0  # optimizer steps seen by step()
         self.model = model
         named = [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
         if not named:
             raise SparsetopoError("sparsify found no nn.Linear or nn.Conv2d layer in the model")
         check_no_shared_weights(named, "sparsify")
-        self.masked_layers = [m for _, m in named]
+        self._layers = [m for _, m in named]
         self.layer_names = [name or "<root>" for name, _ in named]
-        self.config = SparsitySettings(method=method, distribution=distribution,
-                                       epsilon=epsilon if density is None else None, density=density, zeta=zeta,
-                                       dense_output=dense_output, regrow_init=regrow_init,
-                                       init_std=init_std).validate()
-        self.method = get_method(self.config)
+        self.config = _settings(method, method_settings, epsilon=epsilon if density is None else None,
+                                density=density, zeta=zeta, dense_output=dense_output, regrow_init=regrow_init,
+                                init_std=init_std, distribution=distribution)
+        self.method = cls(self.config)
         self.regrowth = torch.Generator().manual_seed(int(seed if regrowth_seed is None else regrowth_seed) + 1)
         self._masking = True
-        sparse_ids = set(self.method.sparse_layer_ids(len(self.masked_layers)))
+        sparse_ids = set(self.method.sparse_layer_ids(len(self._layers)))
         if dense_first:
             sparse_ids.discard(0)
         if not sparse_ids:
             raise SparsetopoError(_nothing_to_sparsify(named, dense_output, dense_first))
-        shapes = [tuple(m.weight.shape) for m in self.masked_layers]
+        shapes = [tuple(m.weight.shape) for m in self._layers]
         self.densities = layer_densities(shapes, sorted(sparse_ids), distribution, epsilon=epsilon,
                                          density=density)
-        topo_gen = torch.Generator().manual_seed(int(seed))
-        for k, layer in enumerate(self.masked_layers):
-            self._attach_mask(layer, k in sparse_ids, self.densities[k], topo_gen, rescale_init)
+        masks = per_layer_masks(shapes, self.densities, sparse_ids, seed)
+        for k, (layer, mask) in enumerate(zip(self._layers, masks)):
+            self._attach_mask(layer, mask, rescale_init and k in sparse_ids)
         # In-time over-parameterization: every connection that has ever been active, per layer.
-        self._seen = [m.weight_mask.detach() != 0 for m in self.masked_layers]
+        self._seen = [m.weight_mask.detach() != 0 for m in self._layers]
         self._last_snapshot: list[torch.Tensor] | None = None
 
-    def _attach_mask(self, layer: nn.Module, sparse: bool, density: float, topo_gen: torch.Generator,
-                     rescale_init: bool) -> None:
+    # The step schedule's parts, under the names sparsify has always had.
+    update_every = property(lambda self: self.schedule.update_every)
+    end_step = property(lambda self: self.schedule.end_step)
+    drop_schedule = property(lambda self: self.schedule.drop_schedule)
+
+    @property
+    def masked_layers(self) -> list[nn.Module]:
+        return list(self._layers)
+
+    @property
+    def module(self) -> nn.Module:
+        return self.model
+
+    def _attach_mask(self, layer: nn.Module, mask: torch.Tensor, rescale: bool) -> None:
         """Give ``layer`` its ``weight_mask`` (in the weight's dtype and device) and gradient hook."""
         weight = layer.weight
-        shape = tuple(weight.shape)  # a grouped convolution's (out, in / groups, kh, kw): masked within groups
-        n_in = math.prod(shape[1:])  # inputs per neuron (output channel), kernel positions included
-        mask = torch.ones(shape, dtype=torch.bool)
-        if sparse:
-            layer_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=topo_gen))
-            if len(shape) == 2:
-                m = erdos_renyi([n_in, shape[0]], density=density, seed=layer_seed, dense_output=False)[0]
-            else:
-                m = random_topology([shape], [density], layer_seed)[0]
-            mask = torch.from_numpy(m.toarray()).reshape(shape) != 0
         # The mask lives in the weight's dtype and device: a float16/bfloat16/float64 model multiplies
         # its gradients by it in its own dtype (a float32 mask would change the gradient's type).
         as_weight = mask.to(dtype=weight.dtype, device=weight.device)
@@ -151,15 +148,8 @@ class Sparsifier:
             layer.register_buffer("weight_mask", as_weight)
         with torch.no_grad():
             weight.mul_(layer.weight_mask)
-            if rescale_init and sparse:
-                # Keep each neuron's output scale: its initialisation assumed n_in inputs, it now has
-                # fan_in. Without this a ~90 %-sparse layer shrinks the signal several-fold and SGD
-                # barely moves (the same rescaling as sparsetopo's own models). Counted in at least
-                # float32: float16 and bfloat16 cannot count large fan-ins exactly.
-                dims = tuple(range(1, len(shape)))
-                count = torch.promote_types(weight.dtype, torch.float32)
-                fan_in = mask.to(count).sum(dim=dims, keepdim=True).clamp(min=1)
-                weight.mul_(torch.sqrt(n_in / fan_in).to(dtype=weight.dtype, device=weight.device))
+        if rescale:
+            rescale_to_fan_in(weight, mask)
         weight.register_hook(self._grad_hook(layer))
 
     def _grad_hook(self, layer: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -168,16 +158,21 @@ class Sparsifier:
             return grad * layer.weight_mask.to(grad.dtype) if self._masking else grad
         return hook
 
-    def dense_gradients(self, loss_closure: Callable[[], torch.Tensor]) -> list[torch.Tensor]:
-        """Gradients of ``loss_closure()`` w.r.t. every full weight, masks ignored (RigL's grow score)."""
+    @contextlib.contextmanager
+    def dense_compute(self):
+        """Inside the block the gradient hooks pass gradients through unmasked."""
         self._masking = False
         try:
-            self.model.zero_grad(set_to_none=True)
-            loss_closure().backward()
-            grads = [m.weight.grad.detach().clone() for m in self.masked_layers]
+            yield self
         finally:
             self._masking = True
-            self.model.zero_grad(set_to_none=True)
+
+    def mask_grads(self) -> None:
+        """Nothing to do: the gradient hooks mask every gradient as backward computes it."""
+
+    def dense_gradients(self, loss_closure: Callable[[], torch.Tensor]) -> list[torch.Tensor]:
+        """Gradients of ``loss_closure()`` w.r.t. every full weight, masks ignored (RigL's grow score)."""
+        grads = dense_gradients(self, lambda: loss_closure().backward())
         if _world_size() > 1:
             # Under DDP every rank must grow the same connections: average the dense gradients
             # (already averaged if the closure ran through the DDP wrapper; averaging again is a no-op).
@@ -192,10 +187,12 @@ class Sparsifier:
                   loss_closure: Callable[[], torch.Tensor] | None = None) -> list[int]:
         """Evolve the topology after ``epoch`` (1-based); returns the changed layers.
 
-        ``loss_closure`` (a loss on a batch) is needed by RigL only.
+        ``loss_closure`` (a loss on a batch) is needed by methods that need dense gradients (RigL).
         """
-        if self.config.method == "rigl" and loss_closure is None:
-            raise SparsetopoError("rigl needs loss_closure, a function returning the loss on a batch")
+        self.method.require_dense_gradients(loss_closure)
+        return self._update(optimizer, epoch, total_epochs, loss_closure, None)
+
+    def _update(self, optimizer, epoch, total, loss_closure, fraction) -> list[int]:
         cache: list[torch.Tensor] = []
 
         def grads():
@@ -203,16 +200,13 @@ class Sparsifier:
                 cache.extend(self.dense_gradients(loss_closure))
             return cache
 
-        return self._update(optimizer, epoch, total_epochs, grads, None)
-
-    def _update(self, optimizer, epoch, total, grads, fraction) -> list[int]:
         ctx = UpdateContext(model=self, optimizer=optimizer, epoch=epoch, total_epochs=total,
                             regrowth=self.regrowth, dense_grads=grads, drop_fraction=fraction)
         changed = self.method.after_epoch(ctx).changed_layers
         if _world_size() > 1:
             self._broadcast_from_rank0()
         for k in changed:
-            self._seen[k] |= self.masked_layers[k].weight_mask.detach() != 0
+            self._seen[k] |= self._layers[k].weight_mask.detach() != 0
         return changed
 
     @torch.no_grad()
@@ -222,7 +216,7 @@ class Sparsifier:
         guarantees it whatever the buffer-sync setting."""
         import torch.distributed as dist
 
-        for layer in self.masked_layers:
+        for layer in self._layers:
             dist.broadcast(layer.weight_mask, src=0)
             dist.broadcast(layer.weight.data, src=0)
 
@@ -240,36 +234,25 @@ class Sparsifier:
             raise SparsetopoError("step() needs sparsify(..., update_every=N); or call end_epoch() once per epoch")
         self.steps += 1
         t = self.steps
-        if t % self.update_every or (self.end_step is not None and t >= self.end_step):
+        if not self.schedule.should_update(t):
             return []
-        if self.config.method == "rigl" and loss_closure is None:
-            raise SparsetopoError("rigl needs loss_closure, a function returning the loss on a batch")
-        fraction = self.drop_fraction(t)
-        cache: list[torch.Tensor] = []
-
-        def grads():
-            if not cache:
-                cache.extend(self.dense_gradients(loss_closure))
-            return cache
-
-        return self._update(optimizer, t, t + 1, grads, fraction)
+        self.method.require_dense_gradients(loss_closure)
+        # epoch t of t + 1: past the per-epoch rule's "no update after the last epoch".
+        return self._update(optimizer, t, t + 1, loss_closure, self.drop_fraction(t))
 
     def drop_fraction(self, t: int) -> float:
         """The fraction of connections moved by an update at step ``t`` under the step schedule."""
-        zeta = self.config.zeta
-        if self.drop_schedule == "cosine":
-            return zeta * (1 + math.cos(math.pi * t / self.end_step)) / 2
-        return zeta
+        return self.schedule.drop_fraction(self.config.zeta, t)
 
-    def topology(self) -> Topology:
+    def topology(self, **metadata) -> Topology:
         """The current masks as a Topology, one layer per masked module in module order (the layers
         must chain). A grouped or depthwise convolution is expanded to its full ``(out, in, kh, kw)``
         mask, empty outside its groups, exactly as :meth:`Topology.from_torch` reads it."""
-        return Topology.from_masks(self._full_masks())
+        return Topology.from_masks(self._full_masks(), metadata=metadata or None)
 
     def _full_masks(self) -> list:
         return [expand_groups((m.weight_mask.detach() != 0).cpu().numpy(), getattr(m, "groups", 1))
-                for m in self.masked_layers]
+                for m in self._layers]
 
     def itop_rate(self) -> list[float]:
         """In-time over-parameterization rate per layer (Liu et al., ICML 2021): the fraction of all
@@ -280,7 +263,7 @@ class Sparsifier:
         """Save the current topology as ``train`` does (sparsetopo's ``.npz``), so that ``sparsetopo
         distance``, ``matrix`` and the report read a user's runs; returns per layer the ITOP rate and
         the fraction of connections kept since the previous snapshot (1.0 at the first)."""
-        masks = [m.weight_mask.detach() != 0 for m in self.masked_layers]
+        masks = [m.weight_mask.detach() != 0 for m in self._layers]
         prev = self._last_snapshot
         kept = [1.0 if prev is None else float((a & b).sum()) / max(int(b.sum()), 1)
                 for a, b in zip(masks, prev or masks)]
@@ -292,7 +275,7 @@ class Sparsifier:
     def _identity(self) -> dict:
         return {"method": self.config.method, "zeta": self.config.zeta, "update_every": self.update_every,
                 "end_step": self.end_step, "drop_schedule": self.drop_schedule,
-                "shapes": [tuple(m.weight.shape) for m in self.masked_layers]}
+                "shapes": [tuple(m.weight.shape) for m in self._layers]}
 
     def state_dict(self) -> dict:
         """What a resumed loop needs besides the model's and optimizer's state dicts (the masks
@@ -365,11 +348,11 @@ class Sparsifier:
 
     def _check_masks(self, masks, key: str) -> None:
         """``masks`` must be one boolean tensor per masked layer, of its weight's shape."""
-        n = len(self.masked_layers)
+        n = len(self._layers)
         if not isinstance(masks, (list, tuple)) or len(masks) != n:
             got = f"{len(masks)} entries" if isinstance(masks, (list, tuple)) else type(masks).__name__
             raise SparsetopoError(f"Sparsifier state: '{key}' must hold one mask per masked layer ({n}); got {got}")
-        for k, (m, layer) in enumerate(zip(masks, self.masked_layers)):
+        for k, (m, layer) in enumerate(zip(masks, self._layers)):
             shape = tuple(layer.weight.shape)
             if not isinstance(m, torch.Tensor) or m.dtype != torch.bool or tuple(m.shape) != shape:
                 got = (f"{m.dtype} tensor of shape {tuple(m.shape)}" if isinstance(m, torch.Tensor)
@@ -389,6 +372,17 @@ def _nothing_to_sparsify(named: list[tuple[str, nn.Module]], dense_output: bool,
     return (f"sparsify has nothing to sparsify: it found {len(named)} nn.Linear/nn.Conv2d {noun} ({found}) and "
             f"{' and '.join(why[k] for k in kept)}; pass {' or '.join(f'{k}=False' for k in kept)} to make "
             "it sparse, or leave the model dense")
+
+
+def _settings(method: str, own: dict, **common) -> SparsitySettings:
+    """The validated settings of ``method``: the common ones and its ``settings_cls`` fields."""
+    cls = settings_class(SparsitySettings, method)
+    allowed = {f for f in cls.__dataclass_fields__} - set(SparsitySettings.__dataclass_fields__)
+    unknown = sorted(set(own) - allowed)
+    if unknown:
+        raise SparsetopoError(f"sparsify got unexpected keyword argument(s) {', '.join(unknown)}; the {method} "
+                              f"method's own settings are {', '.join(sorted(allowed)) or 'none'}")
+    return cls(method=method, **common, **own).validate()
 
 
 def _world_size() -> int:

@@ -1,13 +1,14 @@
 """A fixed Erdős–Rényi topology, never changed: sparse training without structure optimization."""
 
-import torch
-
 from .base import DropGrowMethod, register
 
 
 @register
 class Static(DropGrowMethod):
     name = "static"
+    description = "a fixed random (Erdős–Rényi) sparse topology"
 
     def drop(self, weight, mask, ctx):
+        import torch
+
         return torch.zeros_like(mask, dtype=torch.bool)  # drop nothing, so nothing grows
