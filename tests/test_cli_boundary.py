@@ -104,7 +104,7 @@ def test_debug_flag_and_env_var_let_the_exception_through(nets, tmp_path, monkey
 
 
 def test_debug_shows_a_traceback_in_a_real_process(tmp_path):
-    # a file named .npz that is a directory of nonsense: an ordinary friendly error, traceback only with --debug
+    # a missing file: normally one friendly line (status 2); with --debug the exception's traceback (status 1)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     missing = str(tmp_path / "nope.npz")
     plain = subprocess.run([sys.executable, "-m", "sparsetopo.cli", "distance", missing, missing],

@@ -36,7 +36,7 @@ _DEBUG_KEY = "sparsetopo.debug"
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="sparsetopo")
 @click.option("--debug", is_flag=True,
-              help="Show the full traceback of an unexpected error instead of one line "
+              help="Show the full traceback of an error, expected or not, instead of the one-line message "
                    "(also: environment variable SPARSETOPO_DEBUG=1).")
 @click.pass_context
 def app(ctx: click.Context, debug: bool) -> None:
