@@ -1,15 +1,23 @@
 """The ``sparsetopo`` command line.
 
 Every command is a thin shell over the Python API; errors from bad input are
-shown as one line naming the option or file, never as a traceback.
+shown as one line naming the option or file, never as a traceback (exit
+status 2). Anything unexpected -- a bug, or input no check foresaw -- ends in
+one line too, naming the command and the input being processed, with exit
+status 1; ``sparsetopo --debug COMMAND`` (or ``SPARSETOPO_DEBUG=1``) shows the
+traceback instead. Ctrl-C ends in "interrupted", exit status 130.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import json
+import os
 import re
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import click
@@ -22,20 +30,42 @@ class _Group(click.Group):
         return list(self.commands)
 
 
+_DEBUG_KEY = "sparsetopo.debug"
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="sparsetopo")
-def app() -> None:
+@click.option("--debug", is_flag=True,
+              help="Show the full traceback of an error, expected or not, instead of the one-line message "
+                   "(also: environment variable SPARSETOPO_DEBUG=1).")
+@click.pass_context
+def app(ctx: click.Context, debug: bool) -> None:
     """Topology of sparse neural networks: train dense, static, SET, RigL and lottery-ticket
     networks, snapshot their topologies and compare them with NNSTD (Liu et al.,
     'Topological Insights into Sparse Neural Networks', ECML PKDD 2020)."""
+    ctx.meta[_DEBUG_KEY] = debug
 
 
 _SOLVER_HELP = (
     "Assignment solver: 'auto' (= 'ssp') is an exact solver on the sparse overlap graph, fast and light on "
-    "memory; 'dense' reproduces the reference implementation's matchings, ties included (use it to reproduce "
-    "published values); 'sparse' is scipy's sparse solver. All give the same layer-0 distance; deeper layers "
-    "may differ through ties."
+    "memory; 'dense' is the reference implementation's linear_sum_assignment on the full cost matrix; "
+    "'sparse' is scipy's sparse solver. All give the same layer-0 distance; deeper layers may differ through "
+    "ties and with the direction, so no solver alone reproduces published values: use --reference."
 )
+
+_REFERENCE_HELP = (
+    "Reproduce the implementation published with the paper: solver dense, computed in the direction given "
+    "(A -> B; in a matrix, pair i < j as PATHS[i] -> PATHS[j]). Without it a pair is computed in a canonical "
+    "direction, so that the distance is symmetric and independent of the order of the inputs."
+)
+
+
+def _solver_for(reference: bool, solver: str) -> str:
+    """--reference means solver dense; an explicit other solver contradicts it."""
+    if reference and solver not in ("auto", "dense"):
+        raise SparsetopoError(f"--reference computes with --solver dense (the published code's solver); "
+                              f"it cannot be combined with --solver {solver}")
+    return "dense" if reference else solver
 
 
 def os_error_message(exc: OSError) -> str:
@@ -47,23 +77,157 @@ def os_error_message(exc: OSError) -> str:
     return str(exc)
 
 
+#: The input a command is reading or processing now, named when something unexpected goes wrong.
+_CURRENT_INPUT: contextvars.ContextVar[str | None] = contextvars.ContextVar("sparsetopo_input", default=None)
+
+#: Options given an empty string, recorded while click converts them (an empty path reads as ".").
+_EMPTY_KEY = "sparsetopo.empty-options"
+
+
+@contextlib.contextmanager
+def processing(what: object) -> Iterator[None]:
+    """Name ``what`` as the input being processed inside the block (kept if the block fails); None: no change."""
+    token = _CURRENT_INPUT.set(str(what) if what is not None else _CURRENT_INPUT.get())
+    yield
+    _CURRENT_INPUT.reset(token)  # only on success: a failure is reported with this input
+
+
+def _read_topology(path: Path):
+    from .topology import Topology
+
+    with processing(path):
+        return Topology.read(path)
+
+
+def _debug_enabled(ctx: click.Context | None) -> bool:
+    env = os.environ.get("SPARSETOPO_DEBUG", "").strip().lower()
+    if env not in ("", "0", "false", "no", "off"):
+        return True
+    return bool(ctx is not None and ctx.find_root().meta.get(_DEBUG_KEY))
+
+
+def _describe_inputs(ctx: click.Context | None) -> str | None:
+    """The command's inputs: its path arguments, else its --config file, else its --out directory."""
+    if ctx is None:
+        return None
+    values = []
+    for param in ctx.command.params:
+        if isinstance(param, click.Argument):
+            value = ctx.params.get(param.name)
+            values.extend(v for v in (value if isinstance(value, tuple) else (value,)) if isinstance(v, Path))
+    for name in ("config_file", "out"):
+        if not values and isinstance(ctx.params.get(name), Path):
+            values.append(ctx.params[name])
+    if not values:
+        return None
+    shown = ", ".join(map(str, values[:3]))
+    return shown + (f" and {len(values) - 3} more" if len(values) > 3 else "")
+
+
+def _unexpected_message(ctx: click.Context | None, exc: BaseException) -> str:
+    command = f"sparsetopo {ctx.info_name}" if ctx is not None and ctx.info_name else "sparsetopo"
+    detail = " ".join(str(exc).split())  # one line, whatever the exception's text holds
+    message = f"{command}: unexpected {type(exc).__name__}" + (f": {detail}" if detail else "")
+    where = _CURRENT_INPUT.get() or _describe_inputs(ctx)
+    if where:
+        message += f" (while processing {where})"
+    return message + "; run again with --debug to see the traceback"
+
+
+def _refuse_empty_options(ctx: click.Context | None) -> None:
+    empty = ctx.meta.get(_EMPTY_KEY, []) if ctx is not None else []
+    if empty:
+        raise SparsetopoError(f"{empty[0]} must not be empty; give a path (got '')")
+
+
 def friendly(fn):
-    """Turn bad input (SparsetopoError, any ValueError) and OS errors into one red line and exit status 2."""
+    """The error boundary of every command.
+
+    Bad input (SparsetopoError, any ValueError) and OS errors become one red
+    line and exit status 2; any other exception one red line naming the
+    command and the input being processed, exit status 1 (``--debug``
+    re-raises it); Ctrl-C the line "interrupted", exit status 130.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        ctx = click.get_current_context(silent=True)
+        token = _CURRENT_INPUT.set(None)
+        status = 2
         try:
+            _refuse_empty_options(ctx)
             return fn(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click's own ways to end a command
         except ValueError as exc:  # SparsetopoError and the ValueErrors of the libraries we validate for
+            if _debug_enabled(ctx):
+                raise
             message = str(exc)
         except OSError as exc:
+            if _debug_enabled(ctx):
+                raise
             message = os_error_message(exc)
         except MemoryError:
+            if _debug_enabled(ctx):
+                raise
             message = "out of memory; use smaller inputs, fewer parallel jobs (-j) or a larger machine"
+        except KeyboardInterrupt:
+            if _debug_enabled(ctx):
+                raise
+            click.secho("interrupted", err=True, fg="red")
+            raise SystemExit(130) from None
+        except Exception as exc:  # the last resort: anything no check turned into a message
+            if _debug_enabled(ctx):
+                raise
+            message, status = _unexpected_message(ctx, exc), 1
+        finally:
+            _CURRENT_INPUT.reset(token)
         click.secho(f"Error: {message}", err=True, fg="red")
-        raise SystemExit(2)
+        raise SystemExit(status)
 
     return wrapper
+
+
+def _check_jobs(jobs: int, option: str = "--jobs") -> None:
+    """joblib's reading: -1 is all cores, a positive integer that many workers; 0 means nothing."""
+    if jobs != -1 and jobs < 1:
+        raise SparsetopoError(f"{option} must be -1 (all cores) or a positive integer; got {jobs}")
+
+
+def _same_path(p: Path, q: Path) -> bool:
+    """Whether two paths name one file: the same resolved path, or (both existing) the same inode."""
+    try:
+        if p.exists() and q.exists():
+            return os.path.samefile(p, q)
+    except OSError:
+        pass
+    return os.path.normcase(os.path.realpath(p)) == os.path.normcase(os.path.realpath(q))
+
+
+def _input_files(path: Path) -> list[Path]:
+    """An input and, for a directory in the paper's layout, the weight files it is read from."""
+    return [path, *sorted(path.glob("weight_l*.npz"))] if path.is_dir() else [path]
+
+
+def check_distinct_paths(outputs: dict[str, Path | None], inputs: Iterable[tuple[str, Path | None]] = ()) -> None:
+    """Refuse, before anything is written, an output that is an input or another output.
+
+    ``outputs`` maps option names to paths, ``inputs`` gives (option or
+    argument name, path) pairs; ``None`` means not given.
+    """
+    given = [(name, p) for name, p in outputs.items() if p is not None]
+    for k, (name, p) in enumerate(given):
+        for other, q in given[:k]:
+            if _same_path(p, q):
+                raise SparsetopoError(f"{other} and {name} name the same file ({q} and {p}); "
+                                      "give each output its own path")
+        for what, q in inputs:
+            if q is None:
+                continue
+            for f in _input_files(q):
+                if _same_path(p, f):
+                    raise SparsetopoError(f"{name} {p} would overwrite the input {what} {f}; "
+                                          "write the output elsewhere")
 
 
 def _labels(paths: list[Path]) -> list[str]:
@@ -78,7 +242,17 @@ def _labels(paths: list[Path]) -> list[str]:
     return [str(p) for p in paths]
 
 
+class _OutPath(click.Path):
+    """An output path. An empty string reads as '.', the current directory: record it to refuse it."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value == "" and ctx is not None and param is not None:
+            ctx.meta.setdefault(_EMPTY_KEY, []).append(param.opts[0])
+        return super().convert(value, param, ctx)
+
+
 _PATH = click.Path(path_type=Path)
+_OUT = _OutPath(path_type=Path)
 
 
 @app.command()
@@ -87,28 +261,30 @@ _PATH = click.Path(path_type=Path)
 @click.option("--json", "json_out", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--solver", type=click.Choice(["auto", "ssp", "dense", "sparse"]), default="auto", show_default=True,
               help=_SOLVER_HELP)
+@click.option("--reference", is_flag=True, help=_REFERENCE_HELP)
 @click.option("--identity-outputs", is_flag=True, help="Compare output neurons by identity (labelled classes).")
 @friendly
-def distance(a: Path, b: Path, json_out: bool, solver: str, identity_outputs: bool) -> None:
+def distance(a: Path, b: Path, json_out: bool, solver: str, reference: bool, identity_outputs: bool) -> None:
     """Print the per-layer and mean NNSTD between topologies A and B.
 
     A and B are saved topologies (.npz) or directories of weight_l<k>.npz files
     in the layout of the paper's published code; their layer shapes must match.
     """
     from .nnstd import nnstd
-    from .topology import Topology
 
-    ta, tb = Topology.read(a), Topology.read(b)
-    res = nnstd(ta, tb, match_outputs=not identity_outputs, solver=solver)
+    solver = _solver_for(reference, solver)
+    ta, tb = _read_topology(a), _read_topology(b)
+    res = nnstd(ta, tb, match_outputs=not identity_outputs, solver=solver, reference=reference)
     if json_out:
         click.echo(json.dumps({
             "a": str(a), "b": str(b),
             "per_layer": [float(x) for x in res.per_layer],
             "nnstd": res.value,
             "solvers": list(res.solvers),
+            "reference": reference,
         }, indent=2))
         return
-    click.echo(f"NNSTD {a} vs {b}")
+    click.echo(f"NNSTD {a} vs {b}" + (" (reference mode: dense, A -> B)" if reference else ""))
     click.echo(f"{'layer':>6}  {'shape':>14}  {'solver':>8}  {'nnstd':>8}")
     for k, (v, shape, s) in enumerate(zip(res.per_layer, ta.shapes, res.solvers)):
         click.echo(f"{k:>6}  {str(shape):>14}  {s:>8}  {v:8.4f}")
@@ -117,32 +293,35 @@ def distance(a: Path, b: Path, json_out: bool, solver: str, identity_outputs: bo
 
 @app.command()
 @click.argument("paths", nargs=-1, type=_PATH)
-@click.option("--out", type=_PATH, help="Write the (N, N, layers) matrix to this .npz file.")
-@click.option("--csv", type=_PATH, help="Write a long-format CSV (a, b, layer, nnstd).")
-@click.option("--plot", type=_PATH, help="Write a heatmap per layer and of the mean (PNG/PDF).")
+@click.option("--out", type=_OUT, help="Write the (N, N, layers) matrix to this .npz file.")
+@click.option("--csv", type=_OUT, help="Write a long-format CSV (a, b, layer, nnstd).")
+@click.option("--plot", type=_OUT, help="Write a heatmap per layer and of the mean (PNG/PDF).")
 @click.option("--jobs", "-j", default=-1, show_default=True, help="Parallel workers (-1: all cores).")
 @click.option("--solver", type=click.Choice(["auto", "ssp", "dense", "sparse"]), default="auto", show_default=True,
               help=_SOLVER_HELP)
+@click.option("--reference", is_flag=True, help=_REFERENCE_HELP)
 @click.option("--identity-outputs", is_flag=True, help="Compare output neurons by identity.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @friendly
-def matrix(paths, out, csv, plot, jobs, solver, identity_outputs, quiet) -> None:
+def matrix(paths, out, csv, plot, jobs, solver, reference, identity_outputs, quiet) -> None:
     """Compute the pairwise NNSTD matrix of PATHS (saved topologies or official-layout directories)."""
     paths = list(paths)
     import numpy as np
 
     from .nnstd import pairwise_nnstd, save_matrix
     from .plots import heatmap_grid
-    from .topology import Topology
 
     if len(paths) < 2:
         raise SparsetopoError(f"matrix needs at least two topologies, got {len(paths)}")
     if out is None and csv is None and plot is None:
         raise SparsetopoError("give at least one of --out, --csv and --plot")
-    tops = [Topology.read(p) for p in paths]
+    _check_jobs(jobs)
+    solver = _solver_for(reference, solver)
+    check_distinct_paths({"--out": out, "--csv": csv, "--plot": plot}, [("PATHS", p) for p in paths])
+    tops = [_read_topology(p) for p in paths]
     names = _labels(paths)
     d = pairwise_nnstd(tops, n_jobs=jobs, solver=solver, match_outputs=not identity_outputs,
-                       progress=not quiet)
+                       progress=not quiet, reference=reference)
     save_matrix(d, names, npz=str(out) if out else None, csv=str(csv) if csv else None)
     if plot:
         mats = [d[:, :, k] for k in range(d.shape[2])] + [d.mean(axis=2)]
@@ -158,7 +337,7 @@ def matrix(paths, out, csv, plot, jobs, solver, identity_outputs, quiet) -> None
 
 
 @app.command()
-@click.option("--out", type=_PATH, default=Path("demo_out"), show_default=True, help="Output directory.")
+@click.option("--out", type=_OUT, default=Path("demo_out"), show_default=True, help="Output directory.")
 @click.option("--networks", default=10, show_default=True, help="Networks in the chain.")
 @click.option("--fraction", default=0.01, show_default=True, help="Fraction of connections moved per step.")
 @click.option("--density", default=0.006, show_default=True, help="Density of the sparse layers.")
@@ -185,6 +364,7 @@ def demo(out, networks, fraction, density, seed, jobs, quiet) -> None:
         raise SparsetopoError(f"--fraction must be in (0, 1], got {fraction}")
     if not 0 < density <= 1:
         raise SparsetopoError(f"--density must be in (0, 1], got {density}")
+    _check_jobs(jobs)
     base = erdos_renyi([784, 784, 784, 784, 10], density=density, seed=seed)
     chain = perturbation_chain(base, networks, fraction, seed=seed + 1)
     topo_dir = out / "topologies"
@@ -214,7 +394,7 @@ EXPERIMENT_NAMES = ["evolution", "sparse-vs-dense", "tickets"]  # == experiments
               help="smoke: about a minute; small: at most 10 minutes on 2 cores; paper: the paper's settings.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="YAML file overriding the preset's settings (keys as in the experiment's config).")
-@click.option("--out", type=_PATH, required=True, help="Experiment directory; re-running continues where it stopped.")
+@click.option("--out", type=_OUT, required=True, help="Experiment directory; re-running continues where it stopped.")
 @click.option("--jobs", "-j", default=-1, show_default=True, help="Parallel workers (-1: all cores).")
 @click.option("--cluster", default=None,
               help="Run training runs and NNSTD pairs on Dask: a scheduler address (tcp://host:8786) or local:N.")
@@ -232,6 +412,8 @@ def experiment(name, preset, config_file, out, jobs, cluster, model, quiet) -> N
     from .experiments import Context, run_experiment
     from .parallel import parse_cluster
 
+    _check_jobs(jobs)
+    check_distinct_paths({"--out": out}, [("--config", config_file)])
     if cluster is not None:
         parse_cluster(cluster)
     ctx = Context(n_jobs=jobs, cluster=cluster, progress=not quiet, log=lambda m: click.echo(m, err=True))
@@ -250,7 +432,8 @@ def report(directory) -> None:
     """Write DIRECTORY/report.md and a self-contained DIRECTORY/report.html from the experiments found there."""
     from .report import write_report
 
-    md, page = write_report(directory)
+    with processing(directory):
+        md, page = write_report(directory)
     click.echo(f"report: {md} and {page}")
 
 
@@ -336,7 +519,11 @@ def _train_callback(config_file, out, quiet, threads, **values):
     from .training import TrainConfig, load_config_file, train
 
     ctx = click.get_current_context()
-    merged = load_config_file(config_file) if config_file else {}
+    if threads is not None and threads < 1:
+        raise SparsetopoError(f"--threads must be a positive integer; got {threads}")
+    check_distinct_paths({"--out": out}, [("--config", config_file)])
+    with processing(config_file):
+        merged = load_config_file(config_file) if config_file else {}
     for name, value in values.items():
         if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE:
             merged[name] = value
@@ -356,7 +543,7 @@ def _make_train_command() -> click.Command:
     params = [
         click.Option(["--config", "config_file"], type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="YAML file with the same keys as the options; options given here override it."),
-        click.Option(["--out"], type=click.Path(file_okay=False, path_type=Path), required=True,
+        click.Option(["--out"], type=_OutPath(file_okay=False, path_type=Path), required=True,
                      help="Run directory; re-running the same command there resumes from its checkpoint."),
         click.Option(["--quiet", "-q"], is_flag=True, help="No progress bars (one log line per epoch either way)."),
         click.Option(["--threads"], type=click.INT, default=None, help="Torch CPU threads (default: torch's)."),

@@ -31,8 +31,9 @@ All set sizes and intersections of a layer come from one sparse product
 ``dense``
     Builds the float64 cost matrix and calls
     ``scipy.optimize.linear_sum_assignment`` on it, exactly as the reference
-    implementation published with the paper does, so matchings -- and thus
-    later layers -- agree with it value for value, ties included.
+    implementation published with the paper does, so that -- computed in the
+    same direction -- matchings, and thus later layers, agree with it value
+    for value, ties included.
 ``sparse``
     Neurons that share no input cost exactly 1, so the problem is equivalent
     to a *sparse* one: each of A's neurons may take a B neuron it shares an
@@ -42,9 +43,13 @@ All set sizes and intersections of a layer come from one sparse product
 
 All three give the same minimum for layer 0. Among equal-cost matchings they
 may choose differently, and since a layer's matching re-indexes the next
-layer's inputs, deeper layers can differ slightly between solvers (see the
-README's measured example); ``dense`` is the one that reproduces the paper's
-published values.
+layer's inputs, deeper layers can differ slightly between solvers -- and
+between the directions A -> B and B -> A (see the README's measured example).
+By default a pair is computed in a canonical direction (by content
+fingerprint) so that the distance is symmetric; ``reference=True`` (in
+:func:`nnstd` and :func:`pairwise_nnstd`, ``--reference`` on the command
+line) computes with ``dense`` in the direction given, as the published double
+loop does, and is the one mode that reproduces the paper's published values.
 """
 
 from __future__ import annotations
@@ -301,8 +306,20 @@ def match_layer(a: ss.spmatrix, b: ss.spmatrix, *, solver: Solver = "auto",
     return total / a.shape[0], col
 
 
+def _reference_solver(reference: bool, solver: str) -> str:
+    """The solver a call runs with: ``dense`` in reference mode, which only ``auto``/``dense`` may ask for."""
+    _check_solver(solver)
+    if not reference:
+        return solver
+    if solver not in ("auto", "dense"):
+        raise SparsetopoError(f"reference mode computes with solver 'dense' (the published code's "
+                              f"linear_sum_assignment); it cannot use solver {solver!r}")
+    return "dense"
+
+
 def nnstd(a: Topology, b: Topology, *, match_outputs: bool = True, solver: Solver = "auto",
-          max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES, symmetric: bool = True) -> NNSTDResult:
+          max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES, symmetric: bool = True,
+          reference: bool = False) -> NNSTDResult:
     """The Neural Network Sparse Topology Distance between two topologies.
 
     Parameters
@@ -315,10 +332,11 @@ def nnstd(a: Topology, b: Topology, *, match_outputs: bool = True, solver: Solve
         labelled class units.
     solver : {"auto", "ssp", "dense", "sparse"}
         ``auto`` (``ssp``): the exact sparse solver, fast and memory-light;
-        ``dense`` reproduces the reference implementation's matchings, ties
-        included (use it to reproduce published values); ``sparse`` is scipy's
-        sparse solver. All give the same layer-0 value; deeper layers may
-        differ through ties.
+        ``dense``: the reference implementation's ``linear_sum_assignment`` on
+        the full cost matrix; ``sparse`` is scipy's sparse solver. All give the
+        same layer-0 value; deeper layers may differ through ties. ``dense``
+        alone does not reproduce published values (the direction matters too):
+        use ``reference``.
     max_dense_bytes : int
         Kept for compatibility; ``auto`` no longer builds dense cost matrices.
     symmetric : bool, default True
@@ -327,14 +345,19 @@ def nnstd(a: Topology, b: Topology, *, match_outputs: bool = True, solver: Solve
         and B vs A can differ. With ``symmetric`` the pair is computed in a
         canonical direction (by content fingerprint, as :func:`pairwise_nnstd`
         does), so ``nnstd(a, b)`` equals ``nnstd(b, a)``; matchings are always
-        returned from A to B. ``False`` computes in the given direction, as the
-        reference implementation does (to reproduce its values exactly).
+        returned from A to B. ``False`` computes in the given direction.
+    reference : bool, default False
+        Reproduce the implementation published with the paper: solver
+        ``dense`` and the direction given, A -> B (``symmetric`` is then
+        ignored). Only ``solver="auto"`` or ``"dense"`` may be combined with it.
 
     Returns
     -------
     NNSTDResult
     """
-    _check_solver(solver)
+    solver = _reference_solver(reference, solver)
+    if reference:
+        symmetric = False  # the published double loop runs in the direction it is given
     if not isinstance(a, Topology) or not isinstance(b, Topology):
         raise TypeError("nnstd compares two Topology objects")
     if symmetric and b.fingerprint() < a.fingerprint():
@@ -368,7 +391,7 @@ def nnstd(a: Topology, b: Topology, *, match_outputs: bool = True, solver: Solve
 def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True,
                    solver: Solver = "auto", n_jobs: int | None = 1, progress: bool = False,
                    max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES, cache_dir: str | os.PathLike | None = None,
-                   cluster: str | None = None) -> np.ndarray:
+                   cluster: str | None = None, reference: bool = False) -> np.ndarray:
     """NNSTD between every pair of topologies.
 
     Returns an array ``D`` of shape ``(N, N, n_layers)``, symmetric in its first
@@ -381,8 +404,15 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
     :func:`sparsetopo.parallel.map_tasks`). With ``cache_dir`` every pair's
     result is stored under the two fingerprints, so adding a network to a
     study computes only the new pairs.
+
+    With ``reference=True`` the matrix reproduces the implementation published
+    with the paper instead: solver ``dense``, and pair ``(i, j)`` with
+    ``i < j`` in the order given computed as A = ``topologies[i]``, B =
+    ``topologies[j]`` and mirrored to ``(j, i)``; it then depends on the order.
+    Reference entries are cached apart from canonical ones, under the ordered
+    pair.
     """
-    _check_solver(solver)
+    solver = _reference_solver(reference, solver)
     topologies = list(topologies)
     if not topologies:
         raise SparsetopoError("pairwise_nnstd needs at least one topology")
@@ -396,18 +426,22 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
     n = len(topologies)
     prints = [t.fingerprint() for t in topologies]
     by_print = dict(zip(prints, topologies))
-    tag = f"{solver}-{'matched' if match_outputs else 'identity'}-outputs"
+    tag = _cache_tag(solver, match_outputs, reference)
 
     def cache_file(key: tuple[str, str]) -> Path | None:
         return Path(cache_dir) / f"{key[0]}-{key[1]}-{tag}.npz" if cache_dir is not None else None
 
-    # One key per unordered pair, in canonical (sorted-fingerprint) order.
-    pair_keys = {(i, j): tuple(sorted((prints[i], prints[j]))) for i in range(n) for j in range(i + 1, n)}
+    # Canonical mode: one key per unordered pair, in sorted-fingerprint order, so the
+    # result does not depend on the order of the list. Reference mode: the ordered pair.
+    order = (lambda pair: pair) if reference else (lambda pair: tuple(sorted(pair)))
+    pair_keys = {(i, j): order((prints[i], prints[j])) for i in range(n) for j in range(i + 1, n)}
     results: dict[tuple[str, str], np.ndarray] = {}
     todo: list[tuple[str, str]] = []
     for key in dict.fromkeys(pair_keys.values()):
         path = cache_file(key)
-        if key[0] == key[1]:
+        if key[0] == key[1] and not reference:
+            # Identical content: distance 0. Reference mode computes it anyway, as the published
+            # loop does (ties among identical neurons can make its value non-zero beyond layer 0).
             results[key] = np.zeros(len(shapes))
         elif path is not None and (cached := _read_cache_entry(path, key, tag, len(shapes))) is not None:
             results[key] = cached
@@ -416,7 +450,7 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
 
     computed = nnstd_many([(by_print[a], by_print[b]) for a, b in todo], match_outputs=match_outputs,
                           solver=solver, n_jobs=n_jobs, progress=progress, max_dense_bytes=max_dense_bytes,
-                          cluster=cluster)
+                          cluster=cluster, reference=reference)
     for key, per_layer in zip(todo, computed):
         results[key] = per_layer
         path = cache_file(key)
@@ -427,6 +461,12 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
     for (i, j), key in pair_keys.items():
         out[i, j] = out[j, i] = results[key]
     return out
+
+
+def _cache_tag(solver: str, match_outputs: bool, reference: bool) -> str:
+    """What a cache entry is about besides its pair; reference entries (ordered pairs) never mix with canonical."""
+    tag = f"{solver}-{'matched' if match_outputs else 'identity'}-outputs"
+    return f"reference-{tag}" if reference else tag
 
 
 def _entry_digest(key: tuple[str, str], tag: str, per_layer: np.ndarray) -> str:
@@ -463,21 +503,28 @@ def _read_cache_entry(path: Path, key: tuple[str, str], tag: str, n_layers: int)
 
 def nnstd_many(pairs: Sequence[tuple[Topology, Topology]], *, match_outputs: bool = True,
                solver: Solver = "auto", n_jobs: int | None = 1, progress: bool = False,
-               max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES, cluster: str | None = None) -> list[np.ndarray]:
-    """Per-layer NNSTD of many ``(A, B)`` pairs, in parallel; results in input order."""
+               max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES, cluster: str | None = None,
+               reference: bool = False) -> list[np.ndarray]:
+    """Per-layer NNSTD of many ``(A, B)`` pairs, in parallel; results in input order.
+
+    ``reference=True`` computes each pair as :func:`nnstd` does with it: solver
+    ``dense``, in the direction A -> B.
+    """
     from .parallel import map_tasks
 
+    solver = _reference_solver(reference, solver)
     task = functools.partial(_pair_task, match_outputs=match_outputs, solver=solver,
-                             max_dense_bytes=max_dense_bytes)
+                             max_dense_bytes=max_dense_bytes, reference=reference)
     return list(map_tasks(task, list(pairs), n_jobs=n_jobs, progress=progress, cluster=cluster,
                           desc="NNSTD pairs"))
 
 
 def _pair_task(pair: tuple[Topology, Topology], *, match_outputs: bool, solver: str,
-               max_dense_bytes: int) -> np.ndarray:
+               max_dense_bytes: int, reference: bool = False) -> np.ndarray:
     """One pair's per-layer NNSTD; module-level so that Dask and joblib can ship it."""
     a, b = pair
-    return nnstd(a, b, match_outputs=match_outputs, solver=solver, max_dense_bytes=max_dense_bytes).per_layer
+    return nnstd(a, b, match_outputs=match_outputs, solver=solver, max_dense_bytes=max_dense_bytes,
+                 reference=reference).per_layer
 
 
 def save_matrix(distances: np.ndarray, names: Sequence[str], *, npz: str | None = None,
