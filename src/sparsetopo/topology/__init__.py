@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import scipy.sparse as ss
 
-from ._npz import MAX_HEADER_BYTES, NpzArchive, check_csr_arrays, check_shape, input_limit, read_scipy_sparse
-from ._util import SeedLike, as_generator, atomic_write
-from .errors import FileFormatError, SparsetopoError
+from .._npz import MAX_HEADER_BYTES, NpzArchive, check_csr_arrays, check_shape, input_limit, read_scipy_sparse
+from .._util import SeedLike, as_generator, atomic_write
+from ..errors import FileFormatError, SparsetopoError
 
 __all__ = [
     "Topology",
@@ -344,7 +344,7 @@ class Topology:
         """
         import torch  # lazy: topology code must not need torch
 
-        from ._torch_graph import layers_from_module, layers_from_state_dict
+        from .._torch_graph import layers_from_module, layers_from_state_dict
 
         if isinstance(module_or_state_dict, torch.nn.Module):
             found = layers_from_module(module_or_state_dict)
