@@ -17,8 +17,9 @@ from typing import Any
 
 import yaml
 
-from ._util import markdown_table, write_text_atomic
 from .errors import SparsetopoError
+from .fileio import write_text_atomic
+from .tables import markdown_table
 
 __all__ = ["find_experiments", "write_report"]
 

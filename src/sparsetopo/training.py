@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ._util import atomic_write, write_csv, write_text_atomic
 from .config import check_config, load_yaml_mapping, option, registry
 from .errors import FileFormatError, SparsetopoError
+from .fileio import atomic_write, write_csv, write_text_atomic
 from .sparsity import SparsitySettings
 
 __all__ = ["TrainConfig", "RunResult", "train", "load_config_file", "loss_function", "SEED_PURPOSES"]

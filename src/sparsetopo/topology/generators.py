@@ -11,8 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import scipy.sparse as ss
 
-from .._util import SeedLike, as_generator
 from ..errors import SparsetopoError
+from ..seeding import SeedLike, as_generator
 from .core import Topology
 from .densities import epsilon_for_density, er_density
 

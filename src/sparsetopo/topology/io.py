@@ -23,8 +23,8 @@ import numpy as np
 import scipy.sparse as ss
 
 from .._npz import MAX_HEADER_BYTES, NpzArchive, check_csr_arrays, check_shape, input_limit, read_scipy_sparse
-from .._util import atomic_write
 from ..errors import FileFormatError, SparsetopoError
+from ..fileio import atomic_write
 
 __all__ = ["read_npz", "read_official", "write_npz"]
 
