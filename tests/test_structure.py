@@ -124,10 +124,13 @@ def test_no_new_function_over_60_lines():
 
 
 def test_topology_messages_name_parameters_not_flags():
-    """Only the CLI knows ``--flags``; the library's errors name its parameters."""
+    """Only the CLI knows ``--flags``; the library's errors (the strings in ``raise`` statements) name its
+    parameters."""
     flag = re.compile(r"--[a-z]")
-    found = [f"{p.name}:{node.lineno}" for p in (PACKAGE / "topology").glob("*.py")
-             for node in ast.walk(ast.parse(p.read_text()))
+    raises = [node for p in (PACKAGE / "topology").glob("*.py") for node in ast.walk(ast.parse(p.read_text()))
+              if isinstance(node, ast.Raise)]
+    assert raises
+    found = [ast.unparse(r) for r in raises for node in ast.walk(r)
              if isinstance(node, ast.Constant) and isinstance(node.value, str) and flag.search(node.value)]
     assert found == []
 
@@ -136,7 +139,7 @@ def test_topology_package_keeps_its_public_names():
     import sparsetopo.topology as topology
 
     for name in ("Topology", "DISTRIBUTIONS", "erdos_renyi", "er_density", "layer_densities", "random_topology",
-                 "epsilon_for_density", "perturb", "perturbation_chain"):
+                 "epsilon_for_density", "perturb", "perturbation_chain", "check_density", "check_epsilon"):
         assert hasattr(topology, name), name
     assert set(topology.__all__) <= set(dir(topology))
     assert topology.Topology.__module__ == "sparsetopo.topology.core"
@@ -162,3 +165,32 @@ def test_a_module_declaring_keeps_neurons_passes_between_layers():
     assert Topology.from_torch(chain(SeededDropout(0.5, torch.Generator()))).sizes == (3, 4, 2)
     with pytest.raises(SparsetopoError, match="from_torch: .*not supported between layers"):
         Topology.from_torch(chain(Gate()))
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, 1.5, float("nan"), "0.5", None, True])
+def test_check_density_is_the_one_density_rule(bad):
+    from sparsetopo.errors import SparsetopoError
+    from sparsetopo.topology import check_density, epsilon_for_density, layer_densities
+
+    with pytest.raises(SparsetopoError, match=re.escape(f"density must be in (0, 1]; got {bad!r}")):
+        check_density(bad)
+    with pytest.raises(SparsetopoError, match=re.escape(f"--density must be in (0, 1]; got {bad!r}")):
+        check_density(bad, "--density")
+    if bad is not None:  # the library's entry points use it
+        with pytest.raises(SparsetopoError, match=re.escape("density must be in (0, 1]")):
+            epsilon_for_density([4, 4, 2], bad)
+        with pytest.raises(SparsetopoError, match=re.escape("density must be in (0, 1]")):
+            layer_densities([(4, 4), (2, 4)], [0], "uniform", density=bad)
+    assert check_density(1) == 1.0 and check_density(0.25) == 0.25
+
+
+def test_check_epsilon():
+    from sparsetopo.errors import SparsetopoError
+    from sparsetopo.topology import check_epsilon, er_density, erdos_renyi
+
+    for bad in (0, -1, float("nan")):
+        with pytest.raises(SparsetopoError, match=re.escape(f"epsilon must be > 0; got {bad!r}")):
+            er_density(4, 4, bad)
+        with pytest.raises(SparsetopoError, match=re.escape(f"epsilon must be > 0; got {bad!r}")):
+            erdos_renyi([4, 4, 2], epsilon=bad, seed=0)
+    assert check_epsilon(20) == 20.0

@@ -9,7 +9,8 @@ One module per concern:
 
 ``core``        the :class:`Topology` class and the checks of its masks
 ``io``          our ``.npz`` format and the NNSTD paper's official layout
-``densities``   how dense each layer is (``DISTRIBUTIONS``: Erdős–Rényi, ERK, uniform)
+``densities``   how dense each layer is (``DISTRIBUTIONS``: Erdős–Rényi, ERK, uniform), and
+                ``check_density``, the package's one check of a density
 ``generators``  random topologies and perturbations
 
 This package deliberately imports neither torch nor matplotlib: computing
@@ -18,7 +19,7 @@ imports torch when called.)
 """
 
 from .core import Topology
-from .densities import DISTRIBUTIONS, epsilon_for_density, er_density, layer_densities
+from .densities import DISTRIBUTIONS, check_density, check_epsilon, epsilon_for_density, er_density, layer_densities
 from .generators import erdos_renyi, perturb, perturbation_chain, random_topology
 
 __all__ = [
@@ -31,4 +32,6 @@ __all__ = [
     "epsilon_for_density",
     "perturb",
     "perturbation_chain",
+    "check_density",
+    "check_epsilon",
 ]

@@ -5,19 +5,42 @@ Pure arithmetic on shapes; drawing the connections is :mod:`.generators`'s job.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import numpy as np
 
 from ..errors import SparsetopoError
 
-__all__ = ["DISTRIBUTIONS", "epsilon_for_density", "er_density", "layer_densities"]
+__all__ = ["DISTRIBUTIONS", "check_density", "check_epsilon", "epsilon_for_density", "er_density",
+           "layer_densities"]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def check_density(density, name: str = "density") -> float:
+    """``density`` as a float, or :class:`SparsetopoError` unless it is a number in (0, 1].
+
+    The one check of a density anywhere in the package; ``name`` is what the message
+    calls it (the CLI passes ``"--density"``): ``density must be in (0, 1]; got 2``.
+    """
+    if not _is_number(density) or not 0 < density <= 1:  # NaN fails the comparison too
+        raise SparsetopoError(f"{name} must be in (0, 1]; got {density!r}")
+    return float(density)
+
+
+def check_epsilon(epsilon, name: str = "epsilon") -> float:
+    """``epsilon`` (SET's sparsity parameter) as a float, or :class:`SparsetopoError` unless it is > 0."""
+    if not _is_number(epsilon) or not epsilon > 0:
+        raise SparsetopoError(f"{name} must be > 0; got {epsilon!r}")
+    return float(epsilon)
 
 
 def er_density(n_in: int, n_out: int, epsilon: float) -> float:
     """SET's Erdős–Rényi density ``epsilon (n_in + n_out) / (n_in n_out)``, capped at 1."""
-    if epsilon <= 0:
-        raise SparsetopoError(f"epsilon must be > 0, got {epsilon}")
+    epsilon = check_epsilon(epsilon)
     return min(1.0, epsilon * (n_in + n_out) / (n_in * n_out))
 
 
@@ -26,8 +49,7 @@ def epsilon_for_density(sizes: Sequence[int], density: float, *, dense_output: b
 
     Solved by bisection because the per-layer cap at 1 makes the map non-linear.
     """
-    if not 0 < density <= 1:
-        raise SparsetopoError(f"density must be in (0, 1], got {density}")
+    density = check_density(density)
     pairs = list(zip(sizes[:-1], sizes[1:]))
     if dense_output:
         pairs = pairs[:-1]
@@ -66,21 +88,20 @@ def layer_densities(shapes: Sequence[tuple[int, ...]], sparse: Sequence[int], di
     out = [1.0] * len(shapes)
     if not sparse:
         return out
-    if distribution == "uniform" or (distribution == "erk" and density is None):
-        if density is None or not 0 < density <= 1:
-            raise SparsetopoError(f"distribution {distribution!r} needs density in (0, 1]; got {density!r}")
+    if density is None and distribution != "erdos_renyi":
+        raise SparsetopoError(f"distribution {distribution!r} needs density in (0, 1]; got None")
+    if density is not None:
+        density = check_density(density)
     if distribution == "uniform":
         for k in sparse:
-            out[k] = float(density)
+            out[k] = density
         return out
     scales = [_layer_scale(shapes[k], distribution) for k in sparse]
     numels = [int(np.prod(shapes[k])) for k in sparse]
     if density is not None:
         eps = _epsilon_for(scales, numels, density)
     elif epsilon is not None:
-        if not epsilon > 0:
-            raise SparsetopoError(f"epsilon must be > 0, got {epsilon}")
-        eps = float(epsilon)
+        eps = check_epsilon(epsilon)
     else:
         raise SparsetopoError("give epsilon or density")
     for k, scale in zip(sparse, scales):
@@ -91,10 +112,9 @@ def layer_densities(shapes: Sequence[tuple[int, ...]], sparse: Sequence[int], di
 def _epsilon_for(scales: Sequence[float], numels: Sequence[int], density: float) -> float:
     """The epsilon whose capped densities ``min(1, eps * scale)`` give ``density`` over all the weights.
 
-    Solved by bisection because the per-layer cap at 1 makes the map non-linear.
+    Solved by bisection because the per-layer cap at 1 makes the map non-linear. ``density``
+    is already checked (:func:`check_density`) by the public callers.
     """
-    if not 0 < density <= 1:
-        raise SparsetopoError(f"density must be in (0, 1], got {density}")
     possible = sum(numels)
 
     def total(eps: float) -> float:

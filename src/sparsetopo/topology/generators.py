@@ -14,7 +14,7 @@ import scipy.sparse as ss
 from ..errors import SparsetopoError
 from ..seeding import SeedLike, as_generator
 from .core import Topology
-from .densities import epsilon_for_density, er_density
+from .densities import check_epsilon, epsilon_for_density, er_density
 
 __all__ = ["erdos_renyi", "perturb", "perturbation_chain", "random_topology"]
 
@@ -99,14 +99,12 @@ def erdos_renyi(sizes: Sequence[int], epsilon: float | None = None, seed: SeedLi
     """
     sizes = [int(s) for s in sizes]
     if len(sizes) < 2 or min(sizes) < 1:
-        raise SparsetopoError(f"sizes must list at least two positive layer sizes, got {sizes}")
+        raise SparsetopoError(f"sizes must list at least two positive layer sizes; got {sizes}")
     if (epsilon is None) == (density is None):
         raise SparsetopoError("give exactly one of epsilon and density")
     if density is not None:
         epsilon = epsilon_for_density(sizes, density, dense_output=dense_output)
-    assert epsilon is not None
-    if epsilon <= 0:
-        raise SparsetopoError(f"epsilon must be > 0, got {epsilon}")
+    epsilon = check_epsilon(epsilon)
     rng = as_generator(seed)
     layers = []
     n_layers = len(sizes) - 1
@@ -134,7 +132,7 @@ def perturb(topology: Topology, fraction: float, seed: SeedLike = None, *,
     as it has room for.
     """
     if not 0 <= fraction <= 1:
-        raise SparsetopoError(f"fraction must be in [0, 1], got {fraction}")
+        raise SparsetopoError(f"fraction must be in [0, 1]; got {fraction!r}")
     rng = as_generator(seed)
     layers = []
     for m in topology.layers:
@@ -161,7 +159,7 @@ def perturbation_chain(base: Topology, n: int, fraction: float, seed: SeedLike =
     The paper's evolution study starts 10 networks this way with ``fraction=0.01``.
     """
     if n < 1:
-        raise SparsetopoError(f"a chain needs n >= 1 networks, got {n}")
+        raise SparsetopoError(f"n (networks in the chain) must be >= 1; got {n!r}")
     rng = as_generator(seed)
     chain = [base.with_name(f"{prefix}0", chain_index=0)]
     for i in range(1, n):
