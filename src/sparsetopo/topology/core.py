@@ -58,6 +58,53 @@ def _conv_as_2d(mask: Any, where: str):
     return arr.reshape(out, cin * kh * kw), (int(kh), int(kw))
 
 
+def _flat_layers(layers: Sequence[Any], kernels: Sequence[Any]):
+    """Layers as canonical boolean CSR ``(n_out, n_in)`` matrices (convolutions flattened) and their kernels."""
+    flat, kerns = [], []
+    for k, (m, kern) in enumerate(zip(layers, kernels)):
+        ndim = getattr(m, "ndim", None) if not ss.issparse(m) else 2
+        if ndim == 4:
+            m, kern = _conv_as_2d(m, f"layer {k}")
+        flat.append(m)
+        kerns.append(tuple(int(x) for x in kern) if kern else None)
+    csr = tuple(_as_bool_csr(m, f"layer {k}") for k, m in enumerate(flat))
+    for k, m in enumerate(csr):
+        if min(m.shape) < 1:
+            raise SparsetopoError(f"layer {k} has shape {m.shape} (n_out, n_in): a layer needs at least "
+                                  f"one output and one input neuron")
+    return csr, tuple(kerns)
+
+
+def _chain_blocks(csr: Sequence[ss.csr_matrix], kerns: Sequence[tuple[int, int] | None]) -> tuple[int, ...]:
+    """Per layer, how many flattened inputs make one input unit; refuses layers that do not chain.
+
+    A convolution's unit is a ``kh * kw`` kernel; a fully connected layer after a
+    convolution reads the flattened feature maps, one ``H * W`` block per channel.
+    """
+    blocks = []
+    for k, (m, kern) in enumerate(zip(csr, kerns)):
+        n_in = m.shape[1]
+        if kern is not None:
+            block = kern[0] * kern[1]
+            if block < 1 or n_in % block:
+                raise SparsetopoError(f"layer {k}: {n_in} inputs are not a whole number of {kern} kernels")
+        elif k > 0 and kerns[k - 1] is not None and n_in != csr[k - 1].shape[0] \
+                and csr[k - 1].shape[0] and n_in % csr[k - 1].shape[0] == 0:
+            block = n_in // csr[k - 1].shape[0]  # a flattened feature map per channel
+        else:
+            block = 1
+        blocks.append(block)
+        if k and n_in // block != csr[k - 1].shape[0]:
+            prev = csr[k - 1].shape
+            unit = f"input units ({n_in} inputs in blocks of {block})" if block > 1 else "inputs"
+            raise SparsetopoError(
+                f"layer {k} does not chain with layer {k - 1}: layer {k} has shape "
+                f"{m.shape} (n_out, n_in) so it expects {n_in // block} {unit}, but layer {k - 1} "
+                f"has shape {prev} and produces {prev[0]} outputs"
+            )
+    return tuple(blocks)
+
+
 class Topology:
     """An immutable stack of boolean connectivity matrices (fully connected or convolutional layers).
 
@@ -99,42 +146,11 @@ class Topology:
         kernels = list(kernels) if kernels is not None else [None] * len(layers)
         if len(kernels) != len(layers):
             raise SparsetopoError(f"kernels has {len(kernels)} entries for {len(layers)} layers")
-        flat, kerns = [], []
-        for k, (m, kern) in enumerate(zip(layers, kernels)):
-            ndim = getattr(m, "ndim", None) if not ss.issparse(m) else 2
-            if ndim == 4:
-                m, kern = _conv_as_2d(m, f"layer {k}")
-            flat.append(m)
-            kerns.append(tuple(int(x) for x in kern) if kern else None)
-        csr = tuple(_as_bool_csr(m, f"layer {k}") for k, m in enumerate(flat))
-        for k, m in enumerate(csr):
-            if min(m.shape) < 1:
-                raise SparsetopoError(f"layer {k} has shape {m.shape} (n_out, n_in): a layer needs at least "
-                                      f"one output and one input neuron")
-        blocks = []
-        for k, (m, kern) in enumerate(zip(csr, kerns)):
-            n_in = m.shape[1]
-            if kern is not None:
-                block = kern[0] * kern[1]
-                if block < 1 or n_in % block:
-                    raise SparsetopoError(f"layer {k}: {n_in} inputs are not a whole number of {kern} kernels")
-            elif k > 0 and kerns[k - 1] is not None and n_in != csr[k - 1].shape[0] \
-                    and csr[k - 1].shape[0] and n_in % csr[k - 1].shape[0] == 0:
-                block = n_in // csr[k - 1].shape[0]  # a flattened feature map per channel
-            else:
-                block = 1
-            blocks.append(block)
-            if k and n_in // block != csr[k - 1].shape[0]:
-                prev = csr[k - 1].shape
-                unit = f"input units ({n_in} inputs in blocks of {block})" if block > 1 else "inputs"
-                raise SparsetopoError(
-                    f"layer {k} does not chain with layer {k - 1}: layer {k} has shape "
-                    f"{m.shape} (n_out, n_in) so it expects {n_in // block} {unit}, but layer {k - 1} "
-                    f"has shape {prev} and produces {prev[0]} outputs"
-                )
+        csr, kerns = _flat_layers(layers, kernels)
+        blocks = _chain_blocks(csr, kerns)
         self._layers = csr
-        self._kernels = tuple(kerns)
-        self._blocks = tuple(blocks)
+        self._kernels = kerns
+        self._blocks = blocks
         self.name = name
         self._metadata = dict(metadata or {})
 
