@@ -142,10 +142,10 @@ class Topology:
                  metadata: Mapping[str, Any] | None = None,
                  kernels: Sequence[tuple[int, int] | None] | None = None):
         if len(layers) == 0:
-            raise SparsetopoError("a Topology needs at least one layer, got none")
+            raise SparsetopoError("layers must hold at least one layer; got none")
         kernels = list(kernels) if kernels is not None else [None] * len(layers)
         if len(kernels) != len(layers):
-            raise SparsetopoError(f"kernels has {len(kernels)} entries for {len(layers)} layers")
+            raise SparsetopoError(f"kernels must have one entry per layer ({len(layers)}); got {len(kernels)}")
         csr, kerns = _flat_layers(layers, kernels)
         blocks = _chain_blocks(csr, kerns)
         self._layers = csr
