@@ -14,9 +14,9 @@ import scipy.sparse as ss
 from click.testing import CliRunner
 
 from conftest import make_idx_dataset, official_dir, write_idx
-from sparsetopo._util import atomic_write, clean_stale_temp_files
 from sparsetopo.cli import app
 from sparsetopo.errors import FileFormatError
+from sparsetopo.fileio import atomic_write, clean_stale_temp_files
 from sparsetopo.nnstd import load_matrix, pairwise_nnstd
 from sparsetopo.topology import Topology, erdos_renyi, perturb
 

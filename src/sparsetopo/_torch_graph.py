@@ -20,6 +20,8 @@ transpose, cat, stack, split, chunk, gather, index_select, roll, flip, narrow,
 a matmul with a tensor, a parameter or constant used outside a layer, and every
 operation not on the list -- rather than dropped, since any of them may select,
 reorder or mix neurons. Before the first layer any view/reshape of the input passes.
+A module of one's own that acts on each neuron alone joins the list by declaring the
+class attribute ``keeps_neurons = True`` (as ``sparsetopo.models.SeededDropout`` does).
 
 A layer called twice, or two layers sharing one weight parameter (tied weights),
 is refused by name. Grouped and depthwise convolutions are read as full
@@ -41,12 +43,36 @@ __all__ = ["layers_from_module", "layers_from_state_dict"]
 def _pass_modules():
     from torch import nn
 
-    from .models import SeededDropout
-
     return (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softmax,
             nn.LogSoftmax, nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.BatchNorm1d, nn.BatchNorm2d,
             nn.LayerNorm, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten,
-            nn.Hardtanh, nn.Softplus, nn.Mish, SeededDropout)
+            nn.Hardtanh, nn.Softplus, nn.Mish)
+
+
+def _declares_keeps_neurons(module) -> bool:
+    """Whether ``module``'s class declares ``keeps_neurons = True`` (e.g. :class:`sparsetopo.models.SeededDropout`).
+
+    The class attribute keeps the allow-list open without this module importing the
+    modules it lets pass (``models`` imports ``topology``, which reads models through here).
+    """
+    return getattr(type(module), "keeps_neurons", False) is True
+
+
+def keeps_neurons(module) -> bool:
+    """Whether ``module`` may sit between two layers: torch's modules on the list above, or a declared one."""
+    return isinstance(module, _pass_modules()) or _declares_keeps_neurons(module)
+
+
+def _trace(model):
+    """``model`` traced by ``torch.fx``, a module declaring ``keeps_neurons`` kept whole (a leaf): what it
+    does inside (a dropout's random mask, say) is its own business, it has vouched for the neurons."""
+    import torch.fx
+
+    class Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, m, qualname):
+            return _declares_keeps_neurons(m) or super().is_leaf_module(m, qualname)
+
+    return torch.fx.GraphModule(model, Tracer().trace(model))
 
 
 def _pass_functions():
@@ -120,10 +146,8 @@ def _describe(node) -> str:
 
 def layers_from_module(model) -> list[tuple[np.ndarray, tuple[int, int] | None]]:
     """``[(mask, kernel or None), ...]`` of a model whose Linear/Conv2d layers form a chain."""
-    import torch.fx
-
     try:
-        gm = torch.fx.symbolic_trace(model)
+        gm = _trace(model)
     except Exception as exc:  # tracing fails on data-dependent control flow, among others
         raise SparsetopoError(
             f"from_torch: cannot trace {type(model).__name__} with torch.fx ({type(exc).__name__}: {exc}); "
@@ -223,7 +247,7 @@ def _check_passes(node, gm, *, after_a_layer: bool) -> None:
         mod = gm.get_submodule(node.target)
         if isinstance(mod, nn.Flatten):
             _check_flatten(node, mod.start_dim, mod.end_dim)
-        elif not isinstance(mod, _pass_modules()):
+        elif not keeps_neurons(mod):
             raise SparsetopoError(f"from_torch: {_describe(node)} is a {type(mod).__name__}, which is not "
                                   "supported (Linear, Conv2d and activation, norm, pooling, dropout and "
                                   "flatten layers are)")

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._util import SeedLike, as_generator
 from .errors import FileFormatError, SparsetopoError
+from .seeding import SeedLike, as_generator
 
 __all__ = ["Dataset", "DATASETS", "INPUT_SCALINGS", "load_dataset", "read_idx", "resolve_data_dir"]
 

@@ -223,6 +223,8 @@ class SeededDropout(nn.Module):
     ``nn.Dropout`` draws from torch's global RNG, which a library must not seed.
     """
 
+    keeps_neurons = True  # elementwise: Topology.from_torch lets it pass between layers
+
     def __init__(self, p: float, generator: torch.Generator):
         super().__init__()
         if not 0 <= p < 1:

@@ -68,8 +68,8 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
 from ._npz import read_npz
-from ._util import atomic_write, write_text_atomic
 from .errors import FileFormatError, SparsetopoError
+from .fileio import atomic_write, write_text_atomic
 from .topology import Topology
 
 __all__ = [

@@ -15,8 +15,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ._util import atomic_write
 from .errors import SparsetopoError
+from .fileio import atomic_write
 
 CMAP = "gnuplot"  # the colour map of the paper's Figure 4
 

@@ -17,8 +17,9 @@ from typing import Any
 
 import yaml
 
-from ._util import file_sha256, markdown_table, write_text_atomic
 from .errors import FileFormatError
+from .fileio import file_sha256, write_text_atomic
+from .tables import markdown_table
 
 __all__ = ["find_experiments", "check_summary", "write_report"]
 

@@ -47,7 +47,9 @@ class SparsitySettings:
     def validate(self, *, flags: bool = False):
         """Check every field (type and range), then the rules that tie them together; raise
         :class:`SparsetopoError` naming the field (as a ``--flag`` with ``flags``), what is
-        allowed and what was given. Returns ``self``."""
+        allowed and what was given. Returns ``self``. A method's own rules (lottery's
+        ``rewind_epoch <= round_epochs``) are the method's to check:
+        :func:`sparsetopo.methods.check_method_settings`, which the trainer and ``sparsify`` call."""
         check_config(self, flags=flags)
 
         def name(field: str) -> str:
@@ -55,10 +57,4 @@ class SparsitySettings:
 
         if self.density is None and self.epsilon is None:
             raise SparsetopoError(f"give {name('epsilon')} or {name('density')} (both are unset)")
-        # The method's own rules (e.g. lottery's rewind_epoch <= round_epochs), when this config has its settings.
-        from .methods import method_class  # at check time, as the choices are: declaring a config loads no registry
-
-        method = method_class(self.method)
-        if method.settings_cls is not None and isinstance(self, method.settings_cls):
-            method.check_settings(self, name)
         return self

@@ -34,10 +34,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ._util import atomic_write, file_sha256, write_csv, write_text_atomic
 from .config import check_config, load_yaml_mapping, option, registry
 from .errors import FileFormatError, SparsetopoError
-from .methods import LotterySettings, method_class, methods_help, settings_class
+from .fileio import atomic_write, file_sha256, write_csv, write_text_atomic
+from .methods import LotterySettings, check_method_settings, method_class, methods_help, settings_class
 from .schedule import DROP_SCHEDULES, UpdateSchedule
 from .sparsity import SparsitySettings
 
@@ -161,7 +161,7 @@ class TrainConfig(LotterySettings, SparsitySettings):
         """Check every field (type and range, from its annotation and metadata), then the
         rules that tie fields together; raise :class:`SparsetopoError` naming the option,
         what is allowed and what was given."""
-        super().validate(flags=flags)
+        check_method_settings(super().validate(flags=flags), flags=flags)
         method = method_class(self.method)
         if self.initial_topology is not None:
             if not method.accepts_initial_topology:

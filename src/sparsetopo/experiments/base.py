@@ -19,10 +19,10 @@ from typing import Any
 
 import yaml
 
-from .._util import file_sha256, write_text_atomic
-from .._util import write_csv as _write_csv
 from ..config import check_config, load_yaml_mapping
 from ..errors import SparsetopoError
+from ..fileio import file_sha256, write_text_atomic
+from ..fileio import write_csv as _write_csv
 from ..training import TrainConfig
 
 PRESETS = ("smoke", "small", "paper")

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .._util import markdown_table, write_text_atomic
+from ..fileio import write_text_atomic
 from ..plots import scatter_plot
+from ..tables import markdown_table
 from ..training import read_metrics
 from .base import CommonConfig, Context, Experiment, budget_gap, register, rel, settings_table, unlearning, write_csv
 from .runner import load_snapshot, run_trainings

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .._util import markdown_table, write_text_atomic
+from ..fileio import write_text_atomic
 from ..nnstd import classical_mds, pairwise_nnstd, save_matrix
 from ..plots import heatmap_grid, scatter_plot
+from ..tables import markdown_table
 from ..topology import Topology, erdos_renyi
 from ..training import read_metrics
 from .base import (

@@ -9,8 +9,8 @@ import torch (``sparsify`` is loaded on first use).
 """
 # ruff: noqa: I001  -- import order is the registry's (and --help's) order
 
-from .base import (METHODS, DropGrowMethod, Method, UpdateContext, UpdateResult, drop_and_grow, get_method,
-                   method_class, methods_help, register, settings_class, unregister)
+from .base import (METHODS, DropGrowMethod, Method, UpdateContext, UpdateResult, check_method_settings, drop_and_grow,
+                   get_method, method_class, methods_help, register, settings_class, unregister)
 from . import dense  # noqa: F401
 from . import static  # noqa: F401
 from . import set_  # noqa: F401
@@ -19,8 +19,8 @@ from . import lottery  # noqa: F401
 from .lottery import LotterySettings
 
 __all__ = ["METHODS", "DropGrowMethod", "LotterySettings", "Method", "Sparsifier", "UpdateContext", "UpdateResult",
-           "drop_and_grow", "get_method", "method_class", "methods_help", "register", "settings_class", "sparsify",
-           "unregister"]
+           "check_method_settings", "drop_and_grow", "get_method", "method_class", "methods_help", "register",
+           "settings_class", "sparsify", "unregister"]
 
 
 def __getattr__(name: str):

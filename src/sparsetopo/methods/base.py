@@ -53,6 +53,18 @@ def get_method(config: SparsitySettings) -> Method:
     return method_class(config.method)(config)
 
 
+def check_method_settings(config: SparsitySettings, *, flags: bool = False) -> SparsitySettings:
+    """Check the rules of ``config.method`` that tie its own settings to the others (e.g. lottery's
+    ``rewind_epoch <= round_epochs``), naming fields as ``--flags`` with ``flags``; returns ``config``.
+
+    Run after ``config.validate()``; a config without the method's settings class has nothing to check.
+    """
+    method = method_class(config.method)
+    if method.settings_cls is not None and isinstance(config, method.settings_cls):
+        method.check_settings(config, lambda field: "--" + field.replace("_", "-") if flags else field)
+    return config
+
+
 def methods_help() -> str:
     """One line per registered method: the ``--method`` help."""
     return "; ".join(f"{name}: {cls.description}" for name, cls in METHODS.items())

@@ -35,7 +35,7 @@ from ..masking import MaskedNetwork, dense_gradients, per_layer_masks, rescale_t
 from ..schedule import DROP_SCHEDULES, UpdateSchedule
 from ..sparsity import SparsitySettings
 from ..topology import Topology, layer_densities
-from .base import METHODS, UpdateContext, method_class, settings_class
+from .base import METHODS, UpdateContext, check_method_settings, method_class, settings_class
 
 __all__ = ["DROP_SCHEDULES", "Sparsifier", "sparsify"]
 
@@ -382,7 +382,7 @@ def _settings(method: str, own: dict, **common) -> SparsitySettings:
     if unknown:
         raise SparsetopoError(f"sparsify got unexpected keyword argument(s) {', '.join(unknown)}; the {method} "
                               f"method's own settings are {', '.join(sorted(allowed)) or 'none'}")
-    return cls(method=method, **common, **own).validate()
+    return check_method_settings(cls(method=method, **common, **own).validate())
 
 
 def _world_size() -> int:

@@ -1,4 +1,9 @@
-"""Small helpers shared by the package: random generators and atomic file writes."""
+"""Writing files so that a reader never sees half of one: atomic writes, stale temp files, CSV.
+
+The package writes its files (topologies, checkpoints, metrics, tables, plots)
+through :func:`atomic_write`: a temporary file next to the target,
+fsync'ed, then renamed over it.
+"""
 
 from __future__ import annotations
 
@@ -11,21 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
-
-SeedLike = int | np.random.Generator | np.random.SeedSequence | None
-
-
-def as_generator(seed: SeedLike) -> np.random.Generator:
-    """Return a NumPy ``Generator`` for ``seed`` (an int, a SeedSequence or a Generator).
-
-    A Generator passed in is returned as is, so callers can thread one stream
-    through several calls; nothing here touches NumPy's global state.
-    """
-    if isinstance(seed, np.random.Generator):
-        return seed
-    return np.random.default_rng(seed)
-
+__all__ = ["atomic_write", "clean_stale_temp_files", "write_csv", "write_text_atomic"]
 
 _HOST = socket.gethostname().replace(".", "_")
 
@@ -139,20 +130,6 @@ def write_csv(path: str | os.PathLike, rows: list[dict], *, float_digits: int | 
     for r in rows:
         w.writerow({k: cell(v) for k, v in r.items()})
     write_text_atomic(path, buf.getvalue())
-
-
-def markdown_table(rows: list[dict]) -> str:
-    """Rows as a GitHub-flavoured markdown table (floats to 4 significant digits)."""
-    if not rows:
-        return "_(empty)_\n"
-
-    def fmt(v):
-        return "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
-
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
 
 
 def file_sha256(path: str | os.PathLike) -> str:
