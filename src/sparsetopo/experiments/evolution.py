@@ -27,6 +27,7 @@ from .base import (
     rel,
     settings_table,
     sparse_layers,
+    train_field,
     write_csv,
 )
 from .fidelity import connection_stats, fidelity_rows, write_fidelity_figure
@@ -35,7 +36,7 @@ from .runner import load_snapshot, run_trainings, snapshot_path
 
 @dataclass
 class EvolutionConfig(CommonConfig):
-    hidden: list[int] = field(default_factory=lambda: [784, 784, 784])
+    hidden: list[int] = train_field("hidden", default_factory=lambda: [784, 784, 784])
     density: float = field(default=0.006, metadata={"gt": 0, "max": 1})
     networks: int = field(default=10, metadata={"min": 2, "max": 1000})
     perturb_fraction: float = field(default=0.01, metadata={"gt": 0, "max": 1})
@@ -45,10 +46,11 @@ class EvolutionConfig(CommonConfig):
     #: paper's published networks did; data order, dropout and regrowth differ.
     shared_init: bool = True
     #: ``mlp`` (the paper's study) or ``cnn`` (SparseCNN: ``channels``, then ``hidden``
-    #: fully connected layers; sparsity spread by ``distribution``).
-    model: str = field(default="mlp", metadata={"choices": ("mlp", "cnn")})
-    channels: list[int] = field(default_factory=lambda: [16, 16, 32, 32])
-    distribution: str = "erdos_renyi"
+    #: fully connected layers; sparsity spread by ``distribution``). Any registered model is a
+    #: valid value; the study runs on those it has presets for (``Experiment.model_presets``).
+    model: str = train_field("model")
+    channels: list[int] = train_field("channels")
+    distribution: str = train_field("distribution")
 
 
 

@@ -19,14 +19,26 @@ import numpy as np
 from .._util import markdown_table, write_text_atomic
 from ..plots import scatter_plot
 from ..training import read_metrics
-from .base import CommonConfig, Context, Experiment, budget_gap, register, rel, settings_table, unlearning, write_csv
+from .base import (
+    CommonConfig,
+    Context,
+    Experiment,
+    budget_gap,
+    register,
+    rel,
+    settings_table,
+    train_field,
+    unlearning,
+    write_csv,
+)
 from .runner import load_snapshot, run_trainings
 
 
 @dataclass
 class SparseVsDenseConfig(CommonConfig):
-    hidden: list[int] = field(default_factory=lambda: [1000, 1000, 1000])
-    wide_hidden: list[int] = field(default_factory=lambda: [2000, 2000, 2000])
+    hidden: list[int] = train_field("hidden")
+    #: The over-parameterized dense baseline's hidden layers (checked as ``hidden`` is).
+    wide_hidden: list[int] = train_field("hidden", default_factory=lambda: [2000, 2000, 2000])
     epsilons: list[float] = field(default_factory=lambda: [1, 5, 10, 20, 50], metadata={"gt": 0, "nonempty": True})
     methods: list[str] = field(default_factory=lambda: ["static", "set"],
                                metadata={"choices": ("static", "set", "rigl"), "nonempty": True})

@@ -33,6 +33,7 @@ from .base import (
     rel,
     settings_table,
     sparse_layers,
+    train_field,
     write_csv,
 )
 from .runner import load_snapshot, run_trainings
@@ -40,19 +41,19 @@ from .runner import load_snapshot, run_trainings
 
 @dataclass
 class TicketsConfig(CommonConfig):
-    hidden: list[int] = field(default_factory=lambda: [1000, 1000, 1000])
-    epsilon: float = 20.0
+    hidden: list[int] = train_field("hidden")
+    epsilon: float = train_field("epsilon")
     set_runs: int = field(default=5, metadata={"min": 1, "max": 1000})
     lottery_runs: int = field(default=1, metadata={"min": 0, "max": 1000})
-    prune_rate: float = 0.2
-    round_epochs: int | None = None
-    rewind_epoch: int = 0
-    snapshot_epochs: list[int] = field(default_factory=lambda: [0, 10, 30, 50, 100])
-    topology_seed: int = field(default=0, metadata={"min": 0, "max": 2**32 - 1})
+    prune_rate: float = train_field("prune_rate")
+    round_epochs: int | None = train_field("round_epochs")
+    rewind_epoch: int = train_field("rewind_epoch")
+    snapshot_epochs: list[int] = train_field("snapshot_epochs", default_factory=lambda: [0, 10, 30, 50, 100])
+    topology_seed: int = train_field("topology_seed", default=0)
 
     def validate(self) -> None:
         self.train_config(method="lottery", epsilon=self.epsilon, prune_rate=self.prune_rate,
-                          round_epochs=self.round_epochs, rewind_epoch=self.rewind_epoch).validate()
+                          round_epochs=self.round_epochs, rewind_epoch=self.rewind_epoch).validate(flags=False)
 
 
 PRESETS = {
