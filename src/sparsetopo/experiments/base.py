@@ -75,6 +75,38 @@ class CommonConfig(_TrainSettings):
         return TrainConfig(**{**{n: getattr(self, n) for n in TRAIN_SETTINGS}, **overrides})
 
 
+#: What a method class answered before it declared its capabilities (the methods registry's
+#: classes will carry these attributes; these fallbacks keep today's answers until they do).
+_CAPABILITY_FALLBACKS: dict[str, Callable[[type], Any]] = {
+    "starts_sparse": lambda cls: cls.sparse,
+    "accepts_initial_topology": lambda cls: cls.name in ("static", "set", "rigl"),
+}
+
+
+def method_class(name: str) -> type:
+    """The registered method class ``name`` (:data:`sparsetopo.methods.METHODS`)."""
+    from ..methods import METHODS
+
+    return METHODS[name]
+
+
+def method_has(name: str, capability: str) -> bool:
+    """Ask the method ``name`` a question (``starts_sparse``, ``accepts_initial_topology``...), so that
+    a study decides by what a method can do, never by a list of method names."""
+    cls = method_class(name)
+    return bool(getattr(cls, capability, _CAPABILITY_FALLBACKS[capability](cls)))
+
+
+def methods_that(capability: str) -> Callable[[], tuple[str, ...]]:
+    """Config choices: the registered methods with ``capability``, in the registry's order; looked up
+    when checked (as :func:`~sparsetopo.config.registry` does), so a method registered later is one."""
+    def get() -> tuple[str, ...]:
+        from ..methods import METHODS
+
+        return tuple(n for n in METHODS if method_has(n, capability))
+    return get
+
+
 @dataclass
 class Context:
     """How to run: parallelism, cluster, progress."""

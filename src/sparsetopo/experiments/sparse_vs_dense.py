@@ -24,6 +24,7 @@ from .base import (
     Context,
     Experiment,
     budget_gap,
+    methods_that,
     register,
     rel,
     settings_table,
@@ -40,8 +41,9 @@ class SparseVsDenseConfig(CommonConfig):
     #: The over-parameterized dense baseline's hidden layers (checked as ``hidden`` is).
     wide_hidden: list[int] = train_field("hidden", default_factory=lambda: [2000, 2000, 2000])
     epsilons: list[float] = field(default_factory=lambda: [1, 5, 10, 20, 50], metadata={"gt": 0, "nonempty": True})
+    #: The sparse methods compared with the dense networks: any registered method that starts sparse.
     methods: list[str] = field(default_factory=lambda: ["static", "set"],
-                               metadata={"choices": ("static", "set", "rigl"), "nonempty": True})
+                               metadata={"choices": methods_that("starts_sparse"), "nonempty": True})
     seeds: int = field(default=5, metadata={"min": 1, "max": 1000})
 
 
