@@ -50,3 +50,49 @@ def test_experiment_messages_name_keys_not_flags():
         make_config("tickets", "smoke", {"rewind_epoch": 5}, source="overrides")
     with pytest.raises(ValueError, match=r"wide_hidden must be a list of integers in \[1, 1000000\]; got \[0\]"):
         make_config("sparse-vs-dense", "smoke", {"wide_hidden": [0]})
+
+
+def test_sparse_vs_dense_runs_a_newly_registered_method(tmp_path, tiny_data):
+    """A method is one new class: registered, the study accepts it and trains it, no list to extend."""
+    import json
+
+    import pytest
+
+    torch = pytest.importorskip("torch")
+    from sparsetopo.experiments import Context, run_experiment
+    from sparsetopo.methods import METHODS, DropGrowMethod, register
+
+    @register
+    class Dummy(DropGrowMethod):
+        """Drops the weights closest to zero in each layer, grows at the first empty positions."""
+
+        name = "dummy"
+        starts_sparse = True
+        accepts_initial_topology = True
+        evolves_topology = True
+
+        def drop(self, weight, mask, ctx):
+            k = int(0.1 * int(mask.sum()))
+            out = torch.zeros_like(mask)
+            out.view(-1)[weight.abs().masked_fill(~mask, float("inf")).flatten().topk(k, largest=False).indices] = True
+            return out
+
+        def grow_score(self, layer_id, weight, mask, ctx):
+            return -torch.arange(weight.numel(), dtype=torch.float32).reshape(weight.shape)
+
+    try:
+        config = tmp_path / "dummy.yaml"
+        config.write_text(f"data_dir: {tiny_data}\nmethods: [dummy]\n"
+                          "hidden: [16]\nwide_hidden: [32]\nepsilons: [2]\nseeds: 1\nepochs: 2\n")
+        summary = run_experiment("sparse-vs-dense", "smoke", tmp_path / "out", config_file=str(config),
+                                 ctx=Context(n_jobs=1, progress=False, log=lambda m: None))
+        assert summary["config"]["methods"] == ["dummy"]
+        assert any(f.startswith("Best dummy network (epsilon 2,") for f in summary["findings"])
+        rows = (tmp_path / "out" / "tables" / "accuracy.csv").read_text()
+        assert "\ndummy,16,2," in rows
+        recorded = json.loads((tmp_path / "out" / "summary.json").read_text())["config"]
+        assert recorded["methods"] == ["dummy"]
+    finally:
+        del METHODS["dummy"]
+    with pytest.raises(ValueError, match="methods must be a non-empty list of static, set, rigl; got"):
+        make_config("sparse-vs-dense", "smoke", {"methods": ["dummy"]})
