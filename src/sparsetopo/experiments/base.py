@@ -141,27 +141,17 @@ def make_config(name: str, preset: str, overrides: dict[str, Any] | None = None,
     if name not in EXPERIMENTS:
         raise SparsetopoError(f"experiment must be one of {', '.join(EXPERIMENTS)}; got {name!r}")
     if preset not in PRESETS:
-        raise SparsetopoError(f"--preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+        raise SparsetopoError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
     exp = EXPERIMENTS[name]
     overrides = {str(k).replace("-", "_"): v for k, v in (overrides or {}).items()}
-    presets = exp.presets
-    model = overrides.get("model", "mlp")
-    if model != "mlp":
-        if model not in exp.model_presets:
-            raise SparsetopoError(f"{name} runs on model mlp" + "".join(f" or {m}" for m in exp.model_presets)
-                                  + f"; got {model!r}")
-        presets = exp.model_presets[model]
-        if preset not in presets:
-            raise SparsetopoError(f"--preset {preset} is not available with --model {model} "
-                                  f"(presets: {', '.join(presets)})")
-    values = dict(presets[preset])
+    values = _preset(exp, preset, overrides.get("model", DEFAULT_MODEL))
     allowed = {f.name for f in dataclasses.fields(exp.config_cls)}
-    if "model" not in allowed and overrides.get("model") == "mlp":
-        overrides.pop("model")  # the experiments without a model choice are MLP studies
+    if "model" not in allowed and overrides.get("model") == DEFAULT_MODEL:
+        overrides.pop("model")  # the experiments without a model choice are studies of the default model
     unknown = sorted(set(overrides) - allowed)
     if unknown:
         raise SparsetopoError(f"{source}: unknown key(s) for {name}: {', '.join(unknown)}; "
-                         f"allowed: {', '.join(sorted(allowed))}")
+                              f"allowed: {', '.join(sorted(allowed))}")
     values.update(overrides)
     config = exp.config_cls(**values)
     try:
@@ -174,6 +164,26 @@ def make_config(name: str, preset: str, overrides: dict[str, Any] | None = None,
     except SparsetopoError as exc:
         raise SparsetopoError(f"{source}: {exc}") from None
     return config
+
+
+#: The model a study runs on unless it says otherwise (``Experiment.presets`` are for it): TrainConfig's.
+DEFAULT_MODEL = train_field("model").default
+
+
+def _preset(exp: Experiment, preset: str, model: str) -> dict[str, Any]:
+    """A copy of the experiment's ``preset`` for ``model``: its own presets are for the default model,
+    ``exp.model_presets`` for others."""
+    if model == DEFAULT_MODEL:
+        return dict(exp.presets[preset])
+    if model not in exp.model_presets:
+        raise SparsetopoError(f"{exp.name} runs on model {DEFAULT_MODEL}"
+                              + "".join(f" or {m}" for m in exp.model_presets) + f"; got {model!r}")
+    presets = exp.model_presets[model]
+    if preset not in presets:
+        # Named as the CLI's options: the only way to ask for a model's preset is `sparsetopo experiment`.
+        raise SparsetopoError(f"--preset {preset} is not available with --model {model} "
+                              f"(presets: {', '.join(presets)})")
+    return dict(presets[preset])
 
 
 def exp_defaults(config):

@@ -193,7 +193,7 @@ def _compute(cfg: EvolutionConfig, out: Path, ctx: Context) -> _Results:
     stats = connection_stats(snapshots, weights, layers=hidden)
     # The published networks are the paper's MLPs: a CNN study has nothing to be compared with
     # (nor a study without sparse layers: the published networks are sparse).
-    fid = fidelity_rows(means, stats, curve) if cfg.model == "mlp" and hidden else []
+    fid = fidelity_rows(means, stats, curve) if cfg.model == published.MODEL and hidden else []
     return _Results(epochs, names, hidden, matrices, means, drift, curve, acc_key, acc_rows, stats, fid)
 
 
@@ -343,7 +343,7 @@ def _findings(cfg: EvolutionConfig, res: _Results) -> list[str]:
     findings = [
         f"Before training, neighbours in the {cfg.perturb_fraction:.0%}-perturbation chain are "
         f"{neigh0:.3f} apart in layer {hidden[0]}"
-        + (f" (published networks: {published.NEIGHBOURS_EPOCH0})." if cfg.model == "mlp" else "."),
+        + (f" (published networks: {published.NEIGHBOURS_EPOCH0})." if cfg.model == published.MODEL else "."),
         "Mean off-diagonal NNSTD per hidden layer from epoch 0 to epoch "
         f"{last}: " + "; ".join(f"layer {k} {means[k][0]:.3f} -> {means[k][last]:.3f}" for k in hidden)
         + ": near-identical topologies drift apart under SET " + ("in every hidden layer." if grows else
@@ -366,7 +366,7 @@ def _findings(cfg: EvolutionConfig, res: _Results) -> list[str]:
             findings.append("Mean accuracy after " + ", ".join(
                 f"{r['our_epoch']} epoch{'s' if r['our_epoch'] != 1 else ''}: {r['ours']:.3f} "
                 f"(published {r['published']:.3f})" for r in acc) + ".")
-    elif cfg.model == "mlp":
+    elif cfg.model == published.MODEL:
         findings.append("No snapshot epoch in common with the published networks' "
                         f"({', '.join(map(str, published.EPOCHS))}); nothing to compare side by side.")
     return findings
