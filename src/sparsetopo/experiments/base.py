@@ -19,48 +19,78 @@ from typing import Any
 
 import yaml
 
-from ..config import check_config, load_yaml_mapping
+from ..config import check_config, load_yaml_mapping, registry
 from ..errors import SparsetopoError
 from ..fileio import file_sha256, write_text_atomic
 from ..fileio import write_csv as _write_csv
 from ..training import TrainConfig
 
+#: The budgets every experiment offers, smallest first (the CLI's ``--preset`` choices).
 PRESETS = ("smoke", "small", "paper")
+
+#: The settings an experiment passes on to each of its training runs, in the order of its
+#: YAML keys (and of ``experiment.yaml``). Type, checks and help come from
+#: :class:`~sparsetopo.training.TrainConfig`'s field of the same name, so they are declared once.
+TRAIN_SETTINGS = (
+    "dataset", "data_dir", "limit_train", "limit_test", "input_scaling", "epochs", "batch_size", "lr", "momentum",
+    "weight_decay", "zeta", "init", "init_std", "regrow_init", "loss", "dropout", "val_fraction", "snapshot_timing",
+    "snapshot_connections", "snapshot_weights", "seed",
+)
+
+#: Where a study's default differs from a single run's: a study trains longer (a run's default is 100).
+STUDY_DEFAULTS = {"epochs": 200}
+
+
+def train_field(name: str, **default) -> dataclasses.Field:
+    """A field with the checks and help of TrainConfig's field ``name`` and its default, or the one given
+    (``default=...`` or ``default_factory=...``)."""
+    source = {f.name: f for f in dataclasses.fields(TrainConfig)}[name]
+    if not default:
+        if source.default_factory is not dataclasses.MISSING:
+            default = {"default_factory": source.default_factory}
+        else:
+            default = {"default": STUDY_DEFAULTS.get(name, source.default)}
+    return field(metadata=source.metadata, **default)
+
+
+def _train_type(name: str):
+    return {f.name: f.type for f in dataclasses.fields(TrainConfig)}[name]
+
+
+# A base class made from TrainConfig's fields, so that the study settings are not a second copy.
+_TrainSettings = dataclasses.make_dataclass(
+    "_TrainSettings", [(n, _train_type(n), train_field(n)) for n in TRAIN_SETTINGS],
+    namespace={"__module__": __name__})
 
 
 @dataclass
-class CommonConfig:
-    """Settings every experiment has: data and the optimizer of its training runs."""
+class CommonConfig(_TrainSettings):
+    """Settings every experiment has: data and the optimizer of its training runs
+    (:data:`TRAIN_SETTINGS`, checked as TrainConfig checks them) and the NNSTD solver."""
 
-    dataset: str = "fashion-mnist"
-    data_dir: str | None = None
-    limit_train: int | None = None
-    limit_test: int | None = None
-    input_scaling: str = "standardize"
-    epochs: int = 200
-    batch_size: int = 128
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 2e-4
-    zeta: float = 0.3
-    init: str = "he"
-    init_std: float = 0.1
-    regrow_init: str = "zero"
-    loss: str = "cross_entropy"
-    dropout: float = 0.0
-    val_fraction: float = 0.0
-    snapshot_timing: str = "after_update"
-    snapshot_connections: str = "mask"
-    snapshot_weights: bool = False
-    seed: int = 0
-    solver: str = field(default="auto", metadata={"choices": ("auto", "ssp", "dense", "sparse")})
+    solver: str = field(default="auto", metadata={"choices": registry("nnstd", "SOLVERS")})
 
     def train_config(self, **overrides: Any) -> TrainConfig:
         """A TrainConfig carrying the common settings plus ``overrides``."""
-        base = {f.name: getattr(self, f.name) for f in dataclasses.fields(CommonConfig)
-                if f.name in {g.name for g in dataclasses.fields(TrainConfig)}}
-        base.update(overrides)
-        return TrainConfig(**base)
+        return TrainConfig(**{**{n: getattr(self, n) for n in TRAIN_SETTINGS}, **overrides})
+
+
+def method_has(name: str, capability: str) -> bool:
+    """Ask the method ``name`` a question (``starts_sparse``, ``accepts_initial_topology``...), so that
+    a study decides by what a method can do, never by a list of method names."""
+    from ..methods import method_class
+
+    return bool(getattr(method_class(name), capability))
+
+
+def methods_that(capability: str) -> Callable[[], tuple[str, ...]]:
+    """Config choices: the registered methods with ``capability``, in the registry's order; looked up
+    when checked (as :func:`~sparsetopo.config.registry` does), so a method registered later is one."""
+    def get() -> tuple[str, ...]:
+        from ..methods import METHODS
+
+        return tuple(n for n in METHODS if method_has(n, capability))
+    return get
 
 
 @dataclass
@@ -97,39 +127,49 @@ def make_config(name: str, preset: str, overrides: dict[str, Any] | None = None,
     if name not in EXPERIMENTS:
         raise SparsetopoError(f"experiment must be one of {', '.join(EXPERIMENTS)}; got {name!r}")
     if preset not in PRESETS:
-        raise SparsetopoError(f"--preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+        raise SparsetopoError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
     exp = EXPERIMENTS[name]
     overrides = {str(k).replace("-", "_"): v for k, v in (overrides or {}).items()}
-    presets = exp.presets
-    model = overrides.get("model", "mlp")
-    if model != "mlp":
-        if model not in exp.model_presets:
-            raise SparsetopoError(f"{name} runs on model mlp" + "".join(f" or {m}" for m in exp.model_presets)
-                                  + f"; got {model!r}")
-        presets = exp.model_presets[model]
-        if preset not in presets:
-            raise SparsetopoError(f"--preset {preset} is not available with --model {model} "
-                                  f"(presets: {', '.join(presets)})")
-    values = dict(presets[preset])
+    values = _preset(exp, preset, overrides.get("model", DEFAULT_MODEL))
     allowed = {f.name for f in dataclasses.fields(exp.config_cls)}
-    if "model" not in allowed and overrides.get("model") == "mlp":
-        overrides.pop("model")  # the experiments without a model choice are MLP studies
+    if "model" not in allowed and overrides.get("model") == DEFAULT_MODEL:
+        overrides.pop("model")  # the experiments without a model choice are studies of the default model
     unknown = sorted(set(overrides) - allowed)
     if unknown:
         raise SparsetopoError(f"{source}: unknown key(s) for {name}: {', '.join(unknown)}; "
-                         f"allowed: {', '.join(sorted(allowed))}")
+                              f"allowed: {', '.join(sorted(allowed))}")
     values.update(overrides)
     config = exp.config_cls(**values)
     try:
         # Types and ranges of every field (training fields borrow TrainConfig's checks),
         # then the experiment's own rules; bad settings fail before any work.
         check_config(config, borrow=TrainConfig)
-        config.train_config().validate()
+        config.train_config().validate(flags=False)  # an experiment's settings are keys, not --flags
         if hasattr(config, "validate"):
             config.validate()
     except SparsetopoError as exc:
         raise SparsetopoError(f"{source}: {exc}") from None
     return config
+
+
+#: The model a study runs on unless it says otherwise (``Experiment.presets`` are for it): TrainConfig's.
+DEFAULT_MODEL = train_field("model").default
+
+
+def _preset(exp: Experiment, preset: str, model: str) -> dict[str, Any]:
+    """A copy of the experiment's ``preset`` for ``model``: its own presets are for the default model,
+    ``exp.model_presets`` for others."""
+    if model == DEFAULT_MODEL:
+        return dict(exp.presets[preset])
+    if model not in exp.model_presets:
+        raise SparsetopoError(f"{exp.name} runs on model {DEFAULT_MODEL}"
+                              + "".join(f" or {m}" for m in exp.model_presets) + f"; got {model!r}")
+    presets = exp.model_presets[model]
+    if preset not in presets:
+        # Named as the CLI's options: the only way to ask for a model's preset is `sparsetopo experiment`.
+        raise SparsetopoError(f"--preset {preset} is not available with --model {model} "
+                              f"(presets: {', '.join(presets)})")
+    return dict(presets[preset])
 
 
 def exp_defaults(config):

@@ -15,7 +15,7 @@ import numpy as np
 from ..errors import SparsetopoError
 from ..nnstd import load_matrix, nnstd_many, pairwise_nnstd, save_matrix
 from ..plots import heatmap_grid, line_plot
-from ..topology import Topology, erdos_renyi, layer_densities, perturbation_chain, random_topology
+from ..topology import Topology, perturbation_chain
 from ..training import TrainConfig, load_weights, read_metrics
 from . import published
 from .base import (
@@ -27,15 +27,16 @@ from .base import (
     rel,
     settings_table,
     sparse_layers,
+    train_field,
     write_csv,
 )
 from .fidelity import connection_stats, fidelity_rows, write_fidelity_figure
-from .runner import load_snapshot, run_trainings, snapshot_path
+from .runner import initial_topology, load_snapshot, run_trainings, snapshot_path
 
 
 @dataclass
 class EvolutionConfig(CommonConfig):
-    hidden: list[int] = field(default_factory=lambda: [784, 784, 784])
+    hidden: list[int] = train_field("hidden", default_factory=lambda: [784, 784, 784])
     density: float = field(default=0.006, metadata={"gt": 0, "max": 1})
     networks: int = field(default=10, metadata={"min": 2, "max": 1000})
     perturb_fraction: float = field(default=0.01, metadata={"gt": 0, "max": 1})
@@ -45,10 +46,11 @@ class EvolutionConfig(CommonConfig):
     #: paper's published networks did; data order, dropout and regrowth differ.
     shared_init: bool = True
     #: ``mlp`` (the paper's study) or ``cnn`` (SparseCNN: ``channels``, then ``hidden``
-    #: fully connected layers; sparsity spread by ``distribution``).
-    model: str = field(default="mlp", metadata={"choices": ("mlp", "cnn")})
-    channels: list[int] = field(default_factory=lambda: [16, 16, 32, 32])
-    distribution: str = "erdos_renyi"
+    #: fully connected layers; sparsity spread by ``distribution``). Any registered model is a
+    #: valid value; the study runs on those it has presets for (``Experiment.model_presets``).
+    model: str = train_field("model")
+    channels: list[int] = train_field("channels")
+    distribution: str = train_field("distribution")
 
 
 
@@ -119,7 +121,51 @@ PRESETS = {
 }
 
 
+#: The method the study's networks train with: the topology evolution it measures is SET's.
+METHOD = "set"
+
+
+@dataclass
+class _Results:
+    """What the study computed, for its tables, figures, findings and summary."""
+
+    epochs: list[int]
+    names: list[str]
+    hidden: list[int]  # the sparse layers: a dense one has NNSTD 0 by construction
+    matrices: dict[int, np.ndarray]  # epoch -> pairwise NNSTD (networks x networks x layers)
+    means: dict[int, dict[int, float]]  # layer -> epoch -> mean off-diagonal NNSTD
+    drift: np.ndarray  # (epochs, networks, layers): NNSTD of each network to its initial topology
+    curve: dict[int, float]  # epoch -> mean accuracy on acc_key's split
+    acc_key: str
+    acc_rows: list[dict]
+    stats: dict[str, dict]  # fidelity.connection_stats
+    fid: list[dict]  # fidelity.fidelity_rows (empty: nothing to compare with)
+
+
 def _run(cfg: EvolutionConfig, out: Path, ctx: Context) -> dict:
+    res = _compute(cfg, out, ctx)
+    tables = _tables(cfg, res, out)
+    figs = _figures(cfg, res, out)
+    findings = _findings(cfg, res)
+    settings_table(cfg, SOURCES, out / "tables" / "settings.csv")
+    tables["Settings and the evidence for the paper recipe"] = "tables/settings.csv"
+    hidden, stats = res.hidden, res.stats
+    return {
+        "title": "Topology evolution under SET (Figure 4; RQ1, RQ3)",
+        "tables": tables,
+        "figures": figs,
+        "findings": findings,
+        "hidden_layers": hidden,
+        "nnstd_mean_by_layer_epoch": {str(k): {str(e): v for e, v in res.means[k].items()} for k in hidden},
+        "accuracy_by_epoch": {str(e): v for e, v in res.curve.items()},
+        "kept_by_layer": {str(k): {f"{a}-{b}": v for (a, b), v in stats["kept"][k].items()} for k in hidden},
+        "shared_by_layer_epoch": {str(k): {str(e): v for e, v in stats["shared"][k].items()} for k in hidden},
+        "weight_correlation_by_layer_epoch": {str(k): {str(e): v for e, v in stats["correlation"][k].items()}
+                                              for k in hidden},
+    }
+
+
+def _compute(cfg: EvolutionConfig, out: Path, ctx: Context) -> _Results:
     epochs = sorted({e for e in cfg.snapshot_epochs if e <= cfg.epochs} | {0, cfg.epochs})
     names = [f"net{i}" for i in range(cfg.networks)]
     initial = _initial_topologies(cfg, out, names)
@@ -139,84 +185,62 @@ def _run(cfg: EvolutionConfig, out: Path, ctx: Context) -> dict:
     metrics = [read_metrics(d) for d in run_dirs]
     acc_key = "val_acc" if cfg.val_fraction > 0 else "test_acc"
     curve = {r["epoch"]: float(np.mean([m[i][acc_key] for m in metrics])) for i, r in enumerate(metrics[0])}
+    acc_rows = [{"network": n, f"final_{acc_key}": m[-1][acc_key], "final_test_acc": m[-1]["test_acc"],
+                 f"best_{acc_key}": max(r[acc_key] for r in m)} for n, m in zip(names, metrics)]
     weights = None
     if cfg.snapshot_weights:
         weights = {e: [load_weights(snapshot_path(d, e, "weights"))[0] for d in run_dirs] for e in epochs}
     stats = connection_stats(snapshots, weights, layers=hidden)
+    # The published networks are the paper's MLPs: a CNN study has nothing to be compared with
+    # (nor a study without sparse layers: the published networks are sparse).
+    fid = fidelity_rows(means, stats, curve) if cfg.model == published.MODEL and hidden else []
+    return _Results(epochs, names, hidden, matrices, means, drift, curve, acc_key, acc_rows, stats, fid)
 
-    rows = []
-    for e in epochs:
-        m = matrices[e]
-        for k in hidden:
+
+def _tables(cfg: EvolutionConfig, res: _Results, out: Path) -> dict[str, str]:
+    """Write the tables; returns their titles and paths in the report's order (fidelity first)."""
+    off = ~np.eye(cfg.networks, dtype=bool)
+    stats, rows = res.stats, []
+    for i_e, e in enumerate(res.epochs):
+        m = res.matrices[e]
+        for k in res.hidden:
             neigh = np.array([m[i, i + 1, k] for i in range(cfg.networks - 1)])
-            rows.append({"epoch": e, "layer": k, "mean_offdiag": means[k][e], "std_offdiag": m[:, :, k][off].std(),
+            rows.append({"epoch": e, "layer": k, "mean_offdiag": res.means[k][e], "std_offdiag": m[:, :, k][off].std(),
                          "neighbours_mean": neigh.mean(), "first_last": m[0, -1, k],
-                         "drift_from_initial_mean": drift[epochs.index(e), :, k].mean(),
+                         "drift_from_initial_mean": res.drift[i_e, :, k].mean(),
                          "connections_mean": stats["connections"][k][e], "shared_mean": stats["shared"][k][e],
                          "weight_correlation": stats["correlation"][k].get(e)})
-    if rows:
-        write_csv(out / "tables" / "evolution.csv", rows)
     kept_rows = [{"from_epoch": e1, "to_epoch": e2, "layer": k, "kept_mean": v}
-                 for k in hidden for (e1, e2), v in stats["kept"][k].items()]
-    if kept_rows:
-        write_csv(out / "tables" / "kept.csv", kept_rows)
-    write_csv(out / "tables" / "accuracy_curve.csv",
-              [{"epoch": e, f"mean_{acc_key}": a, "published_mean_test_acc":
-                published.accuracy_after(e) if 1 <= e <= len(published.ACCURACY) else None}
-               for e, a in curve.items()])
-    acc_rows = [{"network": n, f"final_{acc_key}": m[-1][acc_key], "final_test_acc": m[-1]["test_acc"],
-                 f"best_{acc_key}": max(r[acc_key] for r in m)} for n, m in zip(names, metrics)]
-    write_csv(out / "tables" / "accuracy.csv", acc_rows)
-    # The published networks are the paper's MLPs: a CNN study has nothing to be compared with.
-    # (nor a study without sparse layers: the published networks are sparse).
-    fid = fidelity_rows(means, stats, curve) if cfg.model == "mlp" and hidden else []
-    if fid:
-        write_csv(out / "tables" / "fidelity.csv", fid)
-
-    figs = _figures(cfg, out, names, epochs, hidden, matrices, means, drift, curve, stats, fid)
-    findings = _findings(cfg, epochs, hidden, matrices, means, acc_rows, acc_key, fid)
-    settings_table(cfg, SOURCES, out / "tables" / "settings.csv")
+                 for k in res.hidden for (e1, e2), v in stats["kept"][k].items()]
+    curve_rows = [{"epoch": e, f"mean_{res.acc_key}": a, "published_mean_test_acc":
+                   published.accuracy_after(e) if 1 <= e <= len(published.ACCURACY) else None}
+                  for e, a in res.curve.items()]
     tables = {}
-    if fid:  # the fidelity section leads: what a reader checks first
-        tables["Fidelity: this run beside the paper's published networks, statistic by statistic"] = \
-            "tables/fidelity.csv"
-    tables["Mean accuracy by epoch beside the published networks'"] = "tables/accuracy_curve.csv"
-    if rows:
-        tables["NNSTD and connections by epoch and hidden layer (dense layers are left out)"] = "tables/evolution.csv"
-    if kept_rows:
-        tables["Connections of a network kept between consecutive snapshots"] = "tables/kept.csv"
-    tables["Final accuracy per network"] = "tables/accuracy.csv"
-    tables["Settings and the evidence for the paper recipe"] = "tables/settings.csv"
-    return {
-        "title": "Topology evolution under SET (Figure 4; RQ1, RQ3)",
-        "tables": tables,
-        "figures": figs,
-        "findings": findings,
-        "hidden_layers": hidden,
-        "nnstd_mean_by_layer_epoch": {str(k): {str(e): v for e, v in means[k].items()} for k in hidden},
-        "accuracy_by_epoch": {str(e): v for e, v in curve.items()},
-        "kept_by_layer": {str(k): {f"{a}-{b}": v for (a, b), v in stats["kept"][k].items()} for k in hidden},
-        "shared_by_layer_epoch": {str(k): {str(e): v for e, v in stats["shared"][k].items()} for k in hidden},
-        "weight_correlation_by_layer_epoch": {str(k): {str(e): v for e, v in stats["correlation"][k].items()}
-                                              for k in hidden},
-    }
+    for title, path, table in (
+            ("Fidelity: this run beside the paper's published networks, statistic by statistic",
+             "tables/fidelity.csv", res.fid),  # the fidelity section leads: what a reader checks first
+            ("Mean accuracy by epoch beside the published networks'", "tables/accuracy_curve.csv", curve_rows),
+            ("NNSTD and connections by epoch and hidden layer (dense layers are left out)", "tables/evolution.csv",
+             rows),
+            ("Connections of a network kept between consecutive snapshots", "tables/kept.csv", kept_rows),
+            ("Final accuracy per network", "tables/accuracy.csv", res.acc_rows)):
+        if table or path in ("tables/accuracy_curve.csv", "tables/accuracy.csv"):  # these two always exist
+            write_csv(out / path, table)
+            tables[title] = path
+    return tables
+
+
+def _set_config(cfg: EvolutionConfig, **settings) -> TrainConfig:
+    """The training settings of the study's networks (``settings``: what differs between them)."""
+    return cfg.train_config(method=METHOD, hidden=list(cfg.hidden), density=cfg.density, epsilon=None,
+                            model=cfg.model, channels=list(cfg.channels), distribution=cfg.distribution, **settings)
 
 
 def _initial_topologies(cfg: EvolutionConfig, out: Path, names: list[str]) -> list[Topology]:
-    """One Erdős–Rényi topology and a chain of perturbed copies (made once, then read back)."""
-    from ..data import load_dataset
-
+    """The method's initial topology and a chain of perturbed copies (made once, then read back)."""
     init_dir = out / "initial"
     if not all((init_dir / f"{n}.npz").exists() for n in names):
-        probe = load_dataset(cfg.dataset, cfg.data_dir, limit_train=64, limit_test=16)
-        if cfg.model == "cnn":
-            shapes = cfg.train_config(model="cnn", channels=list(cfg.channels), hidden=list(cfg.hidden)) \
-                .build_model(probe).layer_shapes
-            densities = layer_densities(shapes, list(range(len(shapes) - 1)), cfg.distribution, density=cfg.density)
-            base = random_topology(shapes, densities, seed=cfg.topology_seed)
-        else:
-            sizes = [probe.n_features, *cfg.hidden, probe.n_classes]
-            base = erdos_renyi(sizes, density=cfg.density, seed=cfg.topology_seed)
+        base = initial_topology(_set_config(cfg), cfg.topology_seed)
         for t in perturbation_chain(base, cfg.networks, cfg.perturb_fraction, seed=cfg.topology_seed + 1):
             t.save(init_dir / f"{t.name}.npz")
     return [Topology.load(init_dir / f"{n}.npz").with_name(n) for n in names]
@@ -226,10 +250,8 @@ def _train_networks(cfg: EvolutionConfig, out: Path, names: list[str], epochs: l
     shared_init_seed = TrainConfig(seed=cfg.seed).named_seed("init")
     runs = []
     for i, name in enumerate(names):
-        tc = cfg.train_config(method="set", hidden=list(cfg.hidden), density=cfg.density, epsilon=None,
-                              initial_topology=str((out / "initial" / f"{name}.npz").resolve()),
-                              snapshot_epochs=epochs, seed=cfg.seed + i, model=cfg.model,
-                              channels=list(cfg.channels), distribution=cfg.distribution)
+        tc = _set_config(cfg, initial_topology=str((out / "initial" / f"{name}.npz").resolve()),
+                         snapshot_epochs=epochs, seed=cfg.seed + i)
         if cfg.shared_init:
             tc.init_seed = shared_init_seed
         runs.append((tc, out / "runs" / name))
@@ -268,7 +290,10 @@ def _nnstd_matrices(cfg, out: Path, names, snapshots, ctx: Context) -> dict[int,
     return matrices
 
 
-def _figures(cfg, out, names, epochs, hidden, matrices, means, drift, curve, stats, fid) -> dict[str, str]:
+def _figures(cfg: EvolutionConfig, res: _Results, out: Path) -> dict[str, str]:
+    names, epochs, hidden, matrices, means, drift = (res.names, res.epochs, res.hidden, res.matrices, res.means,
+                                                     res.drift)
+    fid = res.fid
     figs = {}
     if not hidden:
         return figs  # every layer dense: no NNSTD to draw
@@ -293,13 +318,15 @@ def _figures(cfg, out, names, epochs, hidden, matrices, means, drift, curve, sta
     if fid:
         nn = [r for r in fid if r["statistic"] == "mean NNSTD"]
         close = sum(abs(r["difference"]) <= 0.05 for r in nn)
-        p = write_fidelity_figure(out / "figures" / "fidelity.png", means, stats, curve,
+        p = write_fidelity_figure(out / "figures" / "fidelity.png", means, res.stats, res.curve,
                                   f"Against the published networks: {close} of {len(nn)} NNSTD values within 0.05")
         figs = {"Fidelity: ours (solid) vs the paper's published networks (dashed)": rel(p, out), **figs}
     return figs
 
 
-def _findings(cfg, epochs, hidden, matrices, means, acc_rows, acc_key, fid) -> list[str]:
+def _findings(cfg: EvolutionConfig, res: _Results) -> list[str]:
+    epochs, hidden, matrices, means, acc_rows, acc_key, fid = (res.epochs, res.hidden, res.matrices, res.means,
+                                                               res.acc_rows, res.acc_key, res.fid)
     last = epochs[-1]
     accs = np.array([r[f"final_{acc_key}"] for r in acc_rows])
     split = "held-out" if acc_key == "val_acc" else "test"
@@ -316,7 +343,7 @@ def _findings(cfg, epochs, hidden, matrices, means, acc_rows, acc_key, fid) -> l
     findings = [
         f"Before training, neighbours in the {cfg.perturb_fraction:.0%}-perturbation chain are "
         f"{neigh0:.3f} apart in layer {hidden[0]}"
-        + (f" (published networks: {published.NEIGHBOURS_EPOCH0})." if cfg.model == "mlp" else "."),
+        + (f" (published networks: {published.NEIGHBOURS_EPOCH0})." if cfg.model == published.MODEL else "."),
         "Mean off-diagonal NNSTD per hidden layer from epoch 0 to epoch "
         f"{last}: " + "; ".join(f"layer {k} {means[k][0]:.3f} -> {means[k][last]:.3f}" for k in hidden)
         + ": near-identical topologies drift apart under SET " + ("in every hidden layer." if grows else
@@ -339,7 +366,7 @@ def _findings(cfg, epochs, hidden, matrices, means, acc_rows, acc_key, fid) -> l
             findings.append("Mean accuracy after " + ", ".join(
                 f"{r['our_epoch']} epoch{'s' if r['our_epoch'] != 1 else ''}: {r['ours']:.3f} "
                 f"(published {r['published']:.3f})" for r in acc) + ".")
-    elif cfg.model == "mlp":
+    elif cfg.model == published.MODEL:
         findings.append("No snapshot epoch in common with the published networks' "
                         f"({', '.join(map(str, published.EPOCHS))}); nothing to compare side by side.")
     return findings

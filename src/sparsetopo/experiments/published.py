@@ -27,6 +27,9 @@ Conventions of the published files, which a comparison must respect:
 
 from __future__ import annotations
 
+#: The model the published networks are (a study of another model has nothing to compare with them).
+MODEL = "mlp"
+
 #: Epochs with published topologies (0 and 190 only as the paper's summary values).
 EPOCHS = (0, 10, 20, 30, 40, 50, 100, 150, 190)
 

@@ -101,14 +101,23 @@ class _EpochProgress:
 
 
 def _planned_epochs(config: TrainConfig) -> int:
-    """Epochs a run will train (lottery's pruning rounds included, for an MLP on the usual 784- or 3072-input
-    data; only the progress bar's total depends on it)."""
-    if config.method != "lottery":
-        return config.epochs
+    """Epochs a run will train, as its method counts them (lottery's pruning rounds included). The
+    shapes are an MLP's on the usual 784- or 3072-input data: only the progress bar's total depends on it."""
     from ..methods import get_method
 
     sizes = [3072 if config.dataset == "cifar10" else 784, *config.hidden, 10]
     return get_method(config).total_epochs([(b, a) for a, b in zip(sizes[:-1], sizes[1:])])
+
+
+def initial_topology(config: TrainConfig, seed: int) -> Topology | None:
+    """The topology a run of ``config`` starts from when it is given none: its method's
+    :meth:`~sparsetopo.methods.Method.initial_topology` for the network on the data, drawn from ``seed``
+    (``None``: the method starts dense). Studies that share one starting topology make it here, once."""
+    from ..data import load_dataset
+    from ..methods import get_method
+
+    probe = load_dataset(config.dataset, config.data_dir, limit_train=64, limit_test=16)  # only its shapes count
+    return get_method(config).initial_topology(config.build_model(probe).layer_shapes, seed)
 
 
 def snapshot_path(run_dir: Path, epoch: int, kind: str = "topology") -> Path:

@@ -20,17 +20,31 @@ from ..fileio import write_text_atomic
 from ..plots import scatter_plot
 from ..tables import markdown_table
 from ..training import read_metrics
-from .base import CommonConfig, Context, Experiment, budget_gap, register, rel, settings_table, unlearning, write_csv
+from .base import (
+    CommonConfig,
+    Context,
+    Experiment,
+    budget_gap,
+    methods_that,
+    register,
+    rel,
+    settings_table,
+    train_field,
+    unlearning,
+    write_csv,
+)
 from .runner import load_snapshot, run_trainings
 
 
 @dataclass
 class SparseVsDenseConfig(CommonConfig):
-    hidden: list[int] = field(default_factory=lambda: [1000, 1000, 1000])
-    wide_hidden: list[int] = field(default_factory=lambda: [2000, 2000, 2000])
+    hidden: list[int] = train_field("hidden")
+    #: The over-parameterized dense baseline's hidden layers (checked as ``hidden`` is).
+    wide_hidden: list[int] = train_field("hidden", default_factory=lambda: [2000, 2000, 2000])
     epsilons: list[float] = field(default_factory=lambda: [1, 5, 10, 20, 50], metadata={"gt": 0, "nonempty": True})
+    #: The sparse methods compared with the dense networks: any registered method that starts sparse.
     methods: list[str] = field(default_factory=lambda: ["static", "set"],
-                               metadata={"choices": ("static", "set", "rigl"), "nonempty": True})
+                               metadata={"choices": methods_that("starts_sparse"), "nonempty": True})
     seeds: int = field(default=5, metadata={"min": 1, "max": 1000})
 
 
@@ -64,11 +78,32 @@ SOURCES = {
 }
 
 
+#: The study's dense baselines (roles, both trained with the dense method): the default width and a wider one.
+DENSE_ROLES = ("dense", "dense-wide")
+
+
 def _run(cfg: SparseVsDenseConfig, out: Path, ctx: Context) -> dict:
+    table, unlearned = _compute(cfg, out, ctx)
+    _tables(table, out)
+    fig = _figure(cfg, table, out)
+    findings = _findings(cfg, table, unlearned)
+    settings_table(cfg, SOURCES, out / "tables" / "settings.csv")
+    return {
+        "title": "Sparse vs dense (RQ2)",
+        "tables": {"Test accuracy by method and density": "tables/accuracy.csv",
+                   "Settings and their sources": "tables/settings.csv"},
+        "markdown_tables": {"Test accuracy by method and density": "tables/accuracy.md"},
+        "figures": {"Accuracy vs density": rel(fig, out)},
+        "findings": findings,
+    }
+
+
+def _plan(cfg: SparseVsDenseConfig, out: Path):
+    """Every training run, and the run directories of each (method, hidden, epsilon) group."""
     groups: dict[tuple[str, str, float | None], list[Path]] = {}
     runs = []
     for s in range(cfg.seeds):
-        for label, hidden in (("dense", cfg.hidden), ("dense-wide", cfg.wide_hidden)):
+        for label, hidden in zip(DENSE_ROLES, (cfg.hidden, cfg.wide_hidden)):
             d = out / "runs" / f"{label}_s{s}"
             runs.append((cfg.train_config(method="dense", hidden=list(hidden), seed=cfg.seed + s), d))
             groups.setdefault((label, "x".join(map(str, hidden)), None), []).append(d)
@@ -78,9 +113,14 @@ def _run(cfg: SparseVsDenseConfig, out: Path, ctx: Context) -> dict:
                 runs.append((cfg.train_config(method=method, hidden=list(cfg.hidden), epsilon=float(eps),
                                               seed=cfg.seed + s), d))
                 groups.setdefault((method, "x".join(map(str, cfg.hidden)), float(eps)), []).append(d)
+    return runs, groups
+
+
+def _compute(cfg: SparseVsDenseConfig, out: Path, ctx: Context) -> tuple[list[dict], list[str]]:
+    """Train every network; returns the accuracy table's rows and the runs that unlearned."""
+    runs, groups = _plan(cfg, out)
     ctx.log(f"sparse-vs-dense: {len(runs)} training runs")
     run_trainings(runs, n_jobs=ctx.n_jobs, cluster=ctx.cluster, progress=ctx.progress, desc="runs", anchor=out)
-
     table, unlearned = [], []
     for (method, hidden, eps), dirs in groups.items():
         metrics = [read_metrics(d) for d in dirs]
@@ -95,20 +135,28 @@ def _run(cfg: SparseVsDenseConfig, out: Path, ctx: Context) -> dict:
                       "test_acc_mean": float(accs.mean()), "test_acc_std": float(accs.std()),
                       "seeds": len(accs)})
     table.sort(key=lambda r: (r["method"], -(r["density"] or 0)))
+    return table, unlearned
+
+
+def _tables(table: list[dict], out: Path) -> None:
     write_csv(out / "tables" / "accuracy.csv", table)
     md = markdown_table([{**r, "test_acc": f"{r['test_acc_mean']:.4f} ± {r['test_acc_std']:.4f}"}
                          for r in table])
     write_text_atomic(out / "tables" / "accuracy.md", md)
 
+
+def _figure(cfg: SparseVsDenseConfig, table: list[dict], out: Path) -> Path:
     points = {}
-    for method in ("dense", "dense-wide", *cfg.methods):
+    for method in (*DENSE_ROLES, *cfg.methods):
         sel = [r for r in table if r["method"] == method]
         if sel:
             points[method] = ([r["density"] for r in sel], [r["test_acc_mean"] for r in sel])
-    fig = scatter_plot(points, out / "figures" / "accuracy_vs_density.png", xlabel="density (log scale)",
-                       ylabel="test accuracy", title="Sparse vs dense", logx=True, connect=True)
+    return scatter_plot(points, out / "figures" / "accuracy_vs_density.png", xlabel="density (log scale)",
+                        ylabel="test accuracy", title="Sparse vs dense", logx=True, connect=True)
 
-    dense_acc = {r["method"]: r["test_acc_mean"] for r in table if r["method"].startswith("dense")}
+
+def _findings(cfg: SparseVsDenseConfig, table: list[dict], unlearned: list[str]) -> list[str]:
+    dense_acc = {r["method"]: r["test_acc_mean"] for r in table if r["method"] in DENSE_ROLES}
     best_dense = max(dense_acc.values())
     findings, shown = [], True
     for method in cfg.methods:
@@ -133,15 +181,7 @@ def _run(cfg: SparseVsDenseConfig, out: Path, ctx: Context) -> dict:
                                                            "limit_train")))
     findings.append("The paper's own numbers for this study were not available to this project, so none are "
                     "shown beside ours; the settings table says where each setting comes from.")
-    settings_table(cfg, SOURCES, out / "tables" / "settings.csv")
-    return {
-        "title": "Sparse vs dense (RQ2)",
-        "tables": {"Test accuracy by method and density": "tables/accuracy.csv",
-                   "Settings and their sources": "tables/settings.csv"},
-        "markdown_tables": {"Test accuracy by method and density": "tables/accuracy.md"},
-        "figures": {"Accuracy vs density": rel(fig, out)},
-        "findings": findings,
-    }
+    return findings
 
 
 register(Experiment(
