@@ -282,7 +282,7 @@ def test_a_network_too_large_for_memory_is_refused_before_allocating(tmp_path, t
 
 
 def test_the_memory_check_uses_what_is_available(tmp_path, tiny_data, monkeypatch):
-    import sparsetopo.training as training
+    import sparsetopo.training.resources as training
 
     cfg = TrainConfig(data_dir=str(tiny_data), hidden=[16], epochs=1, batch_size=100)
     need = estimate_memory(cfg, 64, 4)

@@ -1,0 +1,199 @@
+"""The schema of a training run: :class:`TrainConfig` (every field a YAML key and, with
+dashes, a CLI flag), its named seeds and the config-file reader.
+
+This module imports neither torch nor the registries (field choices are looked up when a
+value is checked), so declaring a config and ``--help`` stay cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..config import check_config, load_yaml_mapping, option, registry
+from ..errors import SparsetopoError
+from ..methods import LotterySettings, check_method_settings, method_class, methods_help, settings_class
+from ..schedule import DROP_SCHEDULES, UpdateSchedule
+from ..sparsity import SparsitySettings
+
+__all__ = ["LOSSES", "OPTIMIZERS", "SEED_PURPOSES", "SNAPSHOT_CONNECTIONS", "SNAPSHOT_TIMINGS", "TrainConfig",
+           "load_config_file"]
+
+SEED_PURPOSES = ("topology", "init", "data", "regrowth", "dropout")
+OPTIMIZERS = ("sgd", "adam")
+LOSSES = ("cross_entropy", "mse")
+SNAPSHOT_TIMINGS = ("after_update", "before_update")
+SNAPSHOT_CONNECTIONS = ("mask", "nonzero")
+
+
+_SEED = dict(min=0, max=2**32 - 1)
+
+
+@dataclass
+class TrainConfig(LotterySettings, SparsitySettings):
+    """Everything that defines a training run: the sparsity settings a method reads
+    (:class:`~sparsetopo.sparsity.SparsitySettings`, whose fields come first), the
+    built-in methods' own settings (lottery's :class:`~sparsetopo.methods.LotterySettings`),
+    the step schedule and the data, model, optimizer, seeds and snapshots. Field names are
+    the YAML keys and, with dashes, the CLI flags; the ``help`` metadata is the flag's help
+    and the other metadata its allowed values (checked by :meth:`validate`). A method
+    registered later brings its settings as flat keys too (:meth:`from_dict`)."""
+
+    method: str = option("set", help=methods_help() + ".", choices=registry("methods", "METHODS"))
+
+    dataset: str = option("fashion-mnist", help="fashion-mnist, mnist or cifar10.",
+                          choices=registry("data", "DATASETS"))
+    data_dir: str | None = option(None, help="Data directory (default: $SPARSETOPO_DATA/<dataset>, else the dataset's "
+                                            "standard location).")
+    input_scaling: str = option("standardize", choices=registry("data", "INPUT_SCALINGS"),
+                               help="standardize (per-pixel mean/std of the training split) or unit (pixels / 255).")
+    model: str = option("mlp", choices=registry("models", "MODELS"),
+                       help="mlp (fully connected: --hidden) or cnn (a small VGG-style network: 3x3 convolutions "
+                            "--channels with a 2x2 max-pool after every second one, then --hidden fully connected "
+                            "layers; e.g. --model cnn --hidden 128).")
+    hidden: list[int] = option(factory=lambda: [1000, 1000, 1000], min=1, max=1_000_000, nonempty=True,
+                              help="Hidden layer sizes, e.g. --hidden 1000 1000 1000 (with --model cnn: the fully "
+                                   "connected layers after the convolutions).")
+    channels: list[int] = option(factory=lambda: [16, 16, 32, 32], min=1, max=100_000, nonempty=True,
+                                help="--model cnn: output channels of the 3x3 convolutions.")
+    activation: str = option("relu", help="relu, tanh, sigmoid, gelu or leaky_relu.",
+                            choices=registry("models", "ACTIVATIONS"))
+    dropout: float = option(0.0, min=0.0, lt=1.0, help="Dropout after each hidden layer, in [0, 1).")
+    initial_topology: str | None = option(None, help="Start from this saved topology (.npz) instead of a random "
+                                                    "Erdős–Rényi one (methods that accept one: static, "
+                                                    "set, rigl).")
+    init: str = option("he", choices=registry("models", "INITS"),
+                      help="Weight initialisation: he (He-uniform rescaled to each neuron's fan-in) or normal "
+                           "(N(0, init_std^2), zero biases: SET's original code).")
+    loss: str = option("cross_entropy", choices=LOSSES,
+                      help="cross_entropy (softmax) or mse (sigmoid outputs, squared error to one-hot labels: "
+                           "SET's NumPy code).")
+    snapshot_timing: str = option("after_update", choices=SNAPSHOT_TIMINGS,
+                                 help="Topology snapshot of epoch E: after_update (after E epochs and the E-th "
+                                      "drop-and-grow) or before_update (after E epochs of training, before that "
+                                      "update: only connections that trained).")
+    batch_size: int = option(128, min=1, help="Mini-batch size.")
+    optimizer: str = option("sgd", choices=OPTIMIZERS, help="sgd or adam.")
+    lr: float = option(0.01, gt=0.0, help="Learning rate.")
+    momentum: float = option(0.9, min=0.0, lt=1.0, help="SGD momentum, in [0, 1).")
+    weight_decay: float = option(2e-4, min=0.0, help="L2 weight decay.")
+    seed: int = option(0, **_SEED, help="Base seed; each named seed left unset derives from it.")
+    topology_seed: int | None = option(None, **_SEED, help="Seed of the initial topology.")
+    init_seed: int | None = option(None, **_SEED, help="Seed of the weight initialisation.")
+    data_seed: int | None = option(None, **_SEED, help="Seed of the data order (and validation split).")
+    regrowth_seed: int | None = option(None, **_SEED, help="Seed of SET's random regrowth.")
+    dropout_seed: int | None = option(None, **_SEED, help="Seed of the dropout masks.")
+    val_fraction: float = option(0.0, min=0.0, lt=1.0, help="Fraction of the training set held out for validation.")
+    snapshot_epochs: list[int] = option(factory=list, min=0,
+                                       help="Epochs whose topology is saved (0 and the last are always saved).")
+    snapshot_every: int = option(0, min=0, help="Also snapshot every N epochs (0: off).")
+    snapshot_connections: str = option("mask", choices=SNAPSHOT_CONNECTIONS,
+                                      help="Connections in a topology snapshot: mask (every connection) or nonzero "
+                                           "(only those whose weight is not exactly zero, as in a saved weight matrix "
+                                           "like the paper's published files).")
+    snapshot_weights: bool = option(False, help="With each topology snapshot also save the weights and biases "
+                                               "(weights/epoch_XXX.npz).")
+    sparse_kernel: bool | None = option(None, help="Sparse CSR kernels for the masked layers (default: for layers at "
+                                                  "most 2 % dense).")
+    limit_train: int | None = option(None, min=1, help="Use only the first N training samples.")
+    limit_test: int | None = option(None, min=1, help="Use only the first N test samples.")
+    update_every: int | None = option(None, min=1, help="Update the topology every N optimizer steps instead of "
+                                                        "after each epoch (methods that work with sparsify).")
+    drop_schedule: str = option("constant", choices=DROP_SCHEDULES,
+                                help="With --update-every: the fraction moved per update, constant (--zeta) or "
+                                     "cosine (--zeta decaying to 0 at --end-step, RigL's schedule).")
+    end_step: int | None = option(None, min=1, help="With --update-every: no topology update from this optimizer "
+                                                    "step on.")
+
+    # ----------------------------------------------------------------- seeds
+    def named_seed(self, purpose: str) -> int:
+        """The seed for one purpose: set explicitly, or derived from ``seed``.
+
+        Derived seeds come from ``SeedSequence([seed, i])`` so the streams of
+        different purposes are independent even though one number was given.
+        """
+        explicit = getattr(self, f"{purpose}_seed")
+        if explicit is not None:
+            return int(explicit)
+        return int(np.random.SeedSequence([self.seed, SEED_PURPOSES.index(purpose)]).generate_state(1)[0])
+
+    def sizes(self, n_features: int, n_classes: int) -> list[int]:
+        """The MLP's layer sizes (``model="mlp"``)."""
+        return [n_features, *self.hidden, n_classes]
+
+    def build_model(self, data):
+        """The network this config describes, for ``data`` (a :class:`~sparsetopo.data.Dataset`):
+        the builder registered under ``model`` in :data:`sparsetopo.models.MODELS`."""
+        from ..models import MODELS
+
+        return MODELS[self.model](self, data)
+
+    def update_schedule(self) -> UpdateSchedule:
+        return UpdateSchedule(self.update_every, self.end_step, self.drop_schedule)
+
+    # ------------------------------------------------------------ validation
+    def validate(self, *, flags: bool = True) -> TrainConfig:
+        """Check every field (type and range, from its annotation and metadata), then the
+        rules that tie fields together; raise :class:`SparsetopoError` naming the option,
+        what is allowed and what was given."""
+        check_method_settings(super().validate(flags=flags), flags=flags)
+        method = method_class(self.method)
+        if self.initial_topology is not None:
+            if not method.accepts_initial_topology:
+                able = ", ".join(k for k, c in _methods().items() if c.accepts_initial_topology)
+                raise SparsetopoError(f"--initial-topology applies to {able}, not --method {self.method}")
+            if not Path(self.initial_topology).is_file():
+                raise SparsetopoError(f"--initial-topology: {self.initial_topology} is not a file")
+        if self.update_every is not None and not method.works_with_sparsify:
+            raise SparsetopoError(f"--update-every applies to methods with step updates, not --method {self.method}")
+        try:
+            self.update_schedule()
+        except SparsetopoError as exc:
+            msg = str(exc)
+            for key in ("update_every", "end_step", "drop_schedule"):
+                msg = msg.replace(key, "--" + key.replace("_", "-") if flags else key)
+            raise SparsetopoError(msg) from None
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> TrainConfig:
+        """A config from YAML-style keys; unknown keys and values of the wrong type are errors naming ``source``.
+
+        The keys of the method's own settings (its ``settings_cls``) are allowed too: a method
+        registered after this class was declared gets a config class with them."""
+        method = data.get("method", cls.method)
+        if isinstance(method, str) and method in _methods():
+            cls = settings_class(cls, method)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise SparsetopoError(f"{source}: unknown key(s) {', '.join(unknown)}; "
+                                  f"allowed: {', '.join(sorted(names))}")
+        config = cls(**data)
+        try:
+            check_config(config, flags=True)
+        except SparsetopoError as exc:
+            raise SparsetopoError(f"{source}: {exc}") from None
+        return config
+
+
+def _methods():
+    from ..methods import METHODS
+
+    return METHODS
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML config file into a dict (keys as in :class:`TrainConfig`, dashes allowed).
+
+    Duplicate keys, non-mapping files and unreadable files are errors naming the file.
+    """
+    return load_yaml_mapping(path)
