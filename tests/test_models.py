@@ -62,7 +62,7 @@ def test_init_seed_and_fan_in_rescaling():
     w = a.layers[0].weight.abs().max(1).values
     rows = fan_in > 0
     assert torch.all(w[rows] <= torch.sqrt(6 / fan_in[rows]) + 1e-6)
-    with pytest.raises(ValueError, match="--activation must be one of"):
+    with pytest.raises(ValueError, match="^activation must be one of relu, tanh, .*; got .swishy.$"):
         SparseMLP([3, 2], activation="swishy")
     with pytest.raises(ValueError, match="do not match"):
         a.set_topology(erdos_renyi([50, 41, 5], epsilon=2, seed=0))

@@ -22,7 +22,7 @@ def test_normal_init_is_set_scale_with_zero_bias_and_no_rescaling():
     he = SparseMLP([400, 300, 10], init="he", init_seed=0)
     he.set_topology(topo)
     assert float(he.layers[0].weight.detach()[he.layers[0].weight_mask.bool()].std()) > 0.3  # rescaled to the fan-in
-    with pytest.raises(ValueError, match="--init must be one of he, normal; got 'xavier'"):
+    with pytest.raises(ValueError, match="^init must be one of he, normal; got 'xavier'$"):
         SparseMLP([4, 3], init="xavier")
 
 
@@ -89,7 +89,7 @@ def test_mse_loss_is_sets_squared_error_on_sigmoid_outputs():
     assert torch.allclose(mse(logits, y), expected.mean())
     assert torch.allclose(mse(logits, y, reduction="sum"), expected.sum())
     assert loss_function("cross_entropy") is torch.nn.functional.cross_entropy
-    with pytest.raises(ValueError, match="--loss must be one of cross_entropy, mse; got 'hinge'"):
+    with pytest.raises(ValueError, match="^loss must be one of cross_entropy, mse; got 'hinge'$"):
         loss_function("hinge")
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config import check_value
 from .errors import SparsetopoError
 from .masking import MaskedNetwork
 from .topology import Topology
@@ -97,10 +98,15 @@ class _SparseLinear(torch.autograd.Function):
         return gx, gw, gb, None, None
 
 
+def _activation(name: str) -> nn.Module:
+    """A new activation module of ``ACTIVATIONS``; the one check of an ``activation`` name."""
+    check_value("activation", name, str, {"choices": tuple(ACTIVATIONS)})
+    return ACTIVATIONS[name]()
+
+
 def _init_weights(layer: nn.Module, generator: torch.Generator | None, init: str, init_std: float) -> None:
     """Initialise a Linear or Conv2d layer from ``generator`` (``None``: keep torch's init)."""
-    if init not in INITS:
-        raise SparsetopoError(f"--init must be one of {', '.join(INITS)}; got {init!r}")
+    check_value("init", init, str, {"choices": INITS})
     if generator is None:
         return
     fan_in = layer.weight[0].numel()  # inputs per neuron: n_in, or in_channels * kh * kw
@@ -227,8 +233,7 @@ class SeededDropout(nn.Module):
 
     def __init__(self, p: float, generator: torch.Generator):
         super().__init__()
-        if not 0 <= p < 1:
-            raise SparsetopoError(f"dropout must be in [0, 1), got {p}")
+        check_value("dropout", p, float, {"min": 0.0, "lt": 1.0})  # the networks pass their `dropout`
         self.p = p
         self.generator = generator
 
@@ -300,8 +305,7 @@ class SparseMLP(_MaskedNetwork):
                  init_seed: int = 0, dropout_seed: int = 0, sparse_kernel: bool | None = None,
                  init: str = "he", init_std: float = 0.1):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise SparsetopoError(f"--activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
+        act = _activation(activation)  # checked before any layer is built
         self.sizes = tuple(int(s) for s in sizes)
         self.init = init
         init_gen = torch.Generator().manual_seed(int(init_seed))
@@ -310,7 +314,7 @@ class SparseMLP(_MaskedNetwork):
             MaskedLinear(a, b, generator=init_gen, sparse_kernel=sparse_kernel, init=init, init_std=init_std)
             for a, b in zip(self.sizes[:-1], self.sizes[1:])
         )
-        self.act = ACTIVATIONS[activation]()
+        self.act = act
         self.drop = SeededDropout(dropout, self.dropout_generator) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -342,8 +346,7 @@ class SparseCNN(_MaskedNetwork):
                  init_seed: int = 0, dropout_seed: int = 0, init: str = "he", init_std: float = 0.1,
                  sparse_kernel: bool | None = None):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise SparsetopoError(f"--activation must be one of {', '.join(ACTIVATIONS)}; got {activation!r}")
+        act = _activation(activation)  # checked before any layer is built
         c, h, w = (int(v) for v in image_shape)
         self.image_shape = (c, h, w)
         self.init = init
@@ -362,7 +365,7 @@ class SparseCNN(_MaskedNetwork):
                    for a, b in zip(sizes[:-1], sizes[1:])]
         self.n_convs = len(convs)
         self.layers = nn.ModuleList(convs + linears)
-        self.act = ACTIVATIONS[activation]()
+        self.act = act
         self.pool = nn.MaxPool2d(2)
         self.drop = SeededDropout(dropout, self.dropout_generator) if dropout > 0 else nn.Identity()
 

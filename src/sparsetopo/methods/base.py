@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .. import masking
+from ..config import check_value
 from ..errors import SparsetopoError
 from ..sparsity import SparsitySettings
 
@@ -44,8 +45,7 @@ def unregister(name: str) -> None:
 
 def method_class(name: str) -> type[Method]:
     """The registered method called ``name``."""
-    if name not in METHODS:
-        raise SparsetopoError(f"--method must be one of {', '.join(METHODS)}; got {name!r}")
+    check_value("method", name, str, {"choices": tuple(METHODS)})
     return METHODS[name]
 
 

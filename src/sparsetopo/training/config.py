@@ -142,21 +142,27 @@ class TrainConfig(LotterySettings, SparsitySettings):
         rules that tie fields together; raise :class:`SparsetopoError` naming the option,
         what is allowed and what was given."""
         check_method_settings(super().validate(flags=flags), flags=flags)
+
+        def name(field: str) -> str:  # as the caller writes it: a --flag or the key
+            return "--" + field.replace("_", "-") if flags else field
+
         method = method_class(self.method)
         if self.initial_topology is not None:
             if not method.accepts_initial_topology:
                 able = ", ".join(k for k, c in _methods().items() if c.accepts_initial_topology)
-                raise SparsetopoError(f"--initial-topology applies to {able}, not --method {self.method}")
+                raise SparsetopoError(f"{name('initial_topology')} applies to {able}, not {name('method')} "
+                                      f"{self.method}")
             if not Path(self.initial_topology).is_file():
-                raise SparsetopoError(f"--initial-topology: {self.initial_topology} is not a file")
+                raise SparsetopoError(f"{name('initial_topology')}: {self.initial_topology} is not a file")
         if self.update_every is not None and not method.works_with_sparsify:
-            raise SparsetopoError(f"--update-every applies to methods with step updates, not --method {self.method}")
+            raise SparsetopoError(f"{name('update_every')} applies to methods with step updates, not "
+                                  f"{name('method')} {self.method}")
         try:
             self.update_schedule()
-        except SparsetopoError as exc:
+        except SparsetopoError as exc:  # UpdateSchedule names its parameters, which are these fields
             msg = str(exc)
             for key in ("update_every", "end_step", "drop_schedule"):
-                msg = msg.replace(key, "--" + key.replace("_", "-") if flags else key)
+                msg = msg.replace(key, name(key))
             raise SparsetopoError(msg) from None
         return self
 

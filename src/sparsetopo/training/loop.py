@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from ..config import check_value
 from ..errors import FileFormatError, SparsetopoError
 from ..fileio import atomic_write, file_sha256, write_csv, write_text_atomic
 from ..schedule import UpdateSchedule
@@ -62,7 +63,7 @@ def _make_optimizer(config: TrainConfig, model):
 
 
 def loss_function(name: str):
-    """``fn(logits, y, reduction)`` for a ``--loss`` name.
+    """``fn(logits, y, reduction)`` for a loss ``name`` (one of :data:`~sparsetopo.training.config.LOSSES`).
 
     ``mse`` is SET's original loss: sigmoid outputs, squared error to the
     one-hot labels summed over classes and halved, averaged over the batch
@@ -71,6 +72,7 @@ def loss_function(name: str):
     import torch
     import torch.nn.functional as F
 
+    check_value("loss", name, str, {"choices": LOSSES})
     if name == "cross_entropy":
         return F.cross_entropy
 
@@ -79,9 +81,7 @@ def loss_function(name: str):
         per_sample = 0.5 * (torch.sigmoid(logits) - target).pow(2).sum(1)
         return per_sample.sum() if reduction == "sum" else per_sample.mean()
 
-    if name == "mse":
-        return mse
-    raise SparsetopoError(f"--loss must be one of {', '.join(LOSSES)}; got {name!r}")
+    return mse
 
 
 def _evaluate(model, x, y, loss_fn, batch: int = 2000) -> tuple[float, float]:

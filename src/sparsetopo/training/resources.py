@@ -40,7 +40,7 @@ def estimate_memory(config: TrainConfig, n_features: int, n_classes: int,
     layers = []  # per layer: (weight entries, biases, outputs per sample)
     if config.model == "cnn":
         if image_shape is None:
-            raise SparsetopoError("estimate_memory: --model cnn needs the data's image shape")
+            raise SparsetopoError("estimate_memory: image_shape must be given for a config with model 'cnn'; got None")
         c, h, w = (int(v) for v in image_shape)
         for k, out in enumerate(int(v) for v in config.channels):
             layers.append((out * c * 9, out, out * h * w))
