@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .config import check_value
 from .errors import SparsetopoError
 
 __all__ = ["DROP_SCHEDULES", "UpdateSchedule"]
@@ -45,9 +46,7 @@ class UpdateSchedule:
             raise SparsetopoError(f"update_every must be an integer >= 1 (optimizer steps); got {every!r}")
         if end is not None and (every is None or isinstance(end, bool) or not isinstance(end, int) or end < every):
             raise SparsetopoError(f"end_step must be an integer >= update_every ({every}); got {end!r}")
-        if self.drop_schedule not in DROP_SCHEDULES:
-            raise SparsetopoError(f"drop_schedule must be one of {', '.join(DROP_SCHEDULES)}; "
-                                  f"got {self.drop_schedule!r}")
+        check_value("drop_schedule", self.drop_schedule, str, {"choices": DROP_SCHEDULES})
         if self.drop_schedule == "cosine" and end is None:
             raise SparsetopoError("drop_schedule='cosine' decays to end_step: give end_step")
 
