@@ -36,6 +36,9 @@ DIVERGED_LOSS = 1e4
 
 @dataclass
 class RunResult:
+    """What :func:`train` returns: the run directory, its metrics rows (``final`` is the last),
+    the epoch it resumed after (``None``: a fresh run) and whether it was already complete."""
+
     out_dir: Path
     metrics: list[dict[str, Any]]
     resumed_from: int | None = None
