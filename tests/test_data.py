@@ -41,7 +41,7 @@ def test_missing_directory_and_files(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match=r"train-images-idx3-ubyte\(.gz\) not found in .*empty"):
         load_dataset("fashion-mnist", tmp_path / "empty")
-    with pytest.raises(ValueError, match="--dataset must be one of fashion-mnist, mnist, cifar10; got 'imagenet'"):
+    with pytest.raises(ValueError, match="dataset must be one of fashion-mnist, mnist, cifar10; got 'imagenet'"):
         load_dataset("imagenet", tmp_path)
 
 
@@ -67,7 +67,7 @@ def test_standardized_with_training_statistics_and_val_split(tiny_data):
     assert data.n_classes == 4 and data.n_features == 64
     again = load_dataset("fashion-mnist", tiny_data, val_fraction=0.25, seed=1)
     np.testing.assert_array_equal(again.y_val, data.y_val)
-    with pytest.raises(ValueError, match="--val-fraction"):
+    with pytest.raises(ValueError, match="val_fraction must be a number in \\[0, 1\\); got 1.0"):
         load_dataset("fashion-mnist", tiny_data, val_fraction=1.0)
 
 

@@ -7,8 +7,8 @@ from sparsetopo.nnstd import pairwise_nnstd
 from sparsetopo.parallel import map_tasks, parse_cluster
 from sparsetopo.topology import erdos_renyi, perturbation_chain
 
-# the package exports the function nnstd under the module's name, so fetch the module itself
-nnstd_mod = importlib.import_module("sparsetopo.nnstd")
+# the package exports the function nnstd under the module's name, so fetch the module (pairwise_nnstd's) itself
+nnstd_mod = importlib.import_module("sparsetopo.nnstd.pairwise")
 
 
 def _square(x):

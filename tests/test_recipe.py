@@ -99,7 +99,7 @@ def test_unit_input_scaling_divides_pixels_by_255(tiny_data):
     assert unit.x_train.min() >= 0 and unit.x_train.max() <= 1 and unit.x_train.max() > 0.9
     assert std.x_train.min() < 0  # standardized: mean 0 per pixel
     np.testing.assert_allclose(unit.x_test * 255, np.round(unit.x_test * 255), atol=1e-3)
-    with pytest.raises(ValueError, match="--input-scaling must be one of standardize, unit; got 'minmax'"):
+    with pytest.raises(ValueError, match="input_scaling must be one of standardize, unit; got 'minmax'"):
         load_dataset("fashion-mnist", tiny_data, input_scaling="minmax")
 
 

@@ -113,9 +113,7 @@ def test_the_util_grab_bag_is_gone():
 
 
 #: Functions longer than the rule allows, to be split by the files' owners (``_lap._solve`` is the numba kernel).
-_LONG_FUNCTIONS = {"sparsetopo._lap._solve", "sparsetopo.data.load_dataset", "sparsetopo.experiments.evolution._run",
-                   "sparsetopo.experiments.sparse_vs_dense._run", "sparsetopo.experiments.tickets._run",
-                   "sparsetopo.nnstd.nnstd", "sparsetopo.nnstd.pairwise_nnstd"}
+_LONG_FUNCTIONS = {"sparsetopo._lap._solve"}
 MAX_FUNCTION_LINES = 60
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import click
 
 from .errors import SparsetopoError
+from .nnstd import SOLVERS
 
 
 class _Group(click.Group):
@@ -61,11 +62,47 @@ _REFERENCE_HELP = (
 
 
 def _solver_for(reference: bool, solver: str) -> str:
-    """--reference means solver dense; an explicit other solver contradicts it."""
-    if reference and solver not in ("auto", "dense"):
+    """--reference means solver dense; an explicit other solver contradicts it (the rule is the library's
+    ``reference_solver``; this says it in flags)."""
+    from .nnstd.solvers import reference_solver
+
+    try:
+        return reference_solver(reference, solver)
+    except SparsetopoError:
         raise SparsetopoError(f"--reference computes with --solver dense (the published code's solver); "
-                              f"it cannot be combined with --solver {solver}")
-    return "dense" if reference else solver
+                              f"it cannot be combined with --solver {solver}") from None
+
+
+class _LazyChoice(click.Choice):
+    """A choice among a registry's names, looked up only when the command parses or shows its help,
+    so that ``sparsetopo --help`` imports no registry (experiments pull in matplotlib, models torch)."""
+
+    def __init__(self, load):
+        self._load = load
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple:
+        return tuple(self._load())
+
+
+def _experiment_names() -> list[str]:
+    from .experiments import EXPERIMENTS
+
+    return list(EXPERIMENTS)
+
+
+def _presets() -> tuple[str, ...]:
+    from .experiments import PRESETS
+
+    return PRESETS
+
+
+def __getattr__(name: str):
+    """``EXPERIMENT_NAMES``: the registered experiments, derived when asked for (importing them is not cheap)."""
+    if name == "EXPERIMENT_NAMES":
+        return _experiment_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def os_error_message(exc: OSError) -> str:
@@ -259,8 +296,7 @@ _OUT = _OutPath(path_type=Path)
 @click.argument("a", type=_PATH)
 @click.argument("b", type=_PATH)
 @click.option("--json", "json_out", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--solver", type=click.Choice(["auto", "ssp", "dense", "sparse"]), default="auto", show_default=True,
-              help=_SOLVER_HELP)
+@click.option("--solver", type=click.Choice(SOLVERS), default="auto", show_default=True, help=_SOLVER_HELP)
 @click.option("--reference", is_flag=True, help=_REFERENCE_HELP)
 @click.option("--identity-outputs", is_flag=True, help="Compare output neurons by identity (labelled classes).")
 @friendly
@@ -297,8 +333,7 @@ def distance(a: Path, b: Path, json_out: bool, solver: str, reference: bool, ide
 @click.option("--csv", type=_OUT, help="Write a long-format CSV (a, b, layer, nnstd).")
 @click.option("--plot", type=_OUT, help="Write a heatmap per layer and of the mean (PNG/PDF).")
 @click.option("--jobs", "-j", default=-1, show_default=True, help="Parallel workers (-1: all cores).")
-@click.option("--solver", type=click.Choice(["auto", "ssp", "dense", "sparse"]), default="auto", show_default=True,
-              help=_SOLVER_HELP)
+@click.option("--solver", type=click.Choice(SOLVERS), default="auto", show_default=True, help=_SOLVER_HELP)
 @click.option("--reference", is_flag=True, help=_REFERENCE_HELP)
 @click.option("--identity-outputs", is_flag=True, help="Compare output neurons by identity.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -356,14 +391,13 @@ def demo(out, networks, fraction, density, seed, jobs, quiet) -> None:
 
     from .nnstd import pairwise_nnstd, save_matrix
     from .plots import heatmap_grid
-    from .topology import erdos_renyi, perturbation_chain
+    from .topology import check_density, erdos_renyi, perturbation_chain
 
     if networks < 2:
         raise SparsetopoError(f"--networks must be >= 2, got {networks}")
     if not 0 < fraction <= 1:
         raise SparsetopoError(f"--fraction must be in (0, 1], got {fraction}")
-    if not 0 < density <= 1:
-        raise SparsetopoError(f"--density must be in (0, 1], got {density}")
+    check_density(density, "--density")
     _check_jobs(jobs)
     base = erdos_renyi([784, 784, 784, 784, 10], density=density, seed=seed)
     chain = perturbation_chain(base, networks, fraction, seed=seed + 1)
@@ -385,12 +419,12 @@ def demo(out, networks, fraction, density, seed, jobs, quiet) -> None:
 
 
 # -------------------------------------------------------------- experiments
-EXPERIMENT_NAMES = ["evolution", "sparse-vs-dense", "tickets"]  # == experiments.EXPERIMENTS (a test checks)
+# EXPERIMENT_NAMES (module __getattr__ above) is experiments.EXPERIMENTS' keys.
 
 
 @app.command()
-@click.argument("name", type=click.Choice(EXPERIMENT_NAMES))
-@click.option("--preset", type=click.Choice(["smoke", "small", "paper"]), default="small", show_default=True,
+@click.argument("name", type=_LazyChoice(_experiment_names))
+@click.option("--preset", type=_LazyChoice(_presets), default="small", show_default=True,
               help="smoke: about a minute; small: at most 10 minutes on 2 cores; paper: the paper's settings.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="YAML file overriding the preset's settings (keys as in the experiment's config).")
@@ -398,7 +432,7 @@ EXPERIMENT_NAMES = ["evolution", "sparse-vs-dense", "tickets"]  # == experiments
 @click.option("--jobs", "-j", default=-1, show_default=True, help="Parallel workers (-1: all cores).")
 @click.option("--cluster", default=None,
               help="Run training runs and NNSTD pairs on Dask: a scheduler address (tcp://host:8786) or local:N.")
-@click.option("--model", type=click.Choice(["mlp", "cnn"]), default=None,
+@click.option("--model", default=None, metavar="NAME",
               help="evolution: the network (default mlp, the paper's study; cnn: a small VGG-style CNN, "
                    "presets smoke and small).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
@@ -413,6 +447,7 @@ def experiment(name, preset, config_file, out, jobs, cluster, model, quiet) -> N
     from .parallel import parse_cluster
 
     _check_jobs(jobs)
+    _check_model(model)
     check_distinct_paths({"--out": out}, [("--config", config_file)])
     if cluster is not None:
         parse_cluster(cluster)
@@ -423,6 +458,13 @@ def experiment(name, preset, config_file, out, jobs, cluster, model, quiet) -> N
     click.echo(f"{summary['title']}: results in {out}")
     for f in summary.get("findings", []):
         click.echo(f"  - {f}")
+
+
+def _check_model(model: str | None) -> None:
+    """--model names a registered model (models.MODELS, looked up now: the experiment imports torch anyway)."""
+    from .config import check_value, registry
+
+    check_value("--model", model, str | None, {"choices": registry("models", "MODELS")})
 
 
 @app.command()

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..config import check_config, load_yaml_mapping, option, registry
+from ..data import datasets_help
 from ..errors import SparsetopoError
 from ..methods import LotterySettings, check_method_settings, method_class, methods_help, settings_class
 from ..schedule import DROP_SCHEDULES, UpdateSchedule
@@ -46,7 +47,7 @@ class TrainConfig(LotterySettings, SparsitySettings):
 
     method: str = option("set", help=methods_help() + ".", choices=registry("methods", "METHODS"))
 
-    dataset: str = option("fashion-mnist", help="fashion-mnist, mnist or cifar10.",
+    dataset: str = option("fashion-mnist", help=datasets_help() + ".",
                           choices=registry("data", "DATASETS"))
     data_dir: str | None = option(None, help="Data directory (default: $SPARSETOPO_DATA/<dataset>, else the dataset's "
                                             "standard location).")

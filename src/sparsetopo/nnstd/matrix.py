@@ -1,0 +1,58 @@
+"""Pairwise NNSTD arrays on disk: ``.npz`` (read back validated) and a long-format CSV."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from .._npz import read_npz
+from ..errors import FileFormatError, SparsetopoError
+from ..fileio import atomic_write, write_text_atomic
+
+__all__ = ["load_matrix", "save_matrix"]
+
+
+def save_matrix(distances: np.ndarray, names: Sequence[str], *, npz: str | None = None,
+                csv: str | None = None) -> None:
+    """Write a pairwise NNSTD array ``(N, N, L)`` to ``.npz`` and/or a long-format CSV.
+
+    The CSV has one row per ordered pair and layer (``a,b,layer,nnstd``) plus
+    the network value as layer ``mean``: easy to filter in pandas or a spreadsheet.
+    """
+    import csv as _csv
+    import io
+
+    distances = np.asarray(distances, dtype=np.float64)
+    names = [str(n) for n in names]
+    if distances.ndim != 3 or distances.shape[0] != distances.shape[1] or distances.shape[0] != len(names):
+        raise SparsetopoError(f"expected an (N, N, L) array for {len(names)} names, got shape {distances.shape}")
+    if npz:
+        with atomic_write(npz) as f:
+            np.savez(f, nnstd=distances, mean=distances.mean(axis=2), names=np.array(names))
+    if csv:
+        buf = io.StringIO()
+        w = _csv.writer(buf)
+        w.writerow(["a", "b", "layer", "nnstd"])
+        n, _, n_layers = distances.shape
+        for i in range(n):
+            for j in range(n):
+                for k in range(n_layers):
+                    w.writerow([names[i], names[j], k, repr(float(distances[i, j, k]))])
+                w.writerow([names[i], names[j], "mean", repr(float(distances[i, j].mean()))])
+        write_text_atomic(csv, buf.getvalue())
+
+
+def load_matrix(path: str) -> tuple[np.ndarray, list[str]]:
+    """Read an array written by :func:`save_matrix`; returns ``(distances, names)``, validated."""
+    z = read_npz(path, "an NNSTD matrix (sparsetopo matrix --out)")
+    if "nnstd" not in z or "names" not in z:
+        raise FileFormatError(path, "not an NNSTD matrix file (needs arrays 'nnstd' and 'names')")
+    d, names = z["nnstd"], z["names"]
+    if d.ndim != 3 or d.shape[0] != d.shape[1] or d.dtype.kind != "f" or names.ndim != 1 \
+            or len(names) != d.shape[0] or names.dtype.kind not in "US":
+        raise FileFormatError(path, f"expected an (N, N, L) float array and N names, got {d.dtype} {d.shape} "
+                                    f"and {len(names)} names")
+    if not np.all(np.isfinite(d)) or d.min(initial=0) < 0 or d.max(initial=0) > 1:
+        raise FileFormatError(path, "NNSTD values must be finite and in [0, 1]")
+    return np.array(d, dtype=np.float64), [str(x) for x in names]

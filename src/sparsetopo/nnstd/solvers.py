@@ -1,0 +1,203 @@
+"""Per-layer costs and the exact assignment solvers behind NNSTD.
+
+A layer is a pair of ``(n_out, n_in)`` 0/1 masks whose inputs already
+correspond. Every solver takes the two masks as int32 CSR matrices and returns
+``(total NED, col)``, A's neuron ``i`` matched to B's neuron ``col[i]``; all set
+sizes and intersections come from one sparse product ``A @ B.T``, so no Python
+loop runs over neuron pairs. A new solver is one function in ``SOLVER_FUNCS``
+(and its name in ``SOLVERS`` when callers may ask for it by name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import numpy as np
+import scipy.sparse as ss
+from scipy.optimize import linear_sum_assignment
+from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+
+from ..errors import SparsetopoError
+
+__all__ = ["DEFAULT_MAX_DENSE_BYTES", "SOLVERS", "Solver", "layer_cost_matrix"]
+
+Solver = Literal["auto", "ssp", "dense", "sparse"]
+#: The solvers a caller may name (``identity`` is used internally for unmatched output layers).
+SOLVERS = ("auto", "ssp", "dense", "sparse")
+
+#: ``solver="auto"`` uses the dense solver while its float64 cost matrix fits here.
+DEFAULT_MAX_DENSE_BYTES = 512 * 2**20
+
+
+def int_csr(m: ss.csr_matrix) -> ss.csr_matrix:
+    """A boolean CSR as int32 data so that products count shared inputs."""
+    return ss.csr_matrix((np.ones(m.nnz, dtype=np.int32), m.indices, m.indptr), shape=m.shape)
+
+
+def _intersections(a: ss.csr_matrix, b: ss.csr_matrix):
+    """Rows, columns and counts of all neuron pairs sharing at least one input."""
+    inter = (a @ b.T).tocoo()
+    return inter.row, inter.col, inter.data.astype(np.int64)
+
+
+def _ned(sa: np.ndarray, sb: np.ndarray, inter: np.ndarray) -> np.ndarray:
+    """NED from set sizes and intersection sizes; the same float ops as the reference.
+
+    ``|S_a ^ S_b| / |S_a | S_b|`` with both integer counts; pairs sharing
+    nothing are exactly 1 and two empty sets are 0.
+    """
+    union = sa + sb - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ned = (union - inter) / union
+    return np.where(union == 0, 0.0, ned)
+
+
+def layer_cost_matrix(a: ss.spmatrix, b: ss.spmatrix) -> np.ndarray:
+    """The dense ``(n_out, n_out)`` matrix of NED between A's and B's neurons.
+
+    ``a`` and ``b`` are ``(n_out, n_in)`` masks whose inputs already correspond.
+    """
+    a, b = int_csr(ss.csr_matrix(a)), int_csr(ss.csr_matrix(b))
+    return _dense_cost(a, b)
+
+
+def _dense_cost(a: ss.csr_matrix, b: ss.csr_matrix) -> np.ndarray:
+    sa, sb = np.diff(a.indptr).astype(np.int64), np.diff(b.indptr).astype(np.int64)
+    rows, cols, inter = _intersections(a, b)
+    cost = np.ones((a.shape[0], b.shape[0]), dtype=np.float64)
+    cost[rows, cols] = _ned(sa[rows], sb[cols], inter)
+    empty_a, empty_b = np.flatnonzero(sa == 0), np.flatnonzero(sb == 0)
+    if len(empty_a) and len(empty_b):
+        cost[np.ix_(empty_a, empty_b)] = 0.0
+    return cost
+
+
+def _solve_dense(a: ss.csr_matrix, b: ss.csr_matrix) -> tuple[float, np.ndarray]:
+    cost = _dense_cost(a, b)
+    row, col = linear_sum_assignment(cost)
+    return float(cost[row, col].sum()), col.astype(np.int64)
+
+
+def _solve_sparse(a: ss.csr_matrix, b: ss.csr_matrix) -> tuple[float, np.ndarray]:
+    n = a.shape[0]
+    sa, sb = np.diff(a.indptr).astype(np.int64), np.diff(b.indptr).astype(np.int64)
+    col_of = np.full(n, -1, dtype=np.int64)
+    # Two empty neurons cost 0; pairing empties with empties is always optimal
+    # (any other partner costs 1), so take them out of the assignment problem.
+    empty_a, empty_b = np.flatnonzero(sa == 0), np.flatnonzero(sb == 0)
+    k = min(len(empty_a), len(empty_b))
+    col_of[empty_a[:k]] = empty_b[:k]
+    rows_left = np.flatnonzero(col_of < 0)
+    used_b = np.zeros(n, dtype=bool)
+    used_b[empty_b[:k]] = True
+    cols_left = np.flatnonzero(~used_b)
+    r = len(rows_left)
+    if r:
+        rows, cols, inter = _intersections(a, b)  # only non-empty neurons appear here
+        ned = _ned(sa[rows], sb[cols], inter)
+        row_pos = np.full(n, -1, dtype=np.int64)
+        row_pos[rows_left] = np.arange(r)
+        col_pos = np.full(n, -1, dtype=np.int64)
+        col_pos[cols_left] = np.arange(r)
+        # Every edge weight is offset by +1: csgraph drops zero weights, and a
+        # full matching always has r edges, so the offset does not move the optimum.
+        graph = ss.csr_matrix(
+            (
+                np.concatenate([ned + 1.0, np.full(r, 2.0)]),
+                (
+                    np.concatenate([row_pos[rows], np.arange(r)]),
+                    np.concatenate([col_pos[cols], r + np.arange(r)]),
+                ),
+            ),
+            shape=(r, 2 * r),
+        )
+        g_row, g_col = min_weight_full_bipartite_matching(graph)
+        real = g_col < r
+        col_of[rows_left[g_row[real]]] = cols_left[g_col[real]]
+        used_b[cols_left[g_col[real]]] = True
+        # Neurons left over share no input with each other (else the optimum
+        # would have paired them), so any pairing of them costs 1 per pair.
+        free_rows = np.flatnonzero(col_of < 0)
+        col_of[free_rows] = np.flatnonzero(~used_b)
+    # The value is recomputed from the final pairs, so it is the cost of
+    # the matching actually returned.
+    inter_pairs = np.asarray(a.multiply(b[col_of]).sum(axis=1)).ravel().astype(np.int64)
+    total = float(_ned(sa, sb[col_of], inter_pairs).sum())
+    return total, col_of
+
+
+def _solve_ssp(a: ss.csr_matrix, b: ss.csr_matrix) -> tuple[float, np.ndarray]:
+    """Exact successive shortest paths on the overlap graph (:mod:`sparsetopo._lap`).
+
+    Memory and time follow the connections: the only arrays are the overlap
+    graph (one sparse product) and O(n) vectors.
+    """
+    from .._lap import solve_sparse_lap
+
+    n = a.shape[0]
+    sa, sb = np.diff(a.indptr).astype(np.int64), np.diff(b.indptr).astype(np.int64)
+    prod = (a @ b.T).tocsr()
+    prod.sort_indices()
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(prod.indptr))
+    ned = _ned(sa[rows], sb[prod.indices], prod.data.astype(np.int64))
+    indptr, indices = prod.indptr.astype(np.int64), prod.indices.astype(np.int64)
+    # Two empty neurons cost 0 and any other partner 1: pair empties with empties up front,
+    # as one zero-cost edge each (an empty neuron has no other edge).
+    empty_a, empty_b = np.flatnonzero(sa == 0), np.flatnonzero(sb == 0)
+    k = min(len(empty_a), len(empty_b))
+    if k:
+        extra = np.zeros(n, dtype=np.int64)
+        extra[empty_a[:k]] = 1
+        indptr = np.concatenate([[0], np.cumsum(np.diff(indptr) + extra)])
+        new_indices = np.empty(indptr[-1], dtype=np.int64)
+        new_costs = np.empty(indptr[-1], dtype=np.float64)
+        old_pos = np.ones(indptr[-1], dtype=bool)
+        old_pos[indptr[empty_a[:k]]] = False
+        new_indices[old_pos], new_costs[old_pos] = indices, ned
+        new_indices[~old_pos], new_costs[~old_pos] = empty_b[:k], 0.0
+        indices, ned = new_indices, new_costs
+    col, total = solve_sparse_lap(indptr, indices, ned, 1.0)
+    # Rows on their dummies share no input with any column left over (else the
+    # optimum would pair them), so any pairing of them costs 1 per pair.
+    dummy = col >= n
+    used = np.zeros(n, dtype=bool)
+    used[col[~dummy]] = True
+    col[dummy] = np.flatnonzero(~used)
+    return total, col
+
+
+def _solve_identity(a: ss.csr_matrix, b: ss.csr_matrix) -> tuple[float, np.ndarray]:
+    sa, sb = np.diff(a.indptr).astype(np.int64), np.diff(b.indptr).astype(np.int64)
+    inter = np.asarray(a.multiply(b).sum(axis=1)).ravel().astype(np.int64)
+    return float(_ned(sa, sb, inter).sum()), np.arange(a.shape[0], dtype=np.int64)
+
+
+SOLVER_FUNCS: dict[str, Callable[[ss.csr_matrix, ss.csr_matrix], tuple[float, np.ndarray]]] = {
+    "dense": _solve_dense,
+    "sparse": _solve_sparse,
+    "ssp": _solve_ssp,
+    "identity": _solve_identity,
+}
+
+
+def check_solver(solver: str) -> None:
+    """The one check of a ``solver`` parameter."""
+    if solver not in SOLVERS:
+        raise SparsetopoError(f"solver must be one of {', '.join(SOLVERS)}; got {solver!r}")
+
+
+def pick_solver(solver: str) -> str:
+    """The solver function's name for a requested solver: ``auto`` is ``ssp``."""
+    return "ssp" if solver == "auto" else solver
+
+
+def reference_solver(reference: bool, solver: str) -> str:
+    """The solver a call runs with: ``dense`` in reference mode, which only ``auto``/``dense`` may ask for."""
+    check_solver(solver)
+    if not reference:
+        return solver
+    if solver not in ("auto", "dense"):
+        raise SparsetopoError(f"reference mode computes with solver 'dense' (the published code's "
+                              f"linear_sum_assignment); it cannot use solver {solver!r}")
+    return "dense"
