@@ -1,0 +1,285 @@
+"""Products of a truly sparse layer: numba kernels over CSR/CSC index arrays.
+
+A layer ``W`` (``n_out x n_in``) is stored as CSR ``(indptr, indices, values)``,
+rows = output neurons, and, for the input gradient, as a transposed copy of its
+structure (CSC): ``indptr_t`` (``n_in + 1``), ``rows_t`` (the output neuron of
+each entry, ascending within a column) and ``perm`` (the position of each CSC
+entry in ``values``), see :func:`transpose_structure`. The three products are
+
+* forward ``y^T = W x^T``                       -- :func:`spmm`
+* input gradient ``gx^T = W^T gy^T``            -- :func:`spmm_t`
+* weight gradient at the connections only,
+  ``g[k] = sum_b gy[b, row(k)] x[b, col(k)]``   -- :func:`sddmm`
+
+All work on *transposed* activations, ``(n_features, B)`` C-contiguous, so a
+connection's inner loop runs over the batch on contiguous memory (vectorised
+for batch 128; at batch 2, SET's setting, the kernels are bound by one pass
+over the index and value arrays). Rows are split into chunks of equal
+connection counts (:func:`balanced_bounds`) and the chunks run in parallel
+(``prange``), so skewed degree distributions -- what SET's evolution produces --
+keep both cores busy. Compiled with ``parallel=True, nogil=True, cache=True,
+fastmath=False``: results do not depend on the number of threads (each output
+element is summed by one thread in a fixed order).
+
+Why these kernels: see ``benchmarks/truly_sparse_kernels.md`` (measured against
+torch's CSR ops and SciPy).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["balanced_bounds", "transpose_structure", "spmm", "spmm_t", "sddmm", "n_chunks",
+           "sample_rows", "sort_rows"]
+
+
+def _cache_dir_ok(path: Path) -> bool:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return True
+    except OSError:
+        return False
+
+
+def _setup_cache_dir() -> None:
+    """The package's ``__pycache__`` when writable, else a user cache directory (as ``sparsetopo._lap``)."""
+    if "NUMBA_CACHE_DIR" in os.environ or _cache_dir_ok(Path(__file__).parent / "__pycache__"):
+        return
+    user = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sparsetopo" / "numba"
+    if _cache_dir_ok(user):
+        os.environ["NUMBA_CACHE_DIR"] = str(user)
+        if "numba" in sys.modules:  # already imported elsewhere: make it read the variable again
+            sys.modules["numba"].core.config.reload_config()
+    else:
+        warnings.warn(f"sparsetopo: neither {Path(__file__).parent / '__pycache__'} nor {user} is writable, so the "
+                      "truly sparse kernels are not cached: each process compiles them (several seconds). "
+                      "Set NUMBA_CACHE_DIR to a writable directory to avoid that.", RuntimeWarning, stacklevel=3)
+
+
+_setup_cache_dir()
+
+import numba  # noqa: E402  (after the cache directory is chosen)
+from numba import prange  # noqa: E402
+
+_jit = numba.njit(parallel=True, nogil=True, cache=True, fastmath=False)
+_jit_serial = numba.njit(nogil=True, cache=True, fastmath=False)
+
+#: Chunks per thread in the row partition: a few, so that an unlucky chunk does not stall a thread.
+CHUNKS_PER_THREAD = 4
+
+
+def n_chunks() -> int:
+    """How many row chunks the kernels split a layer into (a few per numba thread)."""
+    return CHUNKS_PER_THREAD * numba.get_num_threads()
+
+
+def balanced_bounds(indptr: np.ndarray, chunks: int | None = None) -> np.ndarray:
+    """Row boundaries (``chunks + 1`` of them, int64) cutting the rows into runs of about equal
+    connection counts (a row is never split). O(chunks log n_rows)."""
+    chunks = n_chunks() if chunks is None else int(chunks)
+    n_rows = len(indptr) - 1
+    nnz = int(indptr[-1])
+    targets = np.linspace(0, nnz, chunks + 1)
+    b = np.searchsorted(indptr, targets, side="left").astype(np.int64)
+    b[0], b[-1] = 0, n_rows
+    return np.maximum.accumulate(np.minimum(b, n_rows))
+
+
+@_jit
+def _spmm(indptr, indices, values, bounds, xt, out):  # pragma: no cover - compiled
+    bsz = xt.shape[1]
+    for c in prange(len(bounds) - 1):
+        acc = np.empty(bsz, dtype=out.dtype)
+        for r in range(bounds[c], bounds[c + 1]):
+            acc[:] = 0
+            for k in range(indptr[r], indptr[r + 1]):
+                v = values[k]
+                j = indices[k]
+                for b in range(bsz):
+                    acc[b] += v * xt[j, b]
+            for b in range(bsz):
+                out[r, b] = acc[b]
+
+
+@_jit
+def _spmm_perm(indptr, indices, perm, values, bounds, xt, out):  # pragma: no cover - compiled
+    bsz = xt.shape[1]
+    for c in prange(len(bounds) - 1):
+        acc = np.empty(bsz, dtype=out.dtype)
+        for r in range(bounds[c], bounds[c + 1]):
+            acc[:] = 0
+            for k in range(indptr[r], indptr[r + 1]):
+                v = values[perm[k]]
+                j = indices[k]
+                for b in range(bsz):
+                    acc[b] += v * xt[j, b]
+            for b in range(bsz):
+                out[r, b] = acc[b]
+
+
+@_jit
+def _sddmm(indptr, indices, bounds, gyt, xt, out, zero):  # pragma: no cover - compiled
+    bsz = xt.shape[1]
+    b8 = bsz - bsz % 8
+    for c in prange(len(bounds) - 1):
+        for r in range(bounds[c], bounds[c + 1]):
+            for k in range(indptr[r], indptr[r + 1]):
+                j = indices[k]
+                # Eight partial sums in a fixed order: vectorisable without fastmath, and deterministic.
+                s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = zero
+                for b in range(0, b8, 8):
+                    s0 += gyt[r, b] * xt[j, b]
+                    s1 += gyt[r, b + 1] * xt[j, b + 1]
+                    s2 += gyt[r, b + 2] * xt[j, b + 2]
+                    s3 += gyt[r, b + 3] * xt[j, b + 3]
+                    s4 += gyt[r, b + 4] * xt[j, b + 4]
+                    s5 += gyt[r, b + 5] * xt[j, b + 5]
+                    s6 += gyt[r, b + 6] * xt[j, b + 6]
+                    s7 += gyt[r, b + 7] * xt[j, b + 7]
+                for b in range(b8, bsz):
+                    s0 += gyt[r, b] * xt[j, b]
+                out[k] = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+
+
+@_jit_serial
+def _transpose(indptr, indices, n_cols, indptr_t, rows_t, perm):  # pragma: no cover - compiled
+    # Counting sort by column, scanning rows in order: rows ascend within each column.
+    for k in range(indices.shape[0]):
+        indptr_t[indices[k] + 1] += 1
+    for j in range(n_cols):
+        indptr_t[j + 1] += indptr_t[j]
+    fill = indptr_t[:-1].copy()
+    for r in range(indptr.shape[0] - 1):
+        for k in range(indptr[r], indptr[r + 1]):
+            j = indices[k]
+            p = fill[j]
+            rows_t[p] = r
+            perm[p] = k
+            fill[j] = p + 1
+
+
+def _index_dtype(n: int):
+    return np.int32 if n < 2**31 else np.int64
+
+
+def transpose_structure(indptr: np.ndarray, indices: np.ndarray, n_cols: int):
+    """CSC copy of a CSR structure in O(nnz + n_cols): ``(indptr_t, rows_t, perm)``.
+
+    ``indptr_t`` is int64 (``n_cols + 1``); ``rows_t`` and ``perm`` are int32 when they fit.
+    Entry ``p`` of column ``j`` (``indptr_t[j] <= p < indptr_t[j + 1]``) is the connection
+    ``values[perm[p]]`` from input ``j`` to output ``rows_t[p]``.
+    """
+    nnz = len(indices)
+    indptr_t = np.zeros(n_cols + 1, dtype=np.int64)
+    rows_t = np.empty(nnz, dtype=_index_dtype(len(indptr) - 1))
+    perm = np.empty(nnz, dtype=_index_dtype(nnz))
+    _transpose(np.asarray(indptr, dtype=np.int64), indices, n_cols, indptr_t, rows_t, perm)
+    return indptr_t, rows_t, perm
+
+
+def _t(a: np.ndarray, name: str) -> np.ndarray:
+    if a.ndim != 2 or not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be a C-contiguous 2-D array (features, batch), got {a.shape}")
+    return a
+
+
+def spmm(indptr, indices, values, bounds, xt, out=None) -> np.ndarray:
+    """``out = W @ xt``: ``xt`` is ``(n_in, B)`` C-contiguous, ``out`` ``(n_out, B)``."""
+    xt = _t(xt, "xt")
+    if out is None:
+        out = np.empty((len(indptr) - 1, xt.shape[1]), dtype=values.dtype)
+    _spmm(indptr, indices, values, bounds, xt, out)
+    return out
+
+
+def spmm_t(indptr_t, rows_t, perm, values, bounds_t, gyt, out=None) -> np.ndarray:
+    """``out = W.T @ gyt`` through the CSC structure: ``gyt`` ``(n_out, B)``, ``out`` ``(n_in, B)``."""
+    gyt = _t(gyt, "gyt")
+    if out is None:
+        out = np.empty((len(indptr_t) - 1, gyt.shape[1]), dtype=values.dtype)
+    _spmm_perm(indptr_t, rows_t, perm, values, bounds_t, gyt, out)
+    return out
+
+
+def sddmm(indptr, indices, bounds, gyt, xt, out=None) -> np.ndarray:
+    """``out[k] = gyt[row(k)] . xt[col(k)]`` for each connection ``k`` (CSR order)."""
+    gyt, xt = _t(gyt, "gyt"), _t(xt, "xt")
+    if out is None:
+        out = np.empty(len(indices), dtype=xt.dtype)
+    _sddmm(indptr, indices, bounds, gyt, xt, out, out.dtype.type(0))
+    return out
+
+
+# --------------------------------------------------------------------------- sampling
+@_jit
+def _sort_rows(indptr, cols, bounds, dup_counts):  # pragma: no cover - compiled
+    for c in prange(len(bounds) - 1):
+        for r in range(bounds[c], bounds[c + 1]):
+            a, b = indptr[r], indptr[r + 1]
+            if b - a > 1:
+                cols[a:b] = np.sort(cols[a:b])
+            d = 0
+            for k in range(a + 1, b):
+                if cols[k] == cols[k - 1]:
+                    d += 1
+            dup_counts[r] = d
+
+
+def sort_rows(indptr: np.ndarray, cols: np.ndarray, bounds: np.ndarray | None = None) -> np.ndarray:
+    """Sort each CSR row's column indices in place (in parallel); returns the duplicates per row."""
+    bounds = balanced_bounds(indptr) if bounds is None else bounds
+    dups = np.zeros(len(indptr) - 1, dtype=np.int64)
+    _sort_rows(indptr, cols, bounds, dups)
+    return dups
+
+
+def sample_rows(n_out: int, n_in: int, count: int, rng: np.random.Generator):
+    """``count`` distinct positions of an ``n_out x n_in`` matrix, uniformly at random, as CSR
+    ``(indptr int64, indices int32/int64 sorted within rows)``, in O(count + n_out) memory.
+
+    The uniform ``count``-subset of cells is drawn in two steps that give exactly that
+    distribution: row degrees from the multivariate hypergeometric law (``n_in`` cells per
+    row, ``count`` drawn), then each row's columns uniformly without replacement
+    (uniform integers, sorted per row, duplicates redrawn until there are none).
+    Unlike :func:`sparsetopo.topology.erdos_renyi` (which builds and sorts int64 flat keys
+    and a COO matrix: 1.65 GB peak and 21 s for one 24 M-connection layer here), this
+    needs the index array itself plus the row degrees.
+    """
+    total = n_out * n_in
+    if not 0 <= count <= total:
+        raise ValueError(f"cannot place {count} connections in a {n_out} x {n_in} layer")
+    if count > total // 2:
+        # Crowded: draw the absent cells per row instead would be needed; keep it simple and exact.
+        keys = np.sort(rng.choice(total, size=count, replace=False))
+        rows, cols = np.divmod(keys, n_in)
+        indptr = np.zeros(n_out + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=n_out), out=indptr[1:])
+        return indptr, cols.astype(_index_dtype(n_in))
+    if n_out == 1:
+        deg = np.array([count], dtype=np.int64)
+    else:
+        deg = rng.multivariate_hypergeometric(np.full(n_out, n_in, dtype=np.int64), count, method="marginals")
+    indptr = np.zeros(n_out + 1, dtype=np.int64)
+    np.cumsum(deg, out=indptr[1:])
+    idt = _index_dtype(n_in)
+    cols = rng.integers(0, n_in, size=count, dtype=idt)
+    bounds = balanced_bounds(indptr)
+    dups = sort_rows(indptr, cols, bounds)
+    while dups.any():
+        # Replace each duplicate (every entry equal to its left neighbour) with a fresh draw; repeat.
+        same = np.zeros(count, dtype=bool)
+        same[1:] = cols[1:] == cols[:-1]
+        starts = indptr[1:-1]
+        same[starts[starts < count]] = False  # a row's first entry never duplicates the previous row's last
+        where = np.flatnonzero(same)
+        cols[where] = rng.integers(0, n_in, size=len(where), dtype=idt)
+        dups = sort_rows(indptr, cols, bounds)
+    return indptr, cols
