@@ -56,7 +56,7 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def candidates(layer: TrulySparseLinear, batch: int, seed: int = 0):
+def candidates(layer: TrulySparseLinear, batch: int, names=("numba", "torch", "scipy"), seed: int = 0):
     """``{name: (forward, input_grad, weight_grad)}`` closures on random activations."""
     rng = np.random.default_rng(seed)
     n_out, n_in = layer.shape
@@ -64,20 +64,31 @@ def candidates(layer: TrulySparseLinear, batch: int, seed: int = 0):
     v = layer.values.detach().numpy()
     x = torch.from_numpy(rng.standard_normal((batch, n_in), dtype=np.float32))
     gy = torch.from_numpy(rng.standard_normal((batch, n_out), dtype=np.float32))
-    # numba: the layer's own path (transposes included, as in the autograd function)
+    # numba: the layer's own path (transposes included, as in the autograd function); the CSC
+    # structure only where the layer would build it (batch > SCATTER_MAX_BATCH) or torch needs it.
+    need_t = batch > K.SCATTER_MAX_BATCH or "torch" in names
+
+    def spmm_t(gyt):
+        if batch <= K.SCATTER_MAX_BATCH:
+            return K.spmm_t_scatter(s.indptr, s.indices, v, gyt, n_in, s.parts)
+        return K.spmm_t(*s.transposed()[:3], v, s.transposed()[3], gyt)
+
     out = {
         "numba": (
             lambda: K.spmm(s.indptr, s.indices, v, s.bounds, np.ascontiguousarray(x.numpy().T)),
-            lambda: K.spmm_t(s.indptr_t, s.rows_t, s.perm, v, s.bounds_t, np.ascontiguousarray(gy.numpy().T)),
+            lambda: spmm_t(np.ascontiguousarray(gy.numpy().T)),
             lambda: K.sddmm(s.indptr, s.indices, s.bounds, np.ascontiguousarray(gy.numpy().T),
                             np.ascontiguousarray(x.numpy().T)),
         )
     }
+    if not need_t:
+        return out
+    ipt, rows_t, perm_t, bounds_t = s.transposed()
     crow = torch.from_numpy(s.indptr)
     col = torch.from_numpy(s.indices.astype(np.int64))
-    crow_t = torch.from_numpy(s.indptr_t)
-    col_t = torch.from_numpy(s.rows_t.astype(np.int64))
-    perm = torch.from_numpy(s.perm.astype(np.int64))
+    crow_t = torch.from_numpy(ipt)
+    col_t = torch.from_numpy(rows_t.astype(np.int64))
+    perm = torch.from_numpy(perm_t.astype(np.int64))
     vt = layer.values.detach()
 
     def t_fwd():
@@ -109,7 +120,7 @@ def bench_shapes(repeats: int, names: list[str]) -> None:
     print("|---|---|---|---|---|---|---|")
     for n_in, n_out, batch in SHAPES:
         layer = TrulySparseLinear.random(n_in, n_out, epsilon=20, seed=0)
-        for name, fns in candidates(layer, batch).items():
+        for name, fns in candidates(layer, batch, names).items():
             if name not in names:
                 continue
             ms = [1e3 * median_time(f, repeats) for f in fns]
@@ -131,7 +142,7 @@ def bench_w600k(repeats: int) -> None:
         layer = TrulySparseLinear.random(n_in, n_out, epsilon=20, seed=k)
         layer.structure()
         build = time.perf_counter() - t
-        fwd, gx, gw = candidates(layer, 2)["numba"]
+        fwd, gx, gw = candidates(layer, 2, ("numba",))["numba"]
         ms = [1e3 * median_time(f, repeats) for f in (fwd, gx, gw)]
         per_step += ms[0] + ms[2] + (ms[1] if k > 0 else 0.0)  # no input gradient for the first layer
         total += layer.n_connections

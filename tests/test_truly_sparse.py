@@ -105,6 +105,19 @@ def test_results_do_not_depend_on_thread_count():
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("batch", [1, 2, 5, 8])
+def test_scatter_and_csc_input_gradients_agree(batch):
+    layer = _layer(300, 200, 0.05, seed=batch, empty_rows=10, empty_cols=10)
+    s = layer.structure()
+    v = layer.values.detach().numpy()
+    gyt = np.random.default_rng(0).standard_normal((200, batch)).astype(np.float32)
+    ipt, rows_t, perm, bounds_t = s.transposed()
+    a = K.spmm_t(ipt, rows_t, perm, v, bounds_t, gyt)
+    b = K.spmm_t_scatter(s.indptr, s.indices, v, gyt, 300, s.parts)
+    ref = layer.weight_csr().T.astype(np.float64) @ gyt.astype(np.float64)
+    assert np.abs(a - ref).max() <= 1e-5 and np.abs(b - ref).max() <= 1e-5
+
+
 def test_balanced_bounds_cover_rows():
     ip = np.array([0, 0, 10, 10, 11, 40, 40], dtype=np.int64)
     b = K.balanced_bounds(ip, 4)

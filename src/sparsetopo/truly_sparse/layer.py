@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 import scipy.sparse as ss
@@ -36,28 +36,36 @@ def as_torch_generator(generator: torch.Generator | int | None) -> torch.Generat
     return torch.Generator().manual_seed(int(generator))
 
 
-class Structure(NamedTuple):
+class Structure:
     """The index arrays the kernels use (NumPy views, read-only by convention), rebuilt on topology change.
 
     ``indptr``/``indices``: the CSR of the layer (rows = outputs); ``bounds``: row chunks of equal
-    connection counts; ``indptr_t``/``rows_t``/``perm``/``bounds_t``: the transposed (CSC) structure,
-    ``perm[p]`` being the position in ``values`` of CSC entry ``p``.
+    connection counts (the parallel split); ``parts``: the ``SCATTER_PARTS`` row parts of the
+    scatter form of the input gradient. :meth:`transposed` gives the CSC structure
+    ``(indptr_t, rows_t, perm, bounds_t)`` (``perm[p]``: the position in ``values`` of CSC entry
+    ``p``), built on first use -- only batches above ``SCATTER_MAX_BATCH`` need it, so SET-style
+    batch-2 training never holds it (2 x 4 bytes per connection saved).
     """
 
-    indptr: np.ndarray
-    indices: np.ndarray
-    bounds: np.ndarray
-    indptr_t: np.ndarray
-    rows_t: np.ndarray
-    perm: np.ndarray
-    bounds_t: np.ndarray
+    __slots__ = ("indptr", "indices", "n_in", "bounds", "parts", "_t")
+
+    def __init__(self, indptr: np.ndarray, indices: np.ndarray, n_in: int):
+        self.indptr = indptr
+        self.indices = indices
+        self.n_in = int(n_in)
+        self.bounds = K.balanced_bounds(indptr)
+        self.parts = K.balanced_bounds(indptr, K.SCATTER_PARTS)
+        self._t: tuple | None = None
+
+    def transposed(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if self._t is None:
+            ipt, rows_t, perm = K.transpose_structure(self.indptr, self.indices, self.n_in)
+            self._t = (ipt, rows_t, perm, K.balanced_bounds(ipt))
+        return self._t
 
 
 def _build_structure(indptr: torch.Tensor, indices: torch.Tensor, n_in: int) -> Structure:
-    ip = indptr.numpy()
-    ix = indices.numpy()
-    ipt, rt, perm = K.transpose_structure(ip, ix, n_in)
-    return Structure(ip, ix, K.balanced_bounds(ip), ipt, rt, perm, K.balanced_bounds(ipt))
+    return Structure(indptr.numpy(), indices.numpy(), n_in)
 
 
 class _TrulySparseFunction(torch.autograd.Function):
@@ -83,7 +91,12 @@ class _TrulySparseFunction(torch.autograd.Function):
         gyt = np.ascontiguousarray(gy.detach().numpy().T)  # (n_out, B)
         gx = gv = gb = None
         if ctx.needs_input_grad[0]:
-            gxt = K.spmm_t(s.indptr_t, s.rows_t, s.perm, values.detach().numpy(), s.bounds_t, gyt)
+            v = values.detach().numpy()
+            if gyt.shape[1] <= K.SCATTER_MAX_BATCH:
+                gxt = K.spmm_t_scatter(s.indptr, s.indices, v, gyt, s.n_in, s.parts)
+            else:
+                ipt, rows_t, perm, bounds_t = s.transposed()
+                gxt = K.spmm_t(ipt, rows_t, perm, v, bounds_t, gyt)
             gx = torch.from_numpy(gxt).t()
         if ctx.needs_input_grad[1]:
             gv = torch.from_numpy(K.sddmm(s.indptr, s.indices, s.bounds, gyt, ctx.xt))
