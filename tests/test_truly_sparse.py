@@ -259,9 +259,9 @@ def test_optimizer_step_equals_masked_dense(make_opt):
 def _check_csr(layer, n_expected):
     ip, ix = layer.indptr.numpy(), layer.indices.numpy()
     assert ip[-1] == n_expected == layer.n_connections == len(layer.values)
-    for r in range(len(ip) - 1):
-        row = ix[ip[r]:ip[r + 1]]
-        assert np.all(np.diff(row) > 0), "columns must be sorted and unique within a row"
+    rows = np.repeat(np.arange(len(ip) - 1), np.diff(ip))
+    same_row = rows[1:] == rows[:-1]
+    assert np.all(np.diff(ix.astype(np.int64))[same_row] > 0), "columns must be sorted and unique within a row"
 
 
 def _key_map(layer, tensor):
@@ -446,3 +446,19 @@ def test_training_with_set_updates_learns():
     with torch.no_grad():
         acc = float((l2(torch.relu(l1(x))).argmax(1) == y).float().mean())
     assert acc > 0.9
+
+
+def test_huge_layer_never_goes_dense():
+    # 200,000 x 200,000: a dense float32 weight would need 160 GB; every step here is O(connections).
+    layer = TrulySparseLinear.random(200_000, 200_000, count=300_000, seed=0, generator=0)
+    opt = torch.optim.Adam(layer.parameters(), lr=1e-3)
+    x = torch.randn(2, 200_000, requires_grad=True)
+    layer(x).square().sum().backward()
+    opt.step()
+    assert x.grad.shape == (2, 200_000) and layer.values.grad.shape == (300_000,)
+    stats = set_update(layer, opt, 0.3, np.random.default_rng(1))
+    assert stats.grown > 0 and layer.n_connections == 300_000
+    _check_csr(layer, 300_000)
+    assert layer.to_csr().nnz == 300_000
+    assert all(t.numel() <= 300_000 for t in layer.state_dict().values())
+    assert all(t.numel() <= 300_000 for t in opt.state[layer.values].values())
