@@ -56,6 +56,20 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def median_times_interleaved(fns: dict, repeats: int) -> dict:
+    """Median seconds of each function, the functions taking turns within each repeat, so that
+    a burst of load from other processes hits every candidate alike (this machine is shared)."""
+    for f in fns.values():
+        f()  # warm-up
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def candidates(layer: TrulySparseLinear, batch: int, names=("numba", "torch", "scipy"), seed: int = 0):
     """``{name: (forward, input_grad, weight_grad)}`` closures on random activations."""
     rng = np.random.default_rng(seed)
@@ -120,10 +134,11 @@ def bench_shapes(repeats: int, names: list[str]) -> None:
     print("|---|---|---|---|---|---|---|")
     for n_in, n_out, batch in SHAPES:
         layer = TrulySparseLinear.random(n_in, n_out, epsilon=20, seed=0)
-        for name, fns in candidates(layer, batch, names).items():
-            if name not in names:
-                continue
-            ms = [1e3 * median_time(f, repeats) for f in fns]
+        cands = {name: fns for name, fns in candidates(layer, batch, names).items() if name in names}
+        med = median_times_interleaved({(name, i): f for name, fns in cands.items() for i, f in enumerate(fns)},
+                                       repeats)
+        for name in cands:
+            ms = [1e3 * med[(name, i)] for i in range(3)]
             print(f"| {n_in} x {n_out} | {batch} | {layer.n_connections:,} | {name} | "
                   + " | ".join(f"{m:.2f}" for m in ms) + " |", flush=True)
     print(f"\nnumba threading layer: {K.numba.threading_layer()}, threads {K.numba.get_num_threads()}, "
