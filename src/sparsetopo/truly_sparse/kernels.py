@@ -1,28 +1,28 @@
-"""Products of a truly sparse layer: numba kernels over CSR/CSC index arrays.
+"""Products of a truly sparse layer: parallel numba kernels over CSR index arrays.
 
-A layer ``W`` (``n_out x n_in``) is stored as CSR ``(indptr, indices, values)``,
-rows = output neurons, and, for the input gradient, as a transposed copy of its
-structure (CSC): ``indptr_t`` (``n_in + 1``), ``rows_t`` (the output neuron of
-each entry, ascending within a column) and ``perm`` (the position of each CSC
-entry in ``values``), see :func:`transpose_structure`. The three products are
+A layer ``W`` (``n_out x n_in``) is stored as CSR ``(indptr, indices, values)``, rows = output
+neurons. The three products are
 
-* forward ``y^T = W x^T``                       -- :func:`spmm`
-* input gradient ``gx^T = W^T gy^T``            -- :func:`spmm_t`
+* forward ``y^T = W x^T``                                        -- :func:`spmm`
+* input gradient ``gx^T = W^T gy^T``                             -- :func:`spmm_t_scatter`
+  (batches up to ``SCATTER_MAX_BATCH``: CSR rows scattered into ``SCATTER_PARTS`` private
+  buffers) or :func:`spmm_t` (larger batches: a CSC copy of the structure, ``indptr_t``,
+  ``rows_t`` and ``perm`` into ``values``, see :func:`transpose_structure`)
 * weight gradient at the connections only,
-  ``g[k] = sum_b gy[b, row(k)] x[b, col(k)]``   -- :func:`sddmm`
+  ``g[k] = sum_b gy[b, row(k)] x[b, col(k)]``                    -- :func:`sddmm`
 
-All work on *transposed* activations, ``(n_features, B)`` C-contiguous, so a
-connection's inner loop runs over the batch on contiguous memory (vectorised
-for batch 128; at batch 2, SET's setting, the kernels are bound by one pass
-over the index and value arrays). Rows are split into chunks of equal
-connection counts (:func:`balanced_bounds`) and the chunks run in parallel
-(``prange``), so skewed degree distributions -- what SET's evolution produces --
-keep both cores busy. Compiled with ``parallel=True, nogil=True, cache=True,
-fastmath=False``: results do not depend on the number of threads (each output
-element is summed by one thread in a fixed order).
+All work on *transposed* activations, ``(n_features, B)`` C-contiguous, so a connection's inner
+loop runs over the batch on contiguous memory (vectorised at batch 128; at batch 2, SET's setting,
+specialised kernels keep the two sums in registers and the products are one pass over the
+connections). Rows are split into chunks of equal connection counts (:func:`balanced_bounds`)
+run in parallel (``prange``), so skewed degree distributions -- what SET's evolution produces --
+keep both cores busy. Compiled ``parallel=True, nogil=True, cache=True``; ``fastmath=False``
+except the batch dot product of :func:`sddmm` (``reassoc``/``contract`` only). Every output
+element is summed by one thread in an order fixed by the code, so results do not depend on the
+number of threads.
 
-Why these kernels: see ``benchmarks/truly_sparse_kernels.md`` (measured against
-torch's CSR ops and SciPy).
+Why these kernels, with the numbers: ``benchmarks/truly_sparse_kernels.md`` (against torch's CSR
+ops and SciPy). :func:`sample_rows` draws a uniformly random topology in O(connections) memory.
 """
 
 from __future__ import annotations
