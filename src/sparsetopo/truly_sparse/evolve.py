@@ -90,10 +90,12 @@ def random_grow(indptr: np.ndarray, indices: np.ndarray, keep: np.ndarray, n_gro
                 rng: np.random.Generator) -> np.ndarray:
     """``n_grow`` positions drawn uniformly among those not kept, without duplicates; sorted flat keys.
 
-    Rejection in rounds: draw candidate keys, reject kept ones (``searchsorted`` in the sorted kept
-    keys) and repeats (first occurrence in draw order wins, so the sample stays uniform), redraw the
-    shortfall. O(connections) time and memory while the layer is at most half full; a crowded or
-    tiny layer (at most 4 M cells) enumerates its free cells instead.
+    Rejection in rounds: draw candidate keys, keep the distinct ones (``np.unique``: sorted) that
+    are neither kept (``searchsorted`` of the sorted candidates in the sorted kept keys) nor
+    already chosen; if a round yields more than still needed, a uniformly random subset of them.
+    Every step treats all absent positions alike, so the result is a uniformly random subset.
+    O(connections) time and memory while the layer is at most a quarter full; a crowded or tiny
+    layer (at most 4 M cells) enumerates its free cells instead.
     """
     n_out = len(indptr) - 1
     total = n_out * n_in
@@ -110,15 +112,17 @@ def random_grow(indptr: np.ndarray, indices: np.ndarray, keep: np.ndarray, n_gro
     chosen = np.empty(0, dtype=np.int64)
     while len(chosen) < n_grow:
         need = n_grow - len(chosen)
-        draw = rng.integers(0, total, size=int(need * 1.1) + 16, dtype=np.int64)
-        if len(kept):
-            pos = np.searchsorted(kept, draw)
-            pos[pos == len(kept)] = 0
-            draw = draw[kept[pos] != draw]
-        merged = np.concatenate([chosen, draw])
-        _, first = np.unique(merged, return_index=True)
-        chosen = merged[np.sort(first)]
-    return np.sort(chosen[:n_grow])
+        draw = np.unique(rng.integers(0, total, size=int(need * 1.1) + 16, dtype=np.int64))
+        for present in (kept, chosen):
+            if len(present):
+                # Sorted needles: searchsorted walks the haystack in order (measured 20x faster
+                # than unsorted ones on 24 M keys).
+                pos = np.minimum(np.searchsorted(present, draw), len(present) - 1)
+                draw = draw[present[pos] != draw]
+        if len(draw) > need:
+            draw = np.sort(rng.choice(draw, size=need, replace=False))
+        chosen = np.sort(np.concatenate([chosen, draw])) if len(chosen) else draw
+    return chosen
 
 
 def gradient_grow(indptr: np.ndarray, indices: np.ndarray, keep: np.ndarray, n_grow: int, n_in: int,

@@ -260,6 +260,27 @@ def _transpose(indptr, indices, n_cols, indptr_t, rows_t, perm):  # pragma: no c
             fill[j] = p + 1
 
 
+@_jit_serial
+def _check_rows(indptr, indices, n_cols):  # pragma: no cover - compiled
+    """0 if every row's columns are strictly ascending and in [0, n_cols); else 1 (order) or 2 (range)."""
+    for r in range(indptr.shape[0] - 1):
+        prev = -1
+        for k in range(indptr[r], indptr[r + 1]):
+            j = indices[k]
+            if j < 0 or j >= n_cols:
+                return 2
+            if j <= prev:
+                return 1
+            prev = j
+    return 0
+
+
+def check_rows(indptr: np.ndarray, indices: np.ndarray, n_cols: int) -> int:
+    """Validate a CSR structure's columns in O(nnz) time and O(1) memory: 0 if every row is strictly
+    ascending within ``[0, n_cols)``, 1 if some row is unsorted or repeats a column, 2 if out of range."""
+    return int(_check_rows(indptr, indices, n_cols))
+
+
 def _index_dtype(n: int):
     return np.int32 if n < 2**31 else np.int64
 

@@ -197,13 +197,10 @@ class TrulySparseLinear(nn.Module):
         if ip.shape != (self.out_features + 1,) or ip[0] != 0 or ip[-1] != len(ix) or np.any(np.diff(ip) < 0):
             raise ValueError(f"indptr must be a non-decreasing array of {self.out_features + 1} entries from 0 "
                              f"to {len(ix)}")
-        if len(ix) and (ix.min() < 0 or ix.max() >= self.in_features):
+        bad = K.check_rows(ip, ix, self.in_features)
+        if bad == 2:
             raise ValueError(f"indices must lie in [0, {self.in_features})")
-        d = np.diff(ix.astype(np.int64))
-        starts = ip[1:-1]
-        ok = np.ones(len(d), dtype=bool)
-        ok[starts[(starts > 0) & (starts < len(ix))] - 1] = False  # row boundaries may descend
-        if np.any(d[ok] <= 0):
+        if bad == 1:
             raise ValueError("indices must be strictly ascending within each row (sorted, no duplicates)")
         return ip, ix
 
