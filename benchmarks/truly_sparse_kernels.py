@@ -12,7 +12,7 @@ connections only, for
 Shapes (epsilon 20, SET's Erdős–Rényi density): 3312x30000 and 30000x30000 at batch 2 (SET's
 setting), 784x10000 and 10000x10000 at batch 128 (Fashion-MNIST). ``--w600k`` adds an estimate of
 one W = 600,000 epoch's products (3312-600000-600000-600000-5, 68 steps of batch 2), timing each
-real layer built with the O(connections) sampler.
+real layer built with the O(connections) sampler, and one SET update of a 600000 x 600000 layer.
 
 Re-run on a quiet machine::
 
@@ -35,7 +35,7 @@ import numpy as np
 import scipy.sparse as ss
 import torch
 
-from sparsetopo.truly_sparse import TrulySparseLinear
+from sparsetopo.truly_sparse import TrulySparseLinear, set_update
 from sparsetopo.truly_sparse import kernels as K
 
 SHAPES = [  # (n_in, n_out, batch)
@@ -163,10 +163,19 @@ def bench_w600k(repeats: int) -> None:
         total += layer.n_connections
         print(f"| {n_in} x {n_out} | {layer.n_connections:,} | {build:.1f} | "
               + " | ".join(f"{m:.1f}" for m in ms) + " |", flush=True)
+        if k == 1:  # one SET update (zeta 0.3) of a 600000 x 600000 layer, with SGD momentum to move
+            opt = torch.optim.SGD(layer.parameters(), lr=0.01, momentum=0.9)
+            layer.values.grad = torch.zeros_like(layer.values)
+            opt.step()
+            t = time.perf_counter()
+            stats = set_update(layer, opt, 0.3, np.random.default_rng(0))
+            set_s = time.perf_counter() - t
+            del opt
         del layer, fwd, gx, gw
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\n{total:,} connections; products per step {per_step:.0f} ms -> 68 steps {68 * per_step / 1e3:.1f} s "
           f"per epoch (products only); peak RSS of this process {rss:.0f} MB")
+    print(f"one SET update of a 600000 x 600000 layer ({stats.dropped:,} moved, momentum moved too): {set_s:.1f} s")
 
 
 def main() -> None:
