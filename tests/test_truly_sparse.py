@@ -407,6 +407,26 @@ def test_random_grow_uniform_over_absent_positions():
     assert free.min() > 0 and float(((free - expected) ** 2 / expected).sum()) < 40  # 6 dof
 
 
+def test_random_grow_rejection_path_uniform(monkeypatch):
+    from sparsetopo.truly_sparse import evolve
+
+    monkeypatch.setattr(evolve, "ENUMERATE_MAX_CELLS", 0)  # force the rejection sampler on a tiny layer
+    ip = np.array([0, 1, 1, 2], dtype=np.int64)  # 3 x 4, kept (0, 2) and (2, 3): 10 absent cells
+    ix = np.array([2, 3], dtype=np.int32)
+    keep = np.ones(2, dtype=bool)
+    rng = np.random.default_rng(7)
+    counts = np.zeros(12)
+    draws = 4000
+    for _ in range(draws):
+        got = random_grow(ip, ix, keep, 2, 4, rng)
+        assert len(np.unique(got)) == 2
+        counts[got] += 1
+    assert counts[2] == 0 and counts[11] == 0
+    free = np.delete(counts, [2, 11])
+    expected = draws * 2 / 10
+    assert free.min() > 0 and float(((free - expected) ** 2 / expected).sum()) < 45  # 9 dof
+
+
 def test_set_update_seeded_reproducibility():
     tops = []
     for _ in range(2):

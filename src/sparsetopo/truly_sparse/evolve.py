@@ -32,6 +32,10 @@ __all__ = ["UpdateStats", "apply_update", "gradient_grow", "magnitude_drop", "me
            "rigl_update", "set_drop", "set_update"]
 
 
+#: Layers with at most this many cells (or crowded ones) draw regrowth by enumerating free cells.
+ENUMERATE_MAX_CELLS = 4_000_000
+
+
 @dataclass(frozen=True)
 class UpdateStats:
     """What one drop-and-grow did to a layer."""
@@ -105,7 +109,7 @@ def random_grow(indptr: np.ndarray, indices: np.ndarray, keep: np.ndarray, n_gro
         raise ValueError(f"cannot grow {n_grow} connections in {free} free positions")
     if n_grow <= 0:
         return np.empty(0, dtype=np.int64)
-    if total <= 4_000_000 or n_grow > free // 4:
+    if total <= ENUMERATE_MAX_CELLS or n_grow > free // 4:
         mask = np.ones(total, dtype=bool)
         mask[kept] = False
         return np.sort(rng.choice(np.flatnonzero(mask), size=n_grow, replace=False))
