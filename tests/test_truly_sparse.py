@@ -456,7 +456,7 @@ def test_training_with_set_updates_learns():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         if (step + 1) % 50 == 0 and step + 1 < 300:
             for layer in (l1, l2):
                 counts = layer.n_connections
