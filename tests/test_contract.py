@@ -2,6 +2,7 @@
 only, run through ``train``, ``sparsify`` and a method's update without editing a package module."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -188,3 +189,30 @@ def test_a_layer_kind_defined_here_runs_through_a_methods_update():
     assert net.n_connections() == counts and net.topology() != before
     for layer in net.masked_layers:
         assert torch.count_nonzero(layer.weight[layer.weight_mask == 0]) == 0
+
+
+def test_the_readme_method_example_registers_a_working_method(tmp_path):
+    """The README's one-file method runs as printed and trains through ``sparsify``."""
+    import torch
+    from torch import nn
+
+    from sparsetopo.methods import METHODS, sparsify, unregister
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- method-example -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(block, "README method example", "exec"), {})
+    try:
+        assert "magnitude-random" in METHODS and METHODS["magnitude-random"].description.startswith("drop the smallest")
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Linear(64, 2))
+        sp = sparsify(model, "magnitude-random", epsilon=4, seed=0)
+        before = sp.topology()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        x, y = torch.randn(64, 20), torch.randint(0, 2, (64,))
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        assert sp.end_epoch(opt, 1, 3) == [0]
+        after = sp.topology()
+        assert after.n_connections == before.n_connections and after != before
+    finally:
+        unregister("magnitude-random")
