@@ -86,6 +86,11 @@ def test_a_method_defined_here_trains_resumes_and_sparsifies(tmp_path, tiny_data
     assert [e for e, _ in magrand.calls] == [1]  # per epoch, not after the last; one sparse layer
     assert "already complete" in _train(out, tiny_data, "--epochs", "2",
                                         config={"method": "magrand", "min_drop": 2}).output
+    # Its own setting is a train flag too, with its help, though it was registered after the CLI was built.
+    assert "--min-drop" in CliRunner().invoke(app, ["train", "--help"]).output
+    flagged = tmp_path / "flagged"
+    _train(flagged, tiny_data, "--method", "magrand", "--min-drop", "3", "--epochs", "1")
+    assert yaml.safe_load((flagged / "config.yaml").read_text())["min_drop"] == 3
 
     model = nn.Sequential(nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 3))
     sp = sparsify(model, "magrand", epsilon=2, min_drop=3, update_every=2)

@@ -30,6 +30,11 @@ class _Group(click.Group):
     def list_commands(self, ctx):  # keep the order of definition, not alphabetical
         return list(self.commands)
 
+    def get_command(self, ctx, name):
+        if name == "train":  # built when used, so a method registered since import brings its own flags
+            return _make_train_command()
+        return super().get_command(ctx, name)
+
 
 _DEBUG_KEY = "sparsetopo.debug"
 
@@ -525,16 +530,34 @@ class _IntList(click.ParamType):
             self.fail(f"expects integers, got {value!r}", param, ctx)
 
 
+def _train_fields() -> tuple[list, dict]:
+    """TrainConfig's fields, then those of every registered method's own settings (``settings_cls``)
+    that TrainConfig lacks, with their type hints: one flag each."""
+    import dataclasses
+    import typing
+
+    from .methods import METHODS
+    from .training import TrainConfig
+
+    fields, hints = list(dataclasses.fields(TrainConfig)), typing.get_type_hints(TrainConfig)
+    for cls in METHODS.values():
+        own = cls.settings_cls
+        if own is not None and not issubclass(TrainConfig, own):
+            extra = [f for f in dataclasses.fields(own) if f.name not in hints]
+            fields += extra
+            hints.update({f.name: typing.get_type_hints(own)[f.name] for f in extra})
+    return fields, hints
+
+
 def _train_params():
     import dataclasses
     import typing
 
     from .config import describe_default
-    from .training import TrainConfig
 
-    hints = typing.get_type_hints(TrainConfig)
+    fields, hints = _train_fields()
     params, list_flags = [], set()
-    for f in dataclasses.fields(TrainConfig):
+    for f in fields:
         flag = "--" + f.name.replace("_", "-")
         hint = hints[f.name]
         args = typing.get_args(hint)
@@ -593,7 +616,7 @@ def _make_train_command() -> click.Command:
     ]
     cmd = _ListArgsCommand(
         "train", params=params, callback=friendly(_train_callback),
-        help=("Train one network (dense, static, set, rigl or lottery) and write a resumable run directory: "
+        help=("Train one network with any registered --method and write a resumable run directory: "
               "config.yaml, metrics.csv, topology/epoch_XXX.npz snapshots, checkpoints and the final model.\n\n"
               "Example: sparsetopo train --method set --epsilon 20 --hidden 1000 1000 1000 --epochs 100 "
               "--dataset fashion-mnist --out runs/set-e20"),
