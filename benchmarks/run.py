@@ -390,9 +390,16 @@ def bench_cnn(quick: bool) -> None:
             "about a minute or less", ok(r["s"] <= 75))
 
 
+def bench_truly_sparse(quick: bool) -> None:
+    """Issue 18's figures (a)-(d): see benchmarks/truly_sparse_bench.py."""
+    from truly_sparse_bench import bench
+
+    bench(row, ok, quick)
+
+
 SECTIONS = {"nnstd": bench_nnstd, "solvers": bench_solvers, "training": bench_training,
             "sparse-kernel": bench_sparse_kernel, "experiments": bench_experiments, "fidelity": bench_fidelity,
-            "parity": bench_parity, "cnn": bench_cnn}
+            "parity": bench_parity, "cnn": bench_cnn, "truly-sparse": bench_truly_sparse}
 
 
 def main() -> None:
