@@ -243,7 +243,8 @@ def _figures(cfg: WidthConfig, table: list[dict], out: Path) -> dict[str, Path]:
         return groups
 
     by_width = scatter_plot(points("width"), out / "figures" / "accuracy_vs_width.png",
-                            xlabel="hidden width (log scale)", ylabel="test accuracy", title=f"Width (epsilon {cfg.epsilon:g})", logx=True, connect=True)
+                            xlabel="hidden width (log scale)", ylabel="test accuracy",
+                            title=f"Width (epsilon {cfg.epsilon:g})", logx=True, connect=True)
     by_cost = scatter_panels([("vs parameters", "parameters (log scale)", points("parameters")),
                               ("vs training FLOPs", "training FLOPs (log scale)", points("train_flops")),
                               ("vs time", "seconds (log scale)", points("seconds"))],
