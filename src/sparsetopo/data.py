@@ -13,6 +13,13 @@ Data sets are a registry, like methods and models: :func:`register_dataset`
 adds one (a loader returning raw :class:`Splits`), and ``--dataset``, its help
 and :func:`load_dataset` take what is registered. The three built-in ones are
 registered at the end of this module.
+
+A ``dataset`` ending in ``.mat`` or ``.npz`` is a file instead (:func:`is_dataset_file`):
+a tabular data set, one sample per row. A ``.mat`` file has scikit-feature's layout
+(``X`` samples x features, ``Y`` a label vector; read with ``scipy.io.loadmat``), an
+``.npz`` archive the arrays ``X`` and ``y`` (read without pickles). Labels become
+0..K-1 in the order of their sorted values; a seeded 2/3 of the samples train and
+1/3 test, as SET's code splits the lung data.
 """
 
 from __future__ import annotations
@@ -32,8 +39,9 @@ from .config import check_value
 from .errors import FileFormatError, SparsetopoError
 from .seeding import SeedLike, as_generator
 
-__all__ = ["Dataset", "DatasetSpec", "DATASETS", "INPUT_SCALINGS", "Splits", "datasets_help", "load_dataset",
-           "read_idx", "register_dataset", "resolve_data_dir", "unregister_dataset"]
+__all__ = ["Dataset", "DatasetSpec", "DATASETS", "DATASET_FILE_SUFFIXES", "INPUT_SCALINGS", "Splits", "check_dataset",
+           "datasets_help", "is_dataset_file", "load_dataset", "read_idx", "read_table", "register_dataset",
+           "resolve_data_dir", "unregister_dataset"]
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -110,10 +118,35 @@ def datasets_help() -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " or " + items[-1]
 
 
+#: A ``dataset`` value ending in one of these (any case) is a data file, not a registered name.
+DATASET_FILE_SUFFIXES = (".mat", ".npz")
+
+
+def is_dataset_file(dataset: object) -> bool:
+    """Whether ``dataset`` names a data file (a path ending in ``.mat`` or ``.npz``) rather than a registered set."""
+    return isinstance(dataset, str) and dataset.lower().endswith(DATASET_FILE_SUFFIXES)
+
+
+def check_dataset(dataset: object, label: str = "dataset") -> None:
+    """Raise :class:`SparsetopoError` unless ``dataset`` is a registered name or an existing data file.
+
+    ``label`` names the parameter in the message (``--dataset`` on the command line).
+    """
+    if is_dataset_file(dataset):
+        if not Path(dataset).is_file():
+            state = "is not a regular file" if Path(dataset).exists() else "does not exist"
+            raise SparsetopoError(f"{label}: data file {dataset} {state}")
+        return
+    if not isinstance(dataset, str) or dataset not in DATASETS:
+        raise SparsetopoError(f"{label} must be one of {', '.join(DATASETS)}; got {dataset!r} (or a data file: "
+                              f"a path ending in {' or '.join(DATASET_FILE_SUFFIXES)})")
+
+
 def _spec(dataset: str) -> DatasetSpec:
-    """The one check of a ``dataset`` parameter."""
+    """The one check of a registered ``dataset`` name."""
+    check_dataset(dataset)
     if dataset not in DATASETS:
-        raise SparsetopoError(f"dataset must be one of {', '.join(DATASETS)}; got {dataset!r}")
+        raise SparsetopoError(f"dataset {dataset!r} is a data file, not a registered data set")
     return DATASETS[dataset]
 
 
@@ -283,21 +316,27 @@ def load_dataset(dataset: str = "fashion-mnist", data_dir: str | os.PathLike | N
     ----------
     dataset : str
         A name in :data:`DATASETS`: ``"fashion-mnist"``, ``"mnist"``, ``"cifar10"`` or one registered
-        with :func:`register_dataset`.
+        with :func:`register_dataset`; or the path of a ``.mat`` / ``.npz`` data file (:func:`read_table`),
+        split 2/3 for training and 1/3 for testing by ``seed``.
     data_dir : path, optional
-        Overrides ``$SPARSETOPO_DATA`` and the default location.
+        Overrides ``$SPARSETOPO_DATA`` and the default location (registered data sets only).
     val_fraction : float
         Fraction of the training set held out for validation (0 for none).
     seed : int or Generator
-        Seed of the validation split.
+        Seed of the validation split (and of a data file's train/test split).
     limit_train, limit_test : int, optional
         Keep only the first samples (quick experiments and smoke tests).
     input_scaling : {"standardize", "unit"}
         See ``INPUT_SCALINGS``.
     """
-    spec = _spec(dataset)
+    check_dataset(dataset)
     _check_arguments(val_fraction, limit_train, limit_test, input_scaling)
-    raw = _read_splits(spec, data_dir)
+    if is_dataset_file(dataset):
+        _check_file_arguments(dataset, data_dir, input_scaling)
+        seed = as_generator(seed)  # one stream: the train/test split, then the validation split
+        raw = _table_splits(dataset, seed)
+    else:
+        raw = _read_splits(_spec(dataset), data_dir)
     x_tr, y_tr = raw.x_train[:limit_train], raw.y_train[:limit_train]  # [:None] keeps everything
     x_te, y_te = raw.x_test[:limit_test].astype(np.float32), raw.y_test[:limit_test]
     (x_tr, y_tr), (x_val, y_val) = _hold_out(x_tr.astype(np.float32), y_tr, val_fraction, seed)
@@ -316,6 +355,16 @@ def _check_arguments(val_fraction, limit_train, limit_test, input_scaling) -> No
     check_value("val_fraction", val_fraction, float, {"min": 0.0, "lt": 1.0})
     check_value("limit_train", limit_train, int | None, {"min": 1})
     check_value("limit_test", limit_test, int | None, {"min": 1})
+
+
+def _check_file_arguments(dataset: str, data_dir, input_scaling: str) -> None:
+    """Settings that mean nothing for a data file are refused, never ignored."""
+    if data_dir:
+        raise SparsetopoError(f"data_dir applies to the registered data sets ({', '.join(DATASETS)}); dataset "
+                              f"{dataset} is a file, give no data_dir; got {str(data_dir)!r}")
+    if input_scaling != "standardize":
+        raise SparsetopoError(f"input_scaling must be standardize for a data file (unit divides pixels by 255); "
+                              f"dataset {dataset}, got {input_scaling!r}")
 
 
 def _read_splits(spec: DatasetSpec, data_dir) -> Splits:
@@ -362,6 +411,102 @@ def _scaling(x_train: np.ndarray, input_scaling: str):
     mean, std = x_train.mean(axis=0), x_train.std(axis=0)
     std[std < 1e-8] = 1.0
     return mean, std
+
+
+# ------------------------------------------------------------ tabular data files
+def read_table(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """A tabular data file as ``(X, labels)``: float32 samples x features and int64 labels 0..K-1.
+
+    ``.mat``: scikit-feature's layout, the variables ``X`` (samples x features, dense or
+    sparse) and ``Y`` (a column or row vector of labels), read with ``scipy.io.loadmat``
+    (MATLAB v7.3 files are HDF5, which it cannot read). ``.npz``: the arrays ``X`` and
+    ``y``, read without unpickling anything. Labels are numbers or strings, mapped to
+    0..K-1 in the order of their sorted unique values.
+
+    Raises
+    ------
+    FileFormatError
+        Naming the file: a variable missing, X and the labels of different lengths, X not
+        numeric or not finite, fewer than two classes, an unreadable file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such data file" if not path.exists() else f"{path}: not a regular file")
+    x, y = (_read_mat if path.suffix.lower() == ".mat" else _read_npz)(path)
+    return _check_table(path, x, y)
+
+
+#: What a damaged .mat file makes scipy.io.loadmat raise.
+_MAT_ERRORS = (ValueError, TypeError, OSError, EOFError, KeyError, IndexError, AttributeError, zlib.error,
+               UnicodeDecodeError, OverflowError, MemoryError)
+
+
+def _read_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    import scipy.io
+    import scipy.sparse
+
+    try:
+        mat = scipy.io.loadmat(path)
+    except NotImplementedError:  # scipy's answer to a v7.3 file
+        raise FileFormatError(path, "a MATLAB v7.3 (HDF5) file, which scipy.io.loadmat cannot read; save it with "
+                                    "save(..., '-v7') or as an .npz archive with arrays X and y") from None
+    except _MAT_ERRORS as exc:
+        raise FileFormatError(path, f"not a readable MATLAB .mat file ({type(exc).__name__}: {exc})") from None
+    missing = [k for k in ("X", "Y") if k not in mat]
+    if missing:
+        found = ", ".join(sorted(k for k in mat if not k.startswith("__"))) or "none"
+        raise FileFormatError(path, f"no variable {' or '.join(missing)}; a .mat data set holds X (samples x "
+                                    f"features) and Y (labels), as scikit-feature's files do; variables found: {found}")
+    x = mat["X"]
+    return (x.toarray() if scipy.sparse.issparse(x) else x), mat["Y"]
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from ._npz import NpzArchive
+
+    with NpzArchive(path, "a data set (arrays X and y)") as z:
+        missing = [k for k in ("X", "y") if k not in z]
+        if missing:
+            raise FileFormatError(path, f"no array {' or '.join(missing)}; an .npz data set holds X (samples x "
+                                        f"features) and y (labels); arrays found: {', '.join(z.names) or 'none'}")
+        return z.read("X"), z.read("y")
+
+
+def _check_table(path: Path, x, y) -> tuple[np.ndarray, np.ndarray]:
+    """``(X as float32, labels 0..K-1 as int64)``, or a FileFormatError naming ``path``."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim != 2 or 0 in x.shape:
+        raise FileFormatError(path, f"X must be a non-empty samples x features matrix; got shape {x.shape}")
+    if x.dtype.kind not in "biuf":
+        raise FileFormatError(path, f"X must be numeric; got {x.dtype} values")
+    if y.ndim == 2 and 1 in y.shape:
+        y = y.ravel()  # MATLAB's column (or row) vector
+    if y.ndim != 1:
+        raise FileFormatError(path, f"the labels must be a vector (n x 1 or 1 x n); got shape {y.shape}")
+    if len(x) != len(y):
+        raise FileFormatError(path, f"X has {len(x)} samples (rows) but the labels have {len(y)} entries")
+    bad = int(np.count_nonzero(~np.isfinite(x))) if x.dtype.kind == "f" else 0
+    if bad:
+        raise FileFormatError(path, f"X holds {bad} NaN or infinite values; every feature must be a finite number")
+    if y.dtype.kind not in "biufUS" or (y.dtype.kind == "f" and not (np.isfinite(y) & (y == np.round(y))).all()):
+        raise FileFormatError(path, f"the labels must be integers or strings (class labels); got {y.dtype} values")
+    classes, labels = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise FileFormatError(path, f"the labels hold a single class ({classes[0].item()!r}); classification needs at "
+                                    "least two")
+    if len(x) < 2:
+        raise FileFormatError(path, f"{len(x)} sample: a training and a test split need at least two")
+    return x.astype(np.float32), labels.astype(np.int64).ravel()
+
+
+def _table_splits(dataset: str, rng: np.random.Generator) -> Splits:
+    """A data file's samples split at random, 2/3 for training and 1/3 for testing, as SET's code splits
+    the lung data (its ``__main__``): a shuffled order, the first ``int(n * 2 / 3)`` train."""
+    x, y = read_table(dataset)
+    order = rng.permutation(len(x))
+    n_train = int(len(x) * 2 / 3)
+    tr, te = order[:n_train], order[n_train:]
+    return Splits(x[tr], y[tr], x[te], y[te])
 
 
 # ------------------------------------------------------------ the built-in data sets

@@ -151,3 +151,44 @@ def comparison_panels(panels: Sequence[tuple[str, str, Mapping[str, tuple[Sequen
     if suptitle:
         fig.suptitle(suptitle)
     return save_figure(fig, path)
+
+
+def scatter_panels(panels: Sequence[tuple[str, str, Mapping[str, tuple[Sequence[float], Sequence[float]]]]],
+                   path: str | os.PathLike, *, ylabel: str, suptitle: str | None = None, logx: bool = True) -> Path:
+    """Side-by-side panels of connected point groups sharing the y axis (accuracy against several costs).
+
+    Parameters
+    ----------
+    panels : sequence of (title, xlabel, {label: (xs, ys)})
+        One panel each; every group's points are joined in the order given.
+    path : path-like
+        Where the figure goes (format from the suffix).
+    ylabel : str
+        The shared y axis' label.
+    suptitle : str, optional
+    logx : bool
+        Log-scale x axes (widths, parameter counts and FLOPs span decades).
+
+    Returns
+    -------
+    Path
+    """
+    n = len(panels)
+    if n == 0:
+        raise SparsetopoError("scatter_panels needs at least one panel")
+    fig = _new_figure(4.6 * n, 3.8 + (0.4 if suptitle else 0))
+    axes = np.atleast_1d(fig.subplots(1, n, squeeze=False, sharey=True)).ravel()
+    for ax, (title, xlabel, points) in zip(axes, panels):
+        for label, (xs, ys) in points.items():
+            ax.plot(np.asarray(xs, dtype=float), np.asarray(ys, dtype=float), "-o", markersize=4, alpha=0.8,
+                    label=label)
+        if logx:
+            ax.set_xscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel(ylabel)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return save_figure(fig, path)

@@ -1,9 +1,10 @@
-"""The paper's studies as runnable experiments: ``evolution``, ``sparse-vs-dense`` and ``tickets``."""
+"""The paper's studies as runnable experiments: ``evolution``, ``sparse-vs-dense``, ``tickets`` and ``width``."""
 # ruff: noqa: I001  -- import order is the registry's order
 
 from .base import EXPERIMENTS, PRESETS, Context, make_config, run_experiment
 from . import evolution  # noqa: F401
 from . import sparse_vs_dense  # noqa: F401
 from . import tickets  # noqa: F401
+from . import width  # noqa: F401
 
 __all__ = ["EXPERIMENTS", "PRESETS", "Context", "make_config", "run_experiment"]

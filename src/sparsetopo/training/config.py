@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..config import check_config, load_yaml_mapping, option, registry
-from ..data import datasets_help
+from ..data import check_dataset, datasets_help
 from ..errors import SparsetopoError
 from ..methods import LotterySettings, check_method_settings, method_class, methods_help, settings_class
 from ..schedule import DROP_SCHEDULES, UpdateSchedule
@@ -47,8 +47,10 @@ class TrainConfig(LotterySettings, SparsitySettings):
 
     method: str = option("set", help=methods_help() + ".", choices=registry("methods", "METHODS"))
 
-    dataset: str = option("fashion-mnist", help=datasets_help() + ".",
-                          choices=registry("data", "DATASETS"))
+    # Checked in validate() (data.check_dataset): a registered name, or an existing .mat / .npz file.
+    dataset: str = option("fashion-mnist", help=datasets_help() + "; or a tabular data file: a path ending in .mat "
+                                            "(scikit-feature's X and Y) or .npz (arrays X and y), split 2/3 for "
+                                            "training and 1/3 for testing by the data seed.")
     data_dir: str | None = option(None, help="Data directory (default: $SPARSETOPO_DATA/<dataset>, else the dataset's "
                                             "standard location).")
     input_scaling: str = option("standardize", choices=registry("data", "INPUT_SCALINGS"),
@@ -147,6 +149,7 @@ class TrainConfig(LotterySettings, SparsitySettings):
         def name(field: str) -> str:  # as the caller writes it: a --flag or the key
             return "--" + field.replace("_", "-") if flags else field
 
+        check_dataset(self.dataset, name("dataset"))
         method = method_class(self.method)
         if self.initial_topology is not None:
             if not method.accepts_initial_topology:
