@@ -321,7 +321,7 @@ def test_set_drop_equals_masked_set():
             layer.values[::17] = 0
         w = torch.from_numpy(layer.weight_csr().toarray())
         mask = torch.from_numpy(layer.to_csr().toarray())
-        expected = SET(SimpleNamespace(zeta=0.3)).drop(w, mask, SimpleNamespace(drop_fraction=None))
+        expected = SET(SimpleNamespace(zeta=0.3)).drop(w, mask, None)  # no context: the fraction is zeta
         mine = set_drop(layer.values.detach().numpy(), 0.3)
         rows, cols = _coo(layer)
         assert torch.equal(expected[rows, cols], torch.from_numpy(mine))
