@@ -323,3 +323,64 @@ def test_a_million_neuron_snapshot_is_written_without_densifying(tmp_path):
         tracemalloc.stop()
     assert back == topo and back.n_connections == (50,)
     assert peak < 200 * 2**20  # a dense mask would be 10^12 bytes; the CSR row pointers are 8 MB
+
+
+# ------------------------------------------------------------------ sparsify
+def _user_model():
+    model = torch.nn.Sequential(torch.nn.Linear(20, 40), torch.nn.ReLU(), torch.nn.Linear(40, 30), torch.nn.ReLU(),
+                                torch.nn.Linear(30, 4))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.uniform_(-0.3, 0.3, generator=g)
+    return model
+
+
+def test_sparsify_on_the_truly_sparse_engine_is_the_masked_network(tmp_path):
+    import copy
+
+    from sparsetopo.methods import sparsify
+
+    model = _user_model()
+    twin = copy.deepcopy(model)
+    sp = sparsify(model, "set", epsilon=3, seed=4, engine="truly-sparse")
+    masked = sparsify(twin, "set", epsilon=3, seed=4)
+    assert all(isinstance(model[i], TrulySparseLinear) for i in (0, 2, 4))
+    assert sp.topology() == masked.topology() and sp.n_connections() == masked.n_connections()
+    x = torch.randn(16, 20, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(model(x), twin(x), atol=1e-6, rtol=0)
+    y = torch.randint(0, 4, (16,), generator=torch.Generator().manual_seed(2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    before = sp.topology()
+    for _ in range(3):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    assert sp.end_epoch(opt, 1, 3) == [0, 1]
+    assert sp.n_connections() == list(before.n_connections) and sp.topology() != before
+    state = sp.state_dict()
+    again = sparsify(copy.deepcopy(_user_model()), "set", epsilon=3, seed=4, engine="truly-sparse")
+    again.load_state_dict(state)
+    assert again.regrowth_rng.bit_generator.state == sp.regrowth_rng.bit_generator.state
+    with pytest.raises(SparsetopoError, match="ITOP record is kept on engine 'masked' only"):
+        sp.itop_rate()
+
+
+def test_sparsify_rigl_and_refusals_on_the_truly_sparse_engine():
+    from sparsetopo.methods import sparsify
+
+    model = _user_model()
+    sp = sparsify(model, "rigl", epsilon=3, seed=0, engine="truly-sparse", zeta=0.5)
+    x = torch.randn(32, 20, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 4, (32,), generator=torch.Generator().manual_seed(2))
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    before = sp.topology()
+    with pytest.raises(SparsetopoError, match="rigl needs loss_closure"):
+        sp.end_epoch(opt, 1, 3)
+    assert sp.end_epoch(opt, 1, 3, loss_closure=lambda: torch.nn.functional.cross_entropy(model(x), y)) == [0, 1]
+    assert sp.topology() != before and sp.topology().n_connections == before.n_connections
+    with pytest.raises(SparsetopoError, match=r"sparsify: engine must be one of masked, truly-sparse; got 'fast'"):
+        sparsify(_user_model(), "set", engine="fast")
+    conv = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3))
+    with pytest.raises(SparsetopoError, match=r"layer '0' is an nn.Conv2d .*use engine='masked'"):
+        sparsify(conv, "set", engine="truly-sparse")

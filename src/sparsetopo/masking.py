@@ -138,6 +138,11 @@ def per_layer_masks(shapes: Sequence[tuple[int, ...]], densities: Sequence[float
     return masks
 
 
+def _truly_sparse(layer) -> bool:
+    """Whether ``layer`` is a truly sparse one (:class:`sparsetopo.truly_sparse.TrulySparseLinear`)."""
+    return bool(getattr(layer, "truly_sparse", False))
+
+
 def dense_gradients(network: MaskedNetwork, backward: Callable[[], None]) -> list[torch.Tensor]:
     """The gradients ``backward()`` leaves on every full weight (masks ignored), then cleared.
 
@@ -174,8 +179,10 @@ class MaskedNetwork:
 
     @property
     def layer_shapes(self) -> list[tuple[int, ...]]:
-        """Weight shapes of the masked layers, ``(n_out, n_in)`` or ``(out, in, kh, kw)``."""
-        return [tuple(layer.weight.shape) for layer in self.masked_layers]
+        """Weight shapes of the masked layers, ``(n_out, n_in)`` or ``(out, in, kh, kw)`` (a truly sparse
+        layer's logical ``shape``)."""
+        return [tuple(layer.shape) if _truly_sparse(layer) else tuple(layer.weight.shape)
+                for layer in self.masked_layers]
 
     def masks(self) -> list[torch.Tensor]:
         """Boolean masks of the layers (copies)."""
@@ -200,14 +207,17 @@ class MaskedNetwork:
 
     def apply_masks(self) -> None:
         for layer in self.masked_layers:
-            layer.apply_mask()
+            if not _truly_sparse(layer):  # nothing exists outside a truly sparse layer's connections
+                layer.apply_mask()
 
     def mask_grads(self) -> None:
         for layer in self.masked_layers:
-            layer.mask_grad()
+            if not _truly_sparse(layer):
+                layer.mask_grad()
 
     def n_connections(self) -> list[int]:
-        return [int(layer.weight_mask.count_nonzero()) for layer in self.masked_layers]
+        return [layer.n_connections if _truly_sparse(layer) else int(layer.weight_mask.count_nonzero())
+                for layer in self.masked_layers]
 
     def set_topology(self, topology: Topology, *, rescale: bool = False) -> None:
         """Install a topology's masks (zeroing the weights outside them); with ``rescale``
