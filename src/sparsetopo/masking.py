@@ -19,14 +19,18 @@ gradient at *every* weight position: RigL's grow score), ``dense_gradients()``, 
 the :class:`~sparsetopo.methods.Sparsifier` (for a user's own model) are masked networks; a new
 kind of layer is one class implementing :class:`MaskedLayer`, nothing else changes.
 
-Truly sparse layers (coming: weights stored only for existing connections, a 1-D value tensor
-plus index buffers, never an ``n_out x n_in`` tensor) implement the same contract with index-based
-members: ``weight_mask`` becomes the index buffers (``indices``: 2 x connections, row-major, and
-the layer's ``shape``), ``mask_grad``/``apply_mask`` become no-ops (nothing exists outside the
-mask), ``set_mask`` rebuilds the index buffers and the value tensor, and a method's drop and grow
-scores are read at the stored positions (drop) and over the candidates it samples (grow) instead
-of over a dense tensor. ``layer_shapes``, ``topology()`` and ``n_connections()`` keep their meaning
-(the *logical* shape), so snapshots, NNSTD and the run-directory formats do not change.
+Truly sparse layers (:class:`sparsetopo.truly_sparse.TrulySparseLinear`: weights stored only for
+existing connections, a 1-D ``values`` tensor plus CSR ``indptr``/``indices`` buffers, never an
+``n_out x n_in`` tensor; marked by the class attribute ``truly_sparse``) implement the same contract
+with index-based members: the index buffers and the logical ``shape`` play ``weight_mask``,
+``mask_grad``/``apply_mask`` are no-ops here (nothing exists outside the connections),
+``set_structure`` plays ``set_mask``, and a method's update is its ``truly_sparse_update`` (drop read
+at the stored values, growth over sampled candidates or RigL's captured ``(x, gy)`` instead of a dense
+gradient; :mod:`sparsetopo.truly_sparse.evolve`). ``layer_shapes``, ``topology()`` and
+``n_connections()`` keep their meaning (the *logical* shape), so snapshots, NNSTD and the
+run-directory formats do not change. :class:`sparsetopo.truly_sparse.model.TrulySparseMLP` is such a
+network (``--engine truly-sparse``), and so is a :class:`~sparsetopo.methods.Sparsifier` with
+``engine="truly-sparse"``.
 """
 
 from __future__ import annotations
