@@ -19,14 +19,18 @@ gradient at *every* weight position: RigL's grow score), ``dense_gradients()``, 
 the :class:`~sparsetopo.methods.Sparsifier` (for a user's own model) are masked networks; a new
 kind of layer is one class implementing :class:`MaskedLayer`, nothing else changes.
 
-Truly sparse layers (coming: weights stored only for existing connections, a 1-D value tensor
-plus index buffers, never an ``n_out x n_in`` tensor) implement the same contract with index-based
-members: ``weight_mask`` becomes the index buffers (``indices``: 2 x connections, row-major, and
-the layer's ``shape``), ``mask_grad``/``apply_mask`` become no-ops (nothing exists outside the
-mask), ``set_mask`` rebuilds the index buffers and the value tensor, and a method's drop and grow
-scores are read at the stored positions (drop) and over the candidates it samples (grow) instead
-of over a dense tensor. ``layer_shapes``, ``topology()`` and ``n_connections()`` keep their meaning
-(the *logical* shape), so snapshots, NNSTD and the run-directory formats do not change.
+Truly sparse layers (:class:`sparsetopo.truly_sparse.TrulySparseLinear`: weights stored only for
+existing connections, a 1-D ``values`` tensor plus CSR ``indptr``/``indices`` buffers, never an
+``n_out x n_in`` tensor; marked by the class attribute ``truly_sparse``) implement the same contract
+with index-based members: the index buffers and the logical ``shape`` play ``weight_mask``,
+``mask_grad``/``apply_mask`` are no-ops here (nothing exists outside the connections),
+``set_structure`` plays ``set_mask``, and a method's update is its ``truly_sparse_update`` (drop read
+at the stored values, growth over sampled candidates or RigL's captured ``(x, gy)`` instead of a dense
+gradient; :mod:`sparsetopo.truly_sparse.evolve`). ``layer_shapes``, ``topology()`` and
+``n_connections()`` keep their meaning (the *logical* shape), so snapshots, NNSTD and the
+run-directory formats do not change. :class:`sparsetopo.truly_sparse.model.TrulySparseMLP` is such a
+network (``--engine truly-sparse``), and so is a :class:`~sparsetopo.methods.Sparsifier` with
+``engine="truly-sparse"``.
 """
 
 from __future__ import annotations
@@ -138,6 +142,11 @@ def per_layer_masks(shapes: Sequence[tuple[int, ...]], densities: Sequence[float
     return masks
 
 
+def _truly_sparse(layer) -> bool:
+    """Whether ``layer`` is a truly sparse one (:class:`sparsetopo.truly_sparse.TrulySparseLinear`)."""
+    return bool(getattr(layer, "truly_sparse", False))
+
+
 def dense_gradients(network: MaskedNetwork, backward: Callable[[], None]) -> list[torch.Tensor]:
     """The gradients ``backward()`` leaves on every full weight (masks ignored), then cleared.
 
@@ -174,8 +183,10 @@ class MaskedNetwork:
 
     @property
     def layer_shapes(self) -> list[tuple[int, ...]]:
-        """Weight shapes of the masked layers, ``(n_out, n_in)`` or ``(out, in, kh, kw)``."""
-        return [tuple(layer.weight.shape) for layer in self.masked_layers]
+        """Weight shapes of the masked layers, ``(n_out, n_in)`` or ``(out, in, kh, kw)`` (a truly sparse
+        layer's logical ``shape``)."""
+        return [tuple(layer.shape) if _truly_sparse(layer) else tuple(layer.weight.shape)
+                for layer in self.masked_layers]
 
     def masks(self) -> list[torch.Tensor]:
         """Boolean masks of the layers (copies)."""
@@ -200,14 +211,17 @@ class MaskedNetwork:
 
     def apply_masks(self) -> None:
         for layer in self.masked_layers:
-            layer.apply_mask()
+            if not _truly_sparse(layer):  # nothing exists outside a truly sparse layer's connections
+                layer.apply_mask()
 
     def mask_grads(self) -> None:
         for layer in self.masked_layers:
-            layer.mask_grad()
+            if not _truly_sparse(layer):
+                layer.mask_grad()
 
     def n_connections(self) -> list[int]:
-        return [int(layer.weight_mask.count_nonzero()) for layer in self.masked_layers]
+        return [layer.n_connections if _truly_sparse(layer) else int(layer.weight_mask.count_nonzero())
+                for layer in self.masked_layers]
 
     def set_topology(self, topology: Topology, *, rescale: bool = False) -> None:
         """Install a topology's masks (zeroing the weights outside them); with ``rescale``

@@ -20,6 +20,7 @@ from ..errors import SparsetopoError
 from ..sparsity import SparsitySettings
 
 if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
     import torch
 
     from ..masking import MaskedNetwork
@@ -103,6 +104,13 @@ class UpdateContext:
     #: The fraction to drop now when a step schedule decides it (``update_every``);
     #: ``None``: the method's own per-epoch rule (:meth:`DropGrowMethod.epoch_drop_fraction`).
     drop_fraction: float | None = None
+    #: Truly sparse layers: the regrowth randomness (a NumPy Generator from the regrowth seed,
+    #: checkpointed by its owner), what :mod:`sparsetopo.truly_sparse.evolve` draws from.
+    regrowth_rng: np.random.Generator | None = None
+    #: Truly sparse layers: per masked layer ``(x, gy)``, the inputs and output gradients of a few
+    #: batches (:meth:`~sparsetopo.truly_sparse.TrulySparseLinear.capture`: ``gy^T x`` is the dense
+    #: weight gradient, RigL's grow criterion, formed block by block); computed on first call and cached.
+    captured: Callable[[], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
 
 @dataclass
@@ -135,6 +143,12 @@ class Method:
     works_with_sparsify: ClassVar[bool] = False
     #: Its own settings dataclass, or ``None``.
     settings_cls: ClassVar[type | None] = None
+    #: The training engines it runs on (``TrainConfig.engine``): ``masked`` (dense weight tensors with
+    #: masks) and, for methods with a truly sparse rule (:meth:`DropGrowMethod.truly_sparse_update`),
+    #: ``truly-sparse``.
+    engines: ClassVar[tuple[str, ...]] = ("masked",)
+    #: Why it does not run on the other engines (completes "--method X ... and runs on --engine masked only").
+    engine_note: ClassVar[str] = ""
 
     def __init__(self, config: SparsitySettings):
         self.config = config
@@ -285,14 +299,36 @@ class DropGrowMethod(Method):
         raise NotImplementedError
 
     def after_epoch(self, ctx: UpdateContext) -> UpdateResult:
+        """Update every sparse layer: a masked one by :meth:`drop` and :meth:`grow_score`, a truly
+        sparse one (``layer.truly_sparse``) by :meth:`truly_sparse_update`."""
         result = UpdateResult()
         if ctx.epoch >= ctx.total_epochs:  # connections grown now would never be trained
             return result
         layers = ctx.model.masked_layers
         for k in self.sparse_layer_ids(len(layers)):
-            if self._drop_and_grow_layer(k, layers[k], ctx):
+            layer = layers[k]
+            if getattr(layer, "truly_sparse", False):
+                changed = self.truly_sparse_update(k, layer, self.fraction(ctx), ctx)
+            else:
+                changed = self._drop_and_grow_layer(k, layer, ctx)
+            if changed:
                 result.changed_layers.append(k)
         return result
+
+    def truly_sparse_update(self, layer_id: int, layer, fraction: float, ctx: UpdateContext) -> bool:
+        """This method's rule on a :class:`~sparsetopo.truly_sparse.TrulySparseLinear` ``layer``, moving
+        ``fraction`` of its connections in O(connections) (:mod:`sparsetopo.truly_sparse.evolve`, which moves
+        the optimizer state of kept connections and starts grown ones at zero state); whether it changed.
+        A method that runs on ``engine="truly-sparse"`` lists it in ``engines`` and overrides this."""
+        raise SparsetopoError(f"method {self.name} has no truly sparse rule; it runs on engine "
+                              f"{' or '.join(self.engines)} only")
+
+    @staticmethod
+    def regrowth_rng(ctx: UpdateContext) -> np.random.Generator:
+        """``ctx.regrowth_rng``, which a truly sparse update needs (the caller owns and checkpoints it)."""
+        if ctx.regrowth_rng is None:
+            raise SparsetopoError("a truly sparse update needs UpdateContext.regrowth_rng (a numpy Generator)")
+        return ctx.regrowth_rng
 
     def _drop_and_grow_layer(self, k: int, layer, ctx: UpdateContext) -> bool:
         """One layer's update; whether it changed."""

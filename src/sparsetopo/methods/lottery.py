@@ -33,6 +33,7 @@ class Lottery(Method):
     starts_sparse = False  # starts dense
     evolves_topology = True
     settings_cls = LotterySettings
+    engine_note = "needs dense training (it prunes a trained dense network)"
 
     @classmethod
     def check_settings(cls, config, name) -> None:

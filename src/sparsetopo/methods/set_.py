@@ -19,6 +19,7 @@ class SET(DropGrowMethod):
     name = "set"
     description = "SET: drop the weights closest to zero, regrow at random"
     evolves_topology = True
+    engines = ("masked", "truly-sparse")
 
     def drop(self, weight, mask, ctx):
         zeta = self.fraction(ctx)
@@ -33,3 +34,10 @@ class SET(DropGrowMethod):
 
         # The top-k of i.i.d. uniform scores is a uniformly random subset.
         return torch.rand(weight.shape, generator=ctx.regrowth)
+
+    def truly_sparse_update(self, layer_id, layer, fraction, ctx):
+        from ..truly_sparse.evolve import set_update
+
+        stats = set_update(layer, ctx.optimizer, fraction, self.regrowth_rng(ctx),
+                           regrow_init=self.config.regrow_init, init_std=self.config.init_std)
+        return stats.dropped > 0

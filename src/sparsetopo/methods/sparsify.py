@@ -12,6 +12,13 @@ Each ``nn.Linear`` and ``nn.Conv2d`` gets a ``weight_mask`` buffer (so masks tra
 with zero weights and zero gradients there, SGD (momentum, weight decay) and
 Adam keep those weights exactly zero without touching your loop.
 
+With ``engine="truly-sparse"`` every ``nn.Linear`` is *replaced* by a
+:class:`~sparsetopo.truly_sparse.TrulySparseLinear` holding only its connections (the mask's positions of
+the same draw, their weights copied; dense layers get every connection), so your loop trains truly sparse;
+``end_epoch``/``step`` update through the method's truly sparse rule (SET, RigL with ``loss_closure``,
+static). Create the optimizer after ``sparsify``. MLP-style models only (no ``nn.Conv2d``), float32/float64
+on the CPU; the ITOP record (``itop_rate``, ``snapshot``) is kept by the masked engine only.
+
 Distributed data parallel: call ``sparsify`` (same ``seed`` on every rank)
 *before* wrapping the model in ``DistributedDataParallel``, then create the
 optimizer; call ``step``/``end_epoch`` on every rank. RigL's dense gradients
@@ -26,6 +33,7 @@ import contextlib
 import os
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -83,12 +91,15 @@ class Sparsifier(MaskedNetwork):
                  density: float | None = None, zeta: float = 0.3, dense_output: bool = True, seed: int = 0,
                  regrowth_seed: int | None = None, rescale_init: bool = True, update_every: int | None = None,
                  end_step: int | None = None, drop_schedule: str = "constant", distribution: str = "erdos_renyi",
-                 dense_first: bool = False, regrow_init: str = "zero", init_std: float = 0.1, **method_settings):
+                 dense_first: bool = False, regrow_init: str = "zero", init_std: float = 0.1,
+                 engine: str = "masked", **method_settings):
         cls = method_class(method) if method in METHODS else None
         if cls is None or not cls.works_with_sparsify:
             able = [name for name, c in METHODS.items() if c.works_with_sparsify]
             able = ", ".join(able[:-1]) + " or " + able[-1] if len(able) > 1 else "".join(able)
             raise SparsetopoError(f"sparsify supports method {able}; got {method!r}")
+        _check_engine(cls, engine)
+        self.engine = engine
         self.schedule = UpdateSchedule(update_every, end_step, drop_schedule)
         self.steps = 0  # optimizer steps seen by step()
         self.model = model
@@ -113,11 +124,17 @@ class Sparsifier(MaskedNetwork):
         self.densities = layer_densities(shapes, sorted(sparse_ids), distribution, epsilon=epsilon,
                                          density=density)
         masks = per_layer_masks(shapes, self.densities, sparse_ids, seed)
+        self._last_snapshot: list[torch.Tensor] | None = None
+        self.regrowth_rng = None
+        if engine == "truly-sparse":
+            self._layers = _swap_to_truly_sparse(model, named, masks, sparse_ids if rescale_init else set())
+            self.regrowth_rng = np.random.default_rng(int(seed if regrowth_seed is None else regrowth_seed) + 1)
+            self._seen = None
+            return
         for k, (layer, mask) in enumerate(zip(self._layers, masks)):
             self._attach_mask(layer, mask, rescale_init and k in sparse_ids)
         # In-time over-parameterization: every connection that has ever been active, per layer.
         self._seen = [m.weight_mask.detach() != 0 for m in self._layers]
-        self._last_snapshot: list[torch.Tensor] | None = None
 
     # The step schedule's parts, under the names sparsify has always had.
     update_every = property(lambda self: self.schedule.update_every)
@@ -194,18 +211,25 @@ class Sparsifier(MaskedNetwork):
 
     def _update(self, optimizer, epoch, total, loss_closure, fraction) -> list[int]:
         cache: list[torch.Tensor] = []
+        captured: list = []
 
         def grads():
             if not cache:
                 cache.extend(self.dense_gradients(loss_closure))
             return cache
 
+        def capture():
+            if not captured:
+                captured.extend(_capture(self.model, self._layers, loss_closure))
+            return captured
+
         ctx = UpdateContext(model=self, optimizer=optimizer, epoch=epoch, total_epochs=total,
-                            regrowth=self.regrowth, dense_grads=grads, drop_fraction=fraction)
+                            regrowth=self.regrowth, dense_grads=grads, drop_fraction=fraction,
+                            regrowth_rng=self.regrowth_rng, captured=capture)
         changed = self.method.after_epoch(ctx).changed_layers
         if _world_size() > 1:
             self._broadcast_from_rank0()
-        for k in changed:
+        for k in changed if self._seen is not None else ():
             self._seen[k] |= self._layers[k].weight_mask.detach() != 0
         return changed
 
@@ -217,6 +241,11 @@ class Sparsifier(MaskedNetwork):
         import torch.distributed as dist
 
         for layer in self._layers:
+            if getattr(layer, "truly_sparse", False):  # counts are equal on every rank: same shapes
+                for t in (layer.indptr, layer.indices, layer.values.data):
+                    dist.broadcast(t, src=0)
+                layer._structure_key = None
+                continue
             dist.broadcast(layer.weight_mask, src=0)
             dist.broadcast(layer.weight.data, src=0)
 
@@ -251,18 +280,22 @@ class Sparsifier(MaskedNetwork):
         return Topology.from_masks(self._full_masks(), metadata=metadata or None)
 
     def _full_masks(self) -> list:
+        if self.engine == "truly-sparse":
+            return [layer.to_csr() for layer in self._layers]
         return [expand_groups((m.weight_mask.detach() != 0).cpu().numpy(), getattr(m, "groups", 1))
                 for m in self._layers]
 
     def itop_rate(self) -> list[float]:
         """In-time over-parameterization rate per layer (Liu et al., ICML 2021): the fraction of all
         possible connections that have been active at least once so far."""
+        self._masked_only("itop_rate")
         return [float(s.sum()) / s.numel() for s in self._seen]
 
     def snapshot(self, path: str | os.PathLike) -> dict[str, list[float]]:
         """Save the current topology as ``train`` does (sparsetopo's ``.npz``), so that ``sparsetopo
         distance``, ``matrix`` and the report read a user's runs; returns per layer the ITOP rate and
         the fraction of connections kept since the previous snapshot (1.0 at the first)."""
+        self._masked_only("snapshot")
         masks = [m.weight_mask.detach() != 0 for m in self._layers]
         prev = self._last_snapshot
         kept = [1.0 if prev is None else float((a & b).sum()) / max(int(b.sum()), 1)
@@ -271,19 +304,31 @@ class Sparsifier(MaskedNetwork):
         self._last_snapshot = [m.clone() for m in masks]
         return {"itop_rate": self.itop_rate(), "kept_since_last_snapshot": kept}
 
+    def _masked_only(self, what: str) -> None:
+        if self.engine != "masked":
+            raise SparsetopoError(f"Sparsifier.{what}: the ITOP record is kept on engine 'masked' only (it would "
+                                  f"need a record of every position); this sparsifier runs on engine {self.engine!r}")
+
     # ------------------------------------------------------------- resume
     def _identity(self) -> dict:
-        return {"method": self.config.method, "zeta": self.config.zeta, "update_every": self.update_every,
-                "end_step": self.end_step, "drop_schedule": self.drop_schedule,
-                "shapes": [tuple(m.weight.shape) for m in self._layers]}
+        identity = {"method": self.config.method, "zeta": self.config.zeta, "update_every": self.update_every,
+                    "end_step": self.end_step, "drop_schedule": self.drop_schedule, "shapes": self.layer_shapes}
+        if self.engine != "masked":  # absent on the masked engine: states saved before engines existed still load
+            identity["engine"] = self.engine
+        return identity
 
     def state_dict(self) -> dict:
         """What a resumed loop needs besides the model's and optimizer's state dicts (the masks
-        are model buffers): the step counter, the regrowth generator, the method's state and the
-        ITOP record. Save it with the other two; see :meth:`load_state_dict`."""
-        return {"identity": self._identity(), "steps": self.steps, "regrowth": self.regrowth.get_state(),
-                "method": self.method.state_dict(), "seen": [s.clone() for s in self._seen],
-                "last_snapshot": self._last_snapshot}
+        are model buffers): the step counter, the regrowth generator (on the truly sparse engine also
+        the NumPy one, in ``identity``'s place ``regrowth_numpy``), the method's state and the ITOP record.
+        Save it with the other two; see :meth:`load_state_dict`."""
+        state = {"identity": self._identity(), "steps": self.steps, "regrowth": self.regrowth.get_state(),
+                 "method": self.method.state_dict(),
+                 "seen": None if self._seen is None else [s.clone() for s in self._seen],
+                 "last_snapshot": self._last_snapshot}
+        if self.regrowth_rng is not None:
+            state["regrowth_numpy"] = self.regrowth_rng.bit_generator.state
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict`, all or nothing.
@@ -304,6 +349,9 @@ class Sparsifier(MaskedNetwork):
                                   f"({type(exc).__name__}: {exc})") from None
         self.steps = int(state["steps"])
         self.regrowth.set_state(state["regrowth"])
+        if self.regrowth_rng is not None:
+            self.regrowth_rng.bit_generator.state = state["regrowth_numpy"]
+            return
         self._seen = [s.clone() for s in state["seen"]]
         last = state["last_snapshot"]
         self._last_snapshot = None if last is None else [s.clone() for s in last]
@@ -312,7 +360,8 @@ class Sparsifier(MaskedNetwork):
         """Raise a SparsetopoError naming the first entry of ``state`` that :meth:`load_state_dict` cannot take."""
         if not isinstance(state, dict) or "identity" not in state:
             raise SparsetopoError("not a Sparsifier state dict (no 'identity'); pass what state_dict() returned")
-        expected = ("identity", "steps", "regrowth", "method", "seen", "last_snapshot")
+        expected = ("identity", "steps", "regrowth", "method", "seen", "last_snapshot") + (
+            ("regrowth_numpy",) if self.regrowth_rng is not None else ())
         missing = [k for k in expected if k not in state]
         extra = sorted(str(k) for k in state if k not in expected)
         if missing or extra:
@@ -342,6 +391,9 @@ class Sparsifier(MaskedNetwork):
         if not isinstance(state["method"], dict) or set(state["method"]) != set(self.method.state_dict()):
             raise SparsetopoError(f"Sparsifier state: 'method' must be the {self.config.method} method's state "
                                   f"with keys {sorted(self.method.state_dict())}; got {state['method']!r:.80}")
+        if self.regrowth_rng is not None:
+            _check_numpy_state(state["regrowth_numpy"])
+            return
         self._check_masks(state["seen"], "seen")
         if state["last_snapshot"] is not None:
             self._check_masks(state["last_snapshot"], "last_snapshot")
@@ -359,6 +411,67 @@ class Sparsifier(MaskedNetwork):
                        else type(m).__name__)
                 raise SparsetopoError(f"Sparsifier state: '{key}' entry {k} (layer {self.layer_names[k]!r}) must be "
                                       f"a torch.bool tensor of shape {shape}; got {got}")
+
+
+def _check_engine(cls, engine) -> None:
+    if engine not in ("masked", "truly-sparse"):
+        raise SparsetopoError(f"sparsify: engine must be one of masked, truly-sparse; got {engine!r}")
+    if engine not in cls.engines:
+        raise SparsetopoError(f"sparsify: method {cls.name!r} runs on engine {' or '.join(cls.engines)} only; "
+                              f"got engine={engine!r}")
+
+
+def _check_numpy_state(state) -> None:
+    try:  # on a scratch generator
+        np.random.default_rng().bit_generator.state = state
+    except (TypeError, ValueError, KeyError) as exc:
+        raise SparsetopoError(f"Sparsifier state: 'regrowth_numpy' is not a NumPy PCG64 state "
+                              f"({type(exc).__name__}: {exc})") from None
+
+
+def _swap_to_truly_sparse(model: nn.Module, named, masks, rescale_ids) -> list:
+    """Replace each ``nn.Linear`` of ``named`` by a TrulySparseLinear on its mask (weights copied at the mask's
+    positions, rescaled to the fan-in for ``rescale_ids``); returns the new layers in order."""
+    import scipy.sparse as ss
+
+    from ..truly_sparse import TrulySparseLinear
+
+    for name, m in named:
+        why = ("is an nn.Conv2d (MLP-style models only)" if isinstance(m, nn.Conv2d)
+               else f"is {m.weight.dtype} on {m.weight.device} (float32/float64 on the CPU only)"
+               if m.weight.dtype not in (torch.float32, torch.float64) or m.weight.device.type != "cpu"
+               else "is the model itself (nothing to put it in)" if not name else "")
+        if why:
+            raise SparsetopoError(f"sparsify engine='truly-sparse': layer {name or '<root>'!r} {why}; use "
+                                  "engine='masked' for this model")
+    layers = []
+    for k, ((name, m), mask) in enumerate(zip(named, masks)):
+        with torch.no_grad():
+            w = m.weight.detach() * mask
+            if k in rescale_ids:
+                rescale_to_fan_in(w, mask)
+        csr = ss.csr_matrix(mask.numpy())
+        new = TrulySparseLinear(m.in_features, m.out_features, csr.indptr, csr.indices, bias=m.bias is not None,
+                                values=w[mask], dtype=m.weight.dtype, generator=torch.Generator())
+        if m.bias is not None:
+            with torch.no_grad():
+                new.bias.copy_(m.bias.detach())
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent), child, new)
+        layers.append(new)
+    return layers
+
+
+def _capture(model: nn.Module, layers, loss_closure) -> list:
+    """Per truly sparse layer ``(x, gy)`` of one ``loss_closure()`` batch (RigL's grow criterion); gradients cleared."""
+    model.zero_grad(set_to_none=True)
+    try:
+        with contextlib.ExitStack() as stack:
+            caps = [stack.enter_context(layer.capture()) for layer in layers]
+            loss_closure().backward()
+        return [cap.tensors() for cap in caps]
+    finally:
+        model.zero_grad(set_to_none=True)
 
 
 def _nothing_to_sparsify(named: list[tuple[str, nn.Module]], dense_output: bool, dense_first: bool) -> str:

@@ -22,14 +22,17 @@ from ..methods import LotterySettings, check_method_settings, method_class, meth
 from ..schedule import DROP_SCHEDULES, UpdateSchedule
 from ..sparsity import SparsitySettings
 
-__all__ = ["LOSSES", "OPTIMIZERS", "SEED_PURPOSES", "SNAPSHOT_CONNECTIONS", "SNAPSHOT_TIMINGS", "TrainConfig",
-           "load_config_file"]
+__all__ = ["ENGINES", "LOSSES", "OPTIMIZERS", "SEED_PURPOSES", "SNAPSHOT_CONNECTIONS", "SNAPSHOT_TIMINGS",
+           "TrainConfig", "load_config_file"]
 
 SEED_PURPOSES = ("topology", "init", "data", "regrowth", "dropout")
 OPTIMIZERS = ("sgd", "adam")
 LOSSES = ("cross_entropy", "mse")
 SNAPSHOT_TIMINGS = ("after_update", "before_update")
 SNAPSHOT_CONNECTIONS = ("mask", "nonzero")
+#: ``masked``: dense weight tensors with masks (:mod:`sparsetopo.models`); ``truly-sparse``: weights,
+#: gradients and optimizer state only for the connections (:mod:`sparsetopo.truly_sparse`).
+ENGINES = ("masked", "truly-sparse")
 
 
 _SEED = dict(min=0, max=2**32 - 1)
@@ -59,6 +62,10 @@ class TrainConfig(LotterySettings, SparsitySettings):
                        help="mlp (fully connected: --hidden) or cnn (a small VGG-style network: 3x3 convolutions "
                             "--channels with a 2x2 max-pool after every second one, then --hidden fully connected "
                             "layers; e.g. --model cnn --hidden 128).")
+    engine: str = option("masked", choices=ENGINES,
+                        help="masked (dense weight tensors with masks: every method, MLPs and CNNs) or truly-sparse "
+                             "(weights, gradients and optimizer state only for the existing connections, so memory "
+                             "and time follow the connections: --model mlp with static, set or rigl).")
     hidden: list[int] = option(factory=lambda: [1000, 1000, 1000], min=1, max=1_000_000, nonempty=True,
                               help="Hidden layer sizes, e.g. --hidden 1000 1000 1000 (with --model cnn: the fully "
                                    "connected layers after the convolutions).")
@@ -129,9 +136,13 @@ class TrainConfig(LotterySettings, SparsitySettings):
         """The MLP's layer sizes (``model="mlp"``)."""
         return [n_features, *self.hidden, n_classes]
 
-    def build_model(self, data):
+    def build_model(self, data, topology=None):
         """The network this config describes, for ``data`` (a :class:`~sparsetopo.data.Dataset`):
-        the builder registered under ``model`` in :data:`sparsetopo.models.MODELS`."""
+        the builder registered under ``model`` in :data:`sparsetopo.models.MODELS`, or, with
+        ``engine="truly-sparse"``, a :class:`~sparsetopo.truly_sparse.model.TrulySparseMLP` built on
+        ``topology`` (default: the method's random initial topology, sampled without any dense matrix)."""
+        if self.engine == "truly-sparse":
+            return _truly_sparse_mlp(self, data, topology)
         from ..models import MODELS
 
         return MODELS[self.model](self, data)
@@ -158,6 +169,7 @@ class TrainConfig(LotterySettings, SparsitySettings):
                                       f"{self.method}")
             if not Path(self.initial_topology).is_file():
                 raise SparsetopoError(f"{name('initial_topology')}: {self.initial_topology} is not a file")
+        _check_engine(self, method, name)
         if self.update_every is not None and not method.works_with_sparsify:
             raise SparsetopoError(f"{name('update_every')} applies to methods with step updates, not "
                                   f"{name('method')} {self.method}")
@@ -193,6 +205,30 @@ class TrainConfig(LotterySettings, SparsitySettings):
         except SparsetopoError as exc:
             raise SparsetopoError(f"{source}: {exc}") from None
         return config
+
+
+def _truly_sparse_mlp(config: TrainConfig, data, topology):
+    from ..truly_sparse.model import TrulySparseMLP, sample_topology
+
+    sizes = config.sizes(data.n_features, data.n_classes)
+    if topology is None:
+        shapes = [(b, a) for a, b in zip(sizes[:-1], sizes[1:])]
+        counts = method_class(config.method)(config).target_counts(shapes)
+        topology = sample_topology(shapes, counts, config.named_seed("topology"))
+    return TrulySparseMLP(sizes, topology, activation=config.activation, dropout=config.dropout,
+                          init_seed=config.named_seed("init"), dropout_seed=config.named_seed("dropout"),
+                          init=config.init, init_std=config.init_std)
+
+
+def _check_engine(config: TrainConfig, method, name) -> None:
+    """Refuse an engine the method does not run on, and the truly sparse engine for anything but an MLP."""
+    if config.engine not in method.engines:
+        why = f" {method.engine_note} and" if getattr(method, "engine_note", "") else ""
+        raise SparsetopoError(f"{name('method')} {config.method}{why} runs on {name('engine')} "
+                              f"{' or '.join(method.engines)} only; got {name('engine')} {config.engine}")
+    if config.engine == "truly-sparse" and config.model != "mlp":
+        raise SparsetopoError(f"{name('engine')} truly-sparse trains fully connected networks only ({name('model')} "
+                              f"mlp); got {name('model')} {config.model}: use {name('engine')} masked for it")
 
 
 def _methods():

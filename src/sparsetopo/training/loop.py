@@ -1,21 +1,33 @@
 """The training loop: :func:`train` prepares a run (data, model, method, optimizer), opens or
 resumes its directory, and runs the epochs; each epoch trains, evaluates, lets the method
 update the topology, snapshots and checkpoints.
+
+Both engines (``TrainConfig.engine``) run through the same loop: ``masked`` trains a
+:class:`~sparsetopo.models.SparseMLP` / :class:`~sparsetopo.models.SparseCNN` (dense tensors with masks,
+:class:`~sparsetopo.optim.MaskedSGD` or Adam), ``truly-sparse`` a
+:class:`~sparsetopo.truly_sparse.model.TrulySparseMLP` (weights, gradients and optimizer state per
+connection; plain ``torch.optim.SGD`` or ``Adam`` over values and biases; topology updates through the
+method's truly sparse rule, regrowth drawn from a NumPy Generator of the regrowth seed, checkpointed).
+Under the truly sparse engine the loop runs with torch's intra-op threads set to 1 (restored afterwards):
+the numba kernels use every core themselves and torch's thread pool fights them for the cores.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
 import math
 import os
+import resource
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from ..config import check_value
@@ -52,10 +64,17 @@ class RunResult:
 # ------------------------------------------------------------------ helpers
 def _make_optimizer(config: TrainConfig, model):
     """The configured optimizer. SGD is :class:`MaskedSGD`, which takes the sparse
-    kernels' sparse gradients (the same update as ``torch.optim.SGD``, on the mask only)."""
+    kernels' sparse gradients (the same update as ``torch.optim.SGD``, on the mask only);
+    on the truly sparse engine plain ``torch.optim.SGD`` / ``Adam`` over the per-connection values."""
     import torch
 
     from ..optim import MaskedSGD
+
+    if config.engine == "truly-sparse":
+        if config.optimizer == "adam":
+            return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)
 
     sgd = config.optimizer == "sgd"
     for layer in model.masked_layers:
@@ -124,10 +143,12 @@ class _Run:
     loss_fn: Any
     data_gen: Any
     regrowth_gen: Any
+    regrowth_rng: Any  # numpy Generator of the regrowth seed (truly sparse engine), else None
     total: int
     snapshots: set[int]
     schedule: UpdateSchedule
     rows: list[dict[str, Any]] = field(default_factory=list)
+    resources: list[dict[str, Any]] = field(default_factory=list)  # resources.csv: peak memory per epoch
     start: int = 0
     resumed_from: int | None = None
 
@@ -162,13 +183,32 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = T
     finished = reusable_run(out, config)
     if finished is not None:
         return RunResult(out, finished, skipped=True)
-    run = _prepare(config, out, dataset)  # everything that can fail on bad input, before anything is written
-    with run_lock(out, command):
-        _open_run_dir(run, command)
-        _start_or_resume(run, log)
-        for epoch in range(run.start + 1, run.total + 1):
-            _train_epoch(run, epoch, progress, log)
-        return _finish(run)
+    with engine_threads(config.engine):
+        run = _prepare(config, out, dataset)  # everything that can fail on bad input, before anything is written
+        with run_lock(out, command):
+            _open_run_dir(run, command)
+            _start_or_resume(run, log)
+            for epoch in range(run.start + 1, run.total + 1):
+                _train_epoch(run, epoch, progress, log)
+            return _finish(run)
+
+
+@contextlib.contextmanager
+def engine_threads(engine: str):
+    """Torch's intra-op threads for ``engine`` inside the block: 1 for ``truly-sparse`` (its numba kernels
+    use every core themselves, and torch's pool spinning beside them slows a run down by up to 2x on two
+    cores), unchanged for ``masked``; the previous value is restored on leaving."""
+    import torch
+
+    if engine != "truly-sparse":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _prepare(config: TrainConfig, out: Path, dataset) -> _Run:
@@ -182,30 +222,51 @@ def _prepare(config: TrainConfig, out: Path, dataset) -> _Run:
                                    seed=config.named_seed("data"), limit_train=config.limit_train,
                                    limit_test=config.limit_test, input_scaling=config.input_scaling)
     method = get_method(config)
-    resources.check_memory(config, data)  # the dense tensors' sizes are known: refuse before allocating them
-    model = config.build_model(data)
+    resources.check_memory(config, data)  # the tensors' sizes are known: refuse before allocating them
+    model = _build_network(config, method, data)
     shapes = model.layer_shapes
-    if config.initial_topology:
-        from ..topology import Topology
-
-        topo = Topology.load(config.initial_topology)
-        flat = tuple((s[0], math.prod(s[1:])) for s in shapes)
-        if topo.shapes != flat:
-            raise SparsetopoError(f"--initial-topology {config.initial_topology} has layers {list(topo.shapes)}, "
-                                  f"the network {list(flat)}")
-    else:
-        topo = method.initial_topology(shapes, config.named_seed("topology"))
-    if topo is not None:
-        model.set_topology(topo)
     total = method.total_epochs(shapes)
     snapshots = set(config.snapshot_epochs) | {0, total}
     if config.snapshot_every:
         snapshots |= set(range(0, total + 1, config.snapshot_every))
+    truly_sparse = config.engine == "truly-sparse"
     return _Run(config=config, out=out, name=out.name, data=data, method=method, model=model,
                 optimizer=_make_optimizer(config, model), loss_fn=loss_function(config.loss),
                 data_gen=torch.Generator().manual_seed(config.named_seed("data")),
                 regrowth_gen=torch.Generator().manual_seed(config.named_seed("regrowth")),
+                regrowth_rng=np.random.default_rng(config.named_seed("regrowth")) if truly_sparse else None,
                 total=total, snapshots=snapshots, schedule=config.update_schedule())
+
+
+def _initial_topology_file(config: TrainConfig, shapes):
+    """``--initial-topology``, checked against the network's layer ``shapes``."""
+    from ..topology import Topology
+
+    topo = Topology.load(config.initial_topology)
+    flat = tuple((s[0], math.prod(s[1:])) for s in shapes)
+    if topo.shapes != flat:
+        raise SparsetopoError(f"--initial-topology {config.initial_topology} has layers {list(topo.shapes)}, "
+                              f"the network {list(flat)}")
+    return topo
+
+
+def _build_network(config: TrainConfig, method, data):
+    """The model on its initial topology: ``--initial-topology`` or the method's random one. The truly
+    sparse engine builds its layers on the topology directly (sampled without any dense matrix)."""
+    if config.engine == "truly-sparse":
+        sizes = config.sizes(data.n_features, data.n_classes)
+        shapes = [(b, a) for a, b in zip(sizes[:-1], sizes[1:])]
+        topo = _initial_topology_file(config, shapes) if config.initial_topology else None
+        return config.build_model(data, topology=topo)
+    model = config.build_model(data)
+    shapes = model.layer_shapes
+    if config.initial_topology:
+        topo = _initial_topology_file(config, shapes)
+    else:
+        topo = method.initial_topology(shapes, config.named_seed("topology"))
+    if topo is not None:
+        model.set_topology(topo)
+    return model
 
 
 def _open_run_dir(run: _Run, command: str | None) -> None:
@@ -239,8 +300,11 @@ def _start_or_resume(run: _Run, log) -> None:
         run.method.load_state_dict(ckpt["method"])
         run.data_gen.set_state(ckpt["rng"]["data"])
         run.regrowth_gen.set_state(ckpt["rng"]["regrowth"])
+        if run.regrowth_rng is not None:
+            run.regrowth_rng.bit_generator.state = ckpt["rng"]["regrowth_numpy"]
         run.model.dropout_generator.set_state(ckpt["rng"]["dropout"])
         run.rows = list(ckpt["metrics"])
+        run.resources = list(ckpt.get("resources", []))  # absent in checkpoints written before it was recorded
         run.start = run.resumed_from = int(ckpt["epoch"])
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise FileFormatError(run.checkpoint, f"checkpoint does not fit this run ({type(exc).__name__}: "
@@ -250,6 +314,8 @@ def _start_or_resume(run: _Run, log) -> None:
                                               f"(run of {run.total} epochs); {way_out}")
     if run.rows:  # the checkpoint holds the metrics: a damaged metrics.csv heals on resume
         write_csv(run.out / "metrics.csv", run.rows)
+    if run.resources:
+        write_csv(run.out / "resources.csv", run.resources)
     log(f"[{run.name}] resuming after epoch {run.start} of {run.total}")
 
 
@@ -325,6 +391,9 @@ def _train_epoch(run: _Run, epoch: int, progress: bool, log) -> None:
                seconds=time.perf_counter() - t0)
     run.rows.append(row)
     write_csv(run.out / "metrics.csv", run.rows)
+    run.resources.append({"epoch": epoch, "engine": cfg.engine, "peak_rss_mb": peak_rss_mb(),
+                          "seconds": row["seconds"]})
+    write_csv(run.out / "resources.csv", run.resources)
     if epoch in run.snapshots and cfg.snapshot_timing == "after_update":
         _snapshot(model, run.out, epoch, cfg, run.name)
     _checkpoint(run, epoch)
@@ -367,9 +436,12 @@ def _update_topology(run: _Run, epoch: int, x_tr, y_tr, *, total: int | None = N
 
     dense_grads = functools.cache(functools.partial(
         _dense_gradients, run.model, x_tr, y_tr, run.data_gen, run.config.batch_size, run.loss_fn))
+    captured = functools.cache(functools.partial(
+        _captured_batches, run.model, x_tr, y_tr, run.data_gen, run.config.batch_size, run.loss_fn))
     ctx = UpdateContext(model=run.model, optimizer=run.optimizer, epoch=epoch,
                         total_epochs=run.total if total is None else total, regrowth=run.regrowth_gen,
-                        dense_grads=dense_grads, drop_fraction=fraction)
+                        dense_grads=dense_grads, drop_fraction=fraction, regrowth_rng=run.regrowth_rng,
+                        captured=captured)
     if run.method.after_epoch(ctx).reset_optimizer:
         run.optimizer = _make_optimizer(run.config, run.model)
 
@@ -385,7 +457,10 @@ def _checkpoint(run: _Run, epoch: int) -> None:
         "rng": {"data": run.data_gen.get_state(), "regrowth": run.regrowth_gen.get_state(),
                 "dropout": run.model.dropout_generator.get_state()},
         "metrics": run.rows,
+        "resources": run.resources,
     }
+    if run.regrowth_rng is not None:
+        state["rng"]["regrowth_numpy"] = run.regrowth_rng.bit_generator.state
     with atomic_write(run.checkpoint) as f:
         torch.save(state, f)
 
@@ -414,3 +489,30 @@ def _dense_gradients(model, x, y, generator, batch_size: int, loss_fn, n_batches
             (loss_fn(model(x[b]), y[b]) * len(b) / len(idx)).backward()
 
     return model.dense_gradients(backward)
+
+
+def _captured_batches(model, x, y, generator, batch_size: int, loss_fn, n_batches: int = 4):
+    """Per layer of a truly sparse network, ``(x, gy)``: its inputs and output gradients over a few random
+    batches (:meth:`~sparsetopo.truly_sparse.TrulySparseLinear.capture`; ``gy^T x`` is the dense weight
+    gradient, RigL's grow criterion, which :func:`~sparsetopo.truly_sparse.evolve.rigl_update` forms block by
+    block). The same batches and scaling as :func:`_dense_gradients`; parameter gradients are cleared."""
+    import torch
+
+    layers = model.masked_layers
+    idx = torch.randperm(len(x), generator=generator)[: batch_size * n_batches]
+    model.zero_grad(set_to_none=True)
+    try:
+        with contextlib.ExitStack() as stack:
+            caps = [stack.enter_context(layer.capture()) for layer in layers]
+            for i in range(0, len(idx), batch_size):
+                b = idx[i:i + batch_size]
+                (loss_fn(model(x[b]), y[b]) * len(b) / len(idx)).backward()
+        return [cap.tensors() for cap in caps]
+    finally:
+        model.zero_grad(set_to_none=True)
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far, in MiB (``getrusage`` ``ru_maxrss``: KiB on Linux)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)

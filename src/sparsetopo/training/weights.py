@@ -24,16 +24,27 @@ def save_weights(model, path: str | os.PathLike) -> Path:
     """
     arrays = {}
     for k, layer in enumerate(model.masked_layers):
-        mask = layer.weight_mask.detach().cpu().numpy() != 0
-        arrays[f"w{k}"] = layer.weight.detach().cpu().numpy()[mask].astype(np.float32)
-        arrays[f"m{k}_indptr"] = np.concatenate([[0], np.cumsum(mask.sum(1))]).astype(np.int64)
-        arrays[f"m{k}_indices"] = np.nonzero(mask)[1].astype(np.int32)
-        arrays[f"m{k}_shape"] = np.array(mask.shape, dtype=np.int64)
+        arrays.update(_layer_arrays(k, layer))
         arrays[f"b{k}"] = layer.bias.detach().cpu().numpy().astype(np.float32)
     path = Path(path)
     with atomic_write(path) as f:
         np.savez_compressed(f, n_layers=np.array(len(model.masked_layers)), **arrays)
     return path
+
+
+def _layer_arrays(k: int, layer) -> dict[str, np.ndarray]:
+    """A layer's weights at its connections and their CSR structure; a truly sparse layer's straight
+    from its arrays (nothing densified)."""
+    if getattr(layer, "truly_sparse", False):
+        return {f"w{k}": layer.values.detach().numpy().astype(np.float32),
+                f"m{k}_indptr": layer.indptr.numpy().astype(np.int64),
+                f"m{k}_indices": layer.indices.numpy().astype(np.int32),
+                f"m{k}_shape": np.array(layer.shape, dtype=np.int64)}
+    mask = layer.weight_mask.detach().cpu().numpy() != 0
+    return {f"w{k}": layer.weight.detach().cpu().numpy()[mask].astype(np.float32),
+            f"m{k}_indptr": np.concatenate([[0], np.cumsum(mask.sum(1))]).astype(np.int64),
+            f"m{k}_indices": np.nonzero(mask)[1].astype(np.int32),
+            f"m{k}_shape": np.array(mask.shape, dtype=np.int64)}
 
 
 def load_weights(path: str | os.PathLike) -> tuple[list, list[np.ndarray]]:

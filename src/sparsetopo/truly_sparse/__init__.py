@@ -5,7 +5,10 @@
   connections) and an O(connections) random-topology sampler;
 * :mod:`.evolve` -- drop and grow in O(connections): SET (magnitude drop, random regrowth) and
   RigL (magnitude drop, growth by dense-gradient magnitude computed block by block), moving
-  optimizer state with the connections.
+  optimizer state with the connections;
+* :mod:`.model` -- :class:`~.model.TrulySparseMLP`, the network of ``--engine truly-sparse``, and
+  :func:`~.model.sample_topology`, its O(connections) random initial topology (import it from there:
+  it brings in :mod:`sparsetopo.models`).
 """
 
 from .evolve import (

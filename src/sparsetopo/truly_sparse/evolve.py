@@ -263,10 +263,12 @@ def set_update(layer: TrulySparseLinear, optimizer: torch.optim.Optimizer | None
 
 
 def rigl_update(layer: TrulySparseLinear, optimizer: torch.optim.Optimizer | None, fraction: float,
-                x: torch.Tensor, gy: torch.Tensor, *, block_elements: int = 1 << 22) -> UpdateStats:
+                x: torch.Tensor, gy: torch.Tensor, *, block_elements: int = 1 << 22, regrow_init: str = "zero",
+                init_std: float = 0.1, rng: np.random.Generator | int | None = None) -> UpdateStats:
     """One RigL step on ``layer``: :func:`magnitude_drop` of ``fraction`` of the connections, then as many
     grown where ``|gy^T x|`` is largest (:func:`gradient_grow`; get ``x``, ``gy`` from
-    :meth:`TrulySparseLinear.capture`). Grown weights and their state start at zero."""
+    :meth:`TrulySparseLinear.capture`). Grown weights start at zero (RigL), or with
+    ``regrow_init="normal"`` at N(0, init_std^2) drawn from ``rng``; their optimizer state at zero."""
     ip, ix = layer.indptr.numpy(), layer.indices.numpy()
     drop = magnitude_drop(layer.values.detach().numpy(), fraction)
     n = int(drop.sum())
@@ -275,5 +277,11 @@ def rigl_update(layer: TrulySparseLinear, optimizer: torch.optim.Optimizer | Non
     keep = ~drop
     new_keys = gradient_grow(ip, ix, keep, n, layer.in_features, x, gy, block_elements=block_elements)
     new_ip, new_ix, src = merge_structure(ip, ix, keep, new_keys, layer.in_features)
-    apply_update(layer, new_ip, new_ix, src, optimizer)
+    grown = None
+    if regrow_init != "zero":
+        if rng is None:
+            raise ValueError(f"regrow_init {regrow_init!r} needs rng (a numpy Generator or a seed)")
+        grown = _grown_values(n, regrow_init, init_std,
+                              rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng))
+    apply_update(layer, new_ip, new_ix, src, optimizer, grown)
     return UpdateStats(n, n, layer.n_connections)

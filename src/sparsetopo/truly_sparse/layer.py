@@ -160,6 +160,10 @@ class TrulySparseLinear(nn.Module):
     :mod:`sparsetopo.truly_sparse.evolve`), which keep every array consistent.
     """
 
+    #: Marks a truly sparse layer for the methods (:meth:`sparsetopo.methods.DropGrowMethod.after_epoch`)
+    #: without their importing this module.
+    truly_sparse = True
+
     def __init__(self, in_features: int, out_features: int, indptr: Any, indices: Any, *, bias: bool = True,
                  init: str = "he", init_std: float = 0.1, generator: torch.Generator | int | None = None,
                  values: Any = None, dtype: torch.dtype = torch.float32):
