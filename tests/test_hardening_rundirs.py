@@ -277,7 +277,8 @@ def test_a_network_too_large_for_memory_is_refused_before_allocating(tmp_path, t
     res = runner.invoke(app, ["train", "--data-dir", str(tiny_data), "--method", "dense", "--hidden", "200000",
                               "200000", "--epochs", "1", "--limit-train", "100", "--out", str(out), "-q"])
     one_line_error(res, "--hidden 200000 200000: training this network needs about", "GiB is available",
-                   "use a smaller --hidden width or a lower --batch-size", "the coming truly sparse engine")
+                   "use a smaller --hidden width or a lower --batch-size", "--engine truly-sparse holds memory only",
+                   "--method static, set, rigl; --method dense runs on --engine masked only")
     assert not out.exists()
 
 

@@ -122,7 +122,7 @@ def _gib(n: int) -> str:
 def check_memory(config: TrainConfig, data) -> None:
     """Refuse, before building anything, a network whose training would not fit in memory, naming the
     truly sparse engine as the way out where it would fit (and the method runs on it)."""
-    from ..methods import method_class
+    from ..methods import METHODS, method_class
 
     have = available_memory()
     if have is None:
@@ -142,9 +142,10 @@ def check_memory(config: TrainConfig, data) -> None:
     sparse = estimate_truly_sparse_memory(config, data.n_features, data.n_classes) if config.model == "mlp" else None
     if "truly-sparse" not in method_class(config.method).engines or sparse is None:
         why = "runs on --engine masked only" if config.model == "mlp" else "with --model cnn needs it"
-        raise SparsetopoError(head + "use a smaller --hidden width or a lower --batch-size (the coming truly sparse "
-                                     "engine is now --engine truly-sparse, memory only for the connections, for MLPs "
-                                     f"with --method static, set or rigl; --method {config.method} {why})")
+        able = ", ".join(n for n, c in METHODS.items() if "truly-sparse" in c.engines)
+        raise SparsetopoError(head + "use a smaller --hidden width or a lower --batch-size (--engine truly-sparse "
+                                     f"holds memory only for the connections, for MLPs with --method {able}; "
+                                     f"--method {config.method} {why})")
     if sparse <= have:
         raise SparsetopoError(head + f"use --engine truly-sparse (memory only for the connections: about "
                                      f"{_gib(sparse)}), a smaller --hidden width or a lower --batch-size")
