@@ -82,7 +82,29 @@ def test_kernel_releases_the_gil_and_caches():
 
 
 def test_unwritable_cache_directories_are_said_once(monkeypatch):
+    from sparsetopo import _numba_cache
+
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
-    monkeypatch.setattr(_lap, "_cache_dir_ok", lambda path: False)
-    with pytest.warns(RuntimeWarning, match="not cached: each process compiles it"):
+    monkeypatch.setattr(_numba_cache, "_writable", lambda path: False)
+    with pytest.warns(RuntimeWarning, match="the compiled NNSTD solver are not cached: each process compiles"):
         _lap.solver.__wrapped__()
+
+
+def test_a_read_only_package_caches_kernels_in_the_user_cache(monkeypatch, tmp_path):
+    """Both compiled parts (the NNSTD solver, the truly sparse kernels) choose their cache here."""
+    import os
+
+    from sparsetopo import _numba_cache
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    package = tmp_path / "site-packages" / "sparsetopo"
+    monkeypatch.setattr(_numba_cache, "_writable", lambda path: not str(path).startswith(str(package)))
+    try:
+        _numba_cache.choose_cache_dir(package, "the kernels")
+        assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "sparsetopo" / "numba")
+    finally:  # numba re-read its config for the choice: let it forget the test's directory
+        import numba
+
+        os.environ.pop("NUMBA_CACHE_DIR", None)
+        numba.core.config.reload_config()

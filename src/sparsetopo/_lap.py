@@ -24,38 +24,20 @@ says so once if neither is (each process then compiles anew).
 
 from __future__ import annotations
 
-import os
-import warnings
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
+from ._numba_cache import choose_cache_dir
+
 __all__ = ["solve_sparse_lap", "solver"]
-
-
-def _cache_dir_ok(path: Path) -> bool:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-        return True
-    except OSError:
-        return False
 
 
 @cache
 def solver():
     """The compiled kernel (imports numba on first use and chooses where its cache lives)."""
-    if "NUMBA_CACHE_DIR" not in os.environ and not _cache_dir_ok(Path(__file__).parent / "__pycache__"):
-        user = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sparsetopo" / "numba"
-        if _cache_dir_ok(user):
-            os.environ["NUMBA_CACHE_DIR"] = str(user)
-        else:
-            warnings.warn(f"sparsetopo: neither {Path(__file__).parent / '__pycache__'} nor {user} is writable, "
-                          "so the compiled NNSTD solver is not cached: each process compiles it (a few seconds). "
-                          "Set NUMBA_CACHE_DIR to a writable directory to avoid that.", RuntimeWarning, stacklevel=3)
+    choose_cache_dir(Path(__file__).parent, "the compiled NNSTD solver")
     import numba
 
     global _before, _put, _sift_up, _sift_down

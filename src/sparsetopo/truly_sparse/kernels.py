@@ -28,43 +28,17 @@ ops and SciPy). :func:`sample_rows` draws a uniformly random topology in O(conne
 from __future__ import annotations
 
 import os
-import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
+
+from .._numba_cache import choose_cache_dir
 
 __all__ = ["SCATTER_MAX_BATCH", "SCATTER_PARTS", "balanced_bounds", "n_chunks", "sample_rows", "sddmm",
            "sort_rows", "spmm", "spmm_t", "spmm_t_scatter", "transpose_structure"]
 
 
-def _cache_dir_ok(path: Path) -> bool:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".probe-{os.getpid()}"
-        probe.write_bytes(b"")
-        probe.unlink()
-        return True
-    except OSError:
-        return False
-
-
-def _setup_cache_dir() -> None:
-    """The package's ``__pycache__`` when writable, else a user cache directory (as ``sparsetopo._lap``)."""
-    if "NUMBA_CACHE_DIR" in os.environ or _cache_dir_ok(Path(__file__).parent / "__pycache__"):
-        return
-    user = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sparsetopo" / "numba"
-    if _cache_dir_ok(user):
-        os.environ["NUMBA_CACHE_DIR"] = str(user)
-        if "numba" in sys.modules:  # already imported elsewhere: make it read the variable again
-            sys.modules["numba"].core.config.reload_config()
-    else:
-        warnings.warn(f"sparsetopo: neither {Path(__file__).parent / '__pycache__'} nor {user} is writable, so the "
-                      "truly sparse kernels are not cached: each process compiles them (several seconds). "
-                      "Set NUMBA_CACHE_DIR to a writable directory to avoid that.", RuntimeWarning, stacklevel=3)
-
-
-_setup_cache_dir()
+choose_cache_dir(Path(__file__).parent, "the truly sparse kernels")
 
 import numba  # noqa: E402  (after the cache directory is chosen)
 from numba import prange  # noqa: E402
