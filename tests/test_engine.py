@@ -384,3 +384,14 @@ def test_sparsify_rigl_and_refusals_on_the_truly_sparse_engine():
     conv = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3))
     with pytest.raises(SparsetopoError, match=r"layer '0' is an nn.Conv2d .*use engine='masked'"):
         sparsify(conv, "set", engine="truly-sparse")
+
+
+def test_evaluation_batches_shrink_for_very_wide_layers():
+    """Up to 8,192-wide layers evaluation keeps its 2,000-sample batches; beyond, a batch holds at most
+    ``EVAL_ACTIVATIONS`` activations per layer (a 100,000-wide network peaked at 2.9 GB in evaluation
+    with 2,000-sample batches, 0.8 GB with the shrunk ones)."""
+    from sparsetopo.training.loop import EVAL_ACTIVATIONS, eval_batch_size
+
+    assert eval_batch_size([784, 1000, 10]) == 2000 and eval_batch_size([8192]) == 2000
+    assert eval_batch_size([100_000, 784]) == EVAL_ACTIVATIONS // 100_000 == 163
+    assert eval_batch_size([10**9]) == 1

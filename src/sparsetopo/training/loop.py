@@ -106,9 +106,22 @@ def loss_function(name: str):
     return mse
 
 
-def _evaluate(model, x, y, loss_fn, batch: int = 2000) -> tuple[float, float]:
+#: Evaluation batches hold at most about this many activations per layer (2,000 samples up to
+#: 8,192-wide layers, as before; fewer beyond, so a 100,000-wide truly sparse network does not
+#: hold several 2,000 x 100,000 float tensors at once: 0.8 GB each).
+EVAL_ACTIVATIONS = 2000 * 8192
+
+
+def eval_batch_size(widths) -> int:
+    """Samples per evaluation batch for layers of these widths (see ``EVAL_ACTIVATIONS``)."""
+    return max(1, min(2000, EVAL_ACTIVATIONS // max(widths)))
+
+
+def _evaluate(model, x, y, loss_fn, batch: int | None = None) -> tuple[float, float]:
     import torch
 
+    if batch is None:
+        batch = eval_batch_size([max(shape[:2]) for shape in model.layer_shapes])
     model.eval()
     loss, correct = 0.0, 0
     with torch.no_grad():
