@@ -242,6 +242,22 @@ def _grown_values(n: int, regrow_init: str, init_std: float, rng: np.random.Gene
     raise ValueError(f"regrow_init must be 'zero' or 'normal', got {regrow_init!r}")
 
 
+def _replace(layer: TrulySparseLinear, optimizer: torch.optim.Optimizer | None, drop: np.ndarray,
+             grow, grown_values) -> UpdateStats:
+    """The one drop-then-grow step both methods share: remove ``drop``, add ``grow(ip, ix, keep, n)``
+    new positions (flat keys), install the structure with the optimizer state moved and the grown
+    connections' values from ``grown_values(n)`` (``None``: zero)."""
+    ip, ix = layer.indptr.numpy(), layer.indices.numpy()
+    n = int(drop.sum())
+    if n == 0:
+        return UpdateStats(0, 0, layer.n_connections)
+    keep = ~drop
+    new_keys = grow(ip, ix, keep, n)
+    new_ip, new_ix, src = merge_structure(ip, ix, keep, new_keys, layer.in_features)
+    apply_update(layer, new_ip, new_ix, src, optimizer, grown_values(n))
+    return UpdateStats(n, n, layer.n_connections)
+
+
 def set_update(layer: TrulySparseLinear, optimizer: torch.optim.Optimizer | None, zeta: float,
                rng: np.random.Generator | int, *, regrow_init: str = "zero", init_std: float = 0.1) -> UpdateStats:
     """One SET step on ``layer``: :func:`set_drop` then as many :func:`random_grow`, state moved.
@@ -250,16 +266,9 @@ def set_update(layer: TrulySparseLinear, optimizer: torch.optim.Optimizer | None
     their N(0, init_std^2) weights, SET's NumPy code).
     """
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    ip, ix = layer.indptr.numpy(), layer.indices.numpy()
-    drop = set_drop(layer.values.detach().numpy(), zeta)
-    n = int(drop.sum())
-    if n == 0:
-        return UpdateStats(0, 0, layer.n_connections)
-    keep = ~drop
-    new_keys = random_grow(ip, ix, keep, n, layer.in_features, rng)
-    new_ip, new_ix, src = merge_structure(ip, ix, keep, new_keys, layer.in_features)
-    apply_update(layer, new_ip, new_ix, src, optimizer, _grown_values(n, regrow_init, init_std, rng))
-    return UpdateStats(n, n, layer.n_connections)
+    return _replace(layer, optimizer, set_drop(layer.values.detach().numpy(), zeta),
+                    lambda ip, ix, keep, n: random_grow(ip, ix, keep, n, layer.in_features, rng),
+                    lambda n: _grown_values(n, regrow_init, init_std, rng))
 
 
 def rigl_update(layer: TrulySparseLinear, optimizer: torch.optim.Optimizer | None, fraction: float,
@@ -269,19 +278,11 @@ def rigl_update(layer: TrulySparseLinear, optimizer: torch.optim.Optimizer | Non
     grown where ``|gy^T x|`` is largest (:func:`gradient_grow`; get ``x``, ``gy`` from
     :meth:`TrulySparseLinear.capture`). Grown weights start at zero (RigL), or with
     ``regrow_init="normal"`` at N(0, init_std^2) drawn from ``rng``; their optimizer state at zero."""
-    ip, ix = layer.indptr.numpy(), layer.indices.numpy()
     drop = magnitude_drop(layer.values.detach().numpy(), fraction)
-    n = int(drop.sum())
-    if n == 0:
-        return UpdateStats(0, 0, layer.n_connections)
-    keep = ~drop
-    new_keys = gradient_grow(ip, ix, keep, n, layer.in_features, x, gy, block_elements=block_elements)
-    new_ip, new_ix, src = merge_structure(ip, ix, keep, new_keys, layer.in_features)
-    grown = None
-    if regrow_init != "zero":
-        if rng is None:
-            raise ValueError(f"regrow_init {regrow_init!r} needs rng (a numpy Generator or a seed)")
-        grown = _grown_values(n, regrow_init, init_std,
-                              rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng))
-    apply_update(layer, new_ip, new_ix, src, optimizer, grown)
-    return UpdateStats(n, n, layer.n_connections)
+    if regrow_init != "zero" and rng is None and drop.any():
+        raise ValueError(f"regrow_init {regrow_init!r} needs rng (a numpy Generator or a seed)")
+    gen = rng if rng is None or isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    return _replace(layer, optimizer, drop,
+                    lambda ip, ix, keep, n: gradient_grow(ip, ix, keep, n, layer.in_features, x, gy,
+                                                          block_elements=block_elements),
+                    lambda n: _grown_values(n, regrow_init, init_std, gen))
