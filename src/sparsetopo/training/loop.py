@@ -6,7 +6,7 @@ Both engines (``TrainConfig.engine``) run through the same loop: ``masked`` trai
 :class:`~sparsetopo.models.SparseMLP` / :class:`~sparsetopo.models.SparseCNN` (dense tensors with masks,
 :class:`~sparsetopo.optim.MaskedSGD` or Adam), ``truly-sparse`` a
 :class:`~sparsetopo.truly_sparse.model.TrulySparseMLP` (weights, gradients and optimizer state per
-connection; plain ``torch.optim.SGD`` or ``Adam`` over values and biases; topology updates through the
+connection; SGD or Adam fused over values and biases, :mod:`sparsetopo.truly_sparse.optim`; updates through the
 method's truly sparse rule, regrowth drawn from a NumPy Generator of the regrowth seed, checkpointed).
 Under the truly sparse engine the loop runs with torch's intra-op threads set to 1 (restored afterwards):
 the numba kernels use every core themselves and torch's thread pool fights them for the cores.
@@ -65,16 +65,19 @@ class RunResult:
 def _make_optimizer(config: TrainConfig, model):
     """The configured optimizer. SGD is :class:`MaskedSGD`, which takes the sparse
     kernels' sparse gradients (the same update as ``torch.optim.SGD``, on the mask only);
-    on the truly sparse engine plain ``torch.optim.SGD`` / ``Adam`` over the per-connection values."""
+    on the truly sparse engine :class:`~sparsetopo.truly_sparse.optim.ValuesSGD` / ``ValuesAdam``,
+    torch's SGD / Adam in one fused pass over the per-connection values (that module says why)."""
+    if config.engine == "truly-sparse":
+        from ..truly_sparse.optim import ValuesAdam, ValuesSGD
+
+        if config.optimizer == "adam":
+            return ValuesAdam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        return ValuesSGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                         weight_decay=config.weight_decay)
+
     import torch
 
     from ..optim import MaskedSGD
-
-    if config.engine == "truly-sparse":
-        if config.optimizer == "adam":
-            return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                               weight_decay=config.weight_decay)
 
     sgd = config.optimizer == "sgd"
     for layer in model.masked_layers:
