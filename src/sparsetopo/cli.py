@@ -22,8 +22,8 @@ from pathlib import Path
 
 import click
 
+from .config import registry
 from .errors import SparsetopoError
-from .nnstd import SOLVERS
 
 
 class _Group(click.Group):
@@ -301,7 +301,8 @@ _OUT = _OutPath(path_type=Path)
 @click.argument("a", type=_PATH)
 @click.argument("b", type=_PATH)
 @click.option("--json", "json_out", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--solver", type=click.Choice(SOLVERS), default="auto", show_default=True, help=_SOLVER_HELP)
+@click.option("--solver", type=_LazyChoice(registry("nnstd", "SOLVERS")), default="auto", show_default=True,
+              help=_SOLVER_HELP)
 @click.option("--reference", is_flag=True, help=_REFERENCE_HELP)
 @click.option("--identity-outputs", is_flag=True, help="Compare output neurons by identity (labelled classes).")
 @friendly
@@ -338,7 +339,8 @@ def distance(a: Path, b: Path, json_out: bool, solver: str, reference: bool, ide
 @click.option("--csv", type=_OUT, help="Write a long-format CSV (a, b, layer, nnstd).")
 @click.option("--plot", type=_OUT, help="Write a heatmap per layer and of the mean (PNG/PDF).")
 @click.option("--jobs", "-j", default=-1, show_default=True, help="Parallel workers (-1: all cores).")
-@click.option("--solver", type=click.Choice(SOLVERS), default="auto", show_default=True, help=_SOLVER_HELP)
+@click.option("--solver", type=_LazyChoice(registry("nnstd", "SOLVERS")), default="auto", show_default=True,
+              help=_SOLVER_HELP)
 @click.option("--reference", is_flag=True, help=_REFERENCE_HELP)
 @click.option("--identity-outputs", is_flag=True, help="Compare output neurons by identity.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
