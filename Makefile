@@ -5,19 +5,22 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+DOCS_STAMP := $(VENV)/.docs-installed-stamp
 TORCH  := torch==2.13.0
+# PyTorch's CPU-only wheels; from PyPI's default index a Linux torch is a multi-GB CUDA build.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 DATA_DIR := /usr/share/datasets/fashion-mnist
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data test demo bench lint clean
+.PHONY: setup data test demo bench lint docs clean
 
 setup: $(STAMP) data
 
-# torch is installed first and pinned: an unpinned torch would pull a multi-GB CUDA build.
+# torch is installed first, pinned and from the CPU index, so that nothing pulls a multi-GB CUDA build.
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet --index-url $(TORCH_INDEX) $(TORCH)
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
@@ -41,8 +44,17 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/run.py
 
+# The documentation site (mkdocs.yml, docs/): --strict makes a broken link or reference, or a
+# docstring mkdocstrings cannot render, fail the build. The docs extra has its own stamp.
+docs: $(DOCS_STAMP)
+	$(VENV)/bin/mkdocs build --strict -d site
+
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) demo_out .pytest_cache
+	rm -rf $(VENV) demo_out site .pytest_cache
