@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import shutil
 import signal
 import subprocess
 import sys
@@ -49,23 +50,28 @@ def _rows(out: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _interrupted(cmd: list[str], out: Path) -> float:
-    """Run ``cmd``, send SIGINT once epoch 1 is in metrics.csv; the seconds it ran."""
+def _interrupted(cmd: list[str]) -> float:
+    """Run ``cmd`` and send SIGINT (Ctrl-C) once it logs epoch 1, which it does after epoch 1's
+    snapshot and checkpoint are written; the seconds it ran."""
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    while proc.poll() is None and len(_rows(out)) < 1:
-        time.sleep(0.5)
-    if proc.poll() is not None:
-        raise RuntimeError(f"the run ended before it could be interrupted: {proc.stderr.read()[-2000:]}")
-    proc.send_signal(signal.SIGINT)
+    for line in proc.stderr:
+        if "epoch 1/" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    else:
+        raise RuntimeError(f"the run ended before it could be interrupted (exit {proc.wait()})")
+    rest = proc.stderr.read()
     proc.wait(timeout=600)
-    print(f"interrupted after epoch 1: exit {proc.returncode} ({proc.stderr.read().strip()[-200:]!r})", flush=True)
+    print(f"interrupted after epoch 1: exit {proc.returncode} ({rest.strip()[-200:]!r})", flush=True)
     return time.perf_counter() - t
 
 
 def _run(cmd: list[str]) -> float:
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    for line in done.stderr.splitlines():
+        print(f"  | {line}", flush=True)
     return time.perf_counter() - t
 
 
@@ -103,10 +109,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.out or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(root / "cut", ignore_errors=True)
         data = lung_like(root / "lung.npz")
         print(f"3312-{args.width}-{args.width}-{args.width}-5, SET, batch 2, 2 epochs", flush=True)
-        print(f"whole run: {_run(_command(data, args.width, root / 'whole')):.0f} s", flush=True)
-        cut = _interrupted(_command(data, args.width, root / "cut"), root / "cut")
+        if not (root / "whole" / "result.json").exists():  # kept from an earlier call with --out
+            print(f"whole run: {_run(_command(data, args.width, root / 'whole')):.0f} s", flush=True)
+        cut = _interrupted(_command(data, args.width, root / "cut"))
         print(f"cut run, first part: {cut:.0f} s", flush=True)
         print(f"cut run, resumed: {_run(_command(data, args.width, root / 'cut')):.0f} s", flush=True)
         return 0 if compare(root / "cut", root / "whole") else 1
