@@ -149,15 +149,15 @@ def test_a_cpu_run_records_its_device_and_equals_auto(no_cuda, tiny_data, tmp_pa
 
 
 # ------------------------------------------------------------------ the update path on a fake CUDA device
-def _fake_cuda_layer(mode, shape=(6, 5)):
-    """A weight and its mask on a fake CUDA device (made inside ``mode``; their values are never read)."""
+def _fake_cuda_layer(shape=(6, 5)):
+    """A weight and its mask on a fake CUDA device (made inside a FakeTensorMode; their values are never read)."""
     return torch.zeros(shape, device="cuda"), torch.zeros(shape, dtype=torch.bool, device="cuda")
 
 
 def test_fake_tensors_catch_mixed_devices():
     """The premise of the tests below: a CPU tensor meeting a (fake) CUDA one raises, as on a GPU."""
-    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-        weight, mask = _fake_cuda_layer(mode)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        weight, mask = _fake_cuda_layer()
         cpu_score = torch.rand(weight.shape, generator=torch.Generator().manual_seed(0))
         with pytest.raises(FakeTensorDeviceMismatchError):
             cpu_score.masked_fill(mask, float("-inf"))
@@ -168,8 +168,8 @@ def test_set_regrowth_scores_are_drawn_on_the_cpu_and_put_on_the_mask_device():
     method = get_method(cfg)
     ctx = UpdateContext(model=None, optimizer=None, epoch=1, total_epochs=2,
                         regrowth=torch.Generator().manual_seed(3), dense_grads=lambda: [])
-    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-        weight, mask = _fake_cuda_layer(mode)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        weight, mask = _fake_cuda_layer()
         score = method.grow_score(0, weight, mask, ctx)
         assert score.device == mask.device == torch.device("cuda", 0)
         kept = mask & (weight != 0)
@@ -182,8 +182,8 @@ def test_set_regrowth_scores_are_drawn_on_the_cpu_and_put_on_the_mask_device():
 
 def test_rigl_scores_stay_on_the_weight_device():
     method = get_method(TrainConfig(method="rigl"))
-    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-        weight, mask = _fake_cuda_layer(mode)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        weight, mask = _fake_cuda_layer()
         ctx = UpdateContext(model=None, optimizer=None, epoch=1, total_epochs=2, regrowth=torch.Generator(),
                             dense_grads=lambda: [weight * 2])
         assert method.grow_score(0, weight, mask, ctx).device == mask.device
@@ -191,8 +191,8 @@ def test_rigl_scores_stay_on_the_weight_device():
 
 def test_fan_in_rescaling_takes_a_cpu_mask_for_a_gpu_weight():
     """sparsify draws masks on the CPU and rescales a model's weights wherever they are."""
-    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
-        weight, _ = _fake_cuda_layer(mode)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        weight, _ = _fake_cuda_layer()
         cpu_mask = torch.ones(6, 5, dtype=torch.bool)
         rescale_to_fan_in(weight, cpu_mask)
         assert weight.device == torch.device("cuda", 0)
@@ -200,7 +200,7 @@ def test_fan_in_rescaling_takes_a_cpu_mask_for_a_gpu_weight():
 
 def test_dropout_with_a_cpu_generator_on_a_gpu_input():
     drop = SeededDropout(0.5, torch.Generator().manual_seed(0))
-    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+    with FakeTensorMode(allow_non_fake_inputs=True):
         x = torch.ones(4, 3, device="cuda")
         assert drop(x).device == x.device
     # on the CPU the masks are the generator's own draws, as before devices existed
