@@ -9,7 +9,7 @@ TORCH  := torch==2.13.0
 DATA_DIR := /usr/share/datasets/fashion-mnist
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data test demo bench lint clean
+.PHONY: setup data test demo bench gpu-check lint clean
 
 setup: $(STAMP) data
 
@@ -40,6 +40,12 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/run.py
+
+# Dense, SET and RigL on CUDA against the CPU (masks, connection counts, one epoch's loss, epoch times);
+# prints that it skipped, and succeeds, on a machine without CUDA. `make setup` installs torch's CPU build:
+# install a CUDA build of torch into .venv first to run it for real.
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
