@@ -12,7 +12,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 DATA_DIR := /usr/share/datasets/fashion-mnist
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data test demo bench lint docs clean
+.PHONY: setup data test demo bench gpu-check lint docs clean
 
 setup: $(STAMP) data
 
@@ -52,6 +52,12 @@ docs: $(DOCS_STAMP)
 $(DOCS_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[docs]'
 	touch $(DOCS_STAMP)
+
+# Dense, SET and RigL on CUDA against the CPU (masks, connection counts, one epoch's loss, epoch times);
+# prints that it skipped, and succeeds, on a machine without CUDA. `make setup` installs torch's CPU build:
+# install a CUDA build of torch into .venv first to run it for real.
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

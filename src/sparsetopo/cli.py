@@ -442,9 +442,12 @@ def demo(out, networks, fraction, density, seed, jobs, quiet) -> None:
 @click.option("--model", default=None, metavar="NAME",
               help="evolution: the network (default mlp, the paper's study; cnn: a small VGG-style CNN, "
                    "presets smoke and small).")
+@click.option("--device", default=None, metavar="DEVICE",
+              help="Where the training runs compute: auto (CUDA when present, else the CPU), cpu, cuda, cuda:N or "
+                   "mps (default: the config's, else auto). NNSTD runs on the CPU.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @friendly
-def experiment(name, preset, config_file, out, jobs, cluster, model, quiet) -> None:
+def experiment(name, preset, config_file, out, jobs, cluster, model, device, quiet) -> None:
     """Run one of the paper's studies: evolution (Figure 4), sparse-vs-dense (RQ2) or tickets (RQ4-5).
 
     Every step skips work whose outputs exist, so a stopped experiment continues
@@ -459,7 +462,11 @@ def experiment(name, preset, config_file, out, jobs, cluster, model, quiet) -> N
     if cluster is not None:
         parse_cluster(cluster)
     ctx = Context(n_jobs=jobs, cluster=cluster, progress=not quiet, log=lambda m: click.echo(m, err=True))
-    overrides = {"model": model} if model else None
+    overrides = {k: v for k, v in (("model", model), ("device", device)) if v} or None
+    if device:
+        from .training.device import resolve_device
+
+        resolve_device(device, "--device")
     summary = run_experiment(name, preset, out, config_file=str(config_file) if config_file else None, ctx=ctx,
                              overrides=overrides)
     click.echo(f"{summary['title']}: results in {out}")

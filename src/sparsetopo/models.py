@@ -240,7 +240,10 @@ class SeededDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        keep = torch.empty_like(x).bernoulli_(1 - self.p, generator=self.generator)
+        if x.device.type == self.generator.device.type:
+            keep = torch.empty_like(x).bernoulli_(1 - self.p, generator=self.generator)
+        else:  # a CPU generator cannot draw on CUDA: draw on the CPU (the same masks everywhere), then move
+            keep = torch.empty(x.shape, dtype=x.dtype).bernoulli_(1 - self.p, generator=self.generator).to(x.device)
         return x * keep / (1 - self.p)
 
     def extra_repr(self) -> str:

@@ -343,7 +343,8 @@ class DropGrowMethod(Method):
             layer.weight_mask.copy_(new_mask)
             layer.weight.mul_(new_mask & ~grown)
             if self.config.regrow_init == "normal":
+                # Drawn on the CPU from the seeded generator, then moved (same draws on every device).
                 layer.weight[grown] = self.config.init_std * torch.randn(
-                    int(grown.sum()), generator=ctx.regrowth, dtype=layer.weight.dtype)
+                    int(grown.sum()), generator=ctx.regrowth, dtype=layer.weight.dtype).to(layer.weight.device)
         reset_optimizer_state(ctx.optimizer, layer.weight, new_mask & ~grown)
         return True

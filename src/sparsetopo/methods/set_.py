@@ -32,8 +32,9 @@ class SET(DropGrowMethod):
     def grow_score(self, layer_id, weight, mask, ctx):
         import torch
 
-        # The top-k of i.i.d. uniform scores is a uniformly random subset.
-        return torch.rand(weight.shape, generator=ctx.regrowth)
+        # The top-k of i.i.d. uniform scores is a uniformly random subset. Drawn on the CPU from the seeded
+        # generator, then moved: the same regrowth on every device (a CPU generator cannot draw on CUDA).
+        return torch.rand(weight.shape, generator=ctx.regrowth).to(mask.device)
 
     def truly_sparse_update(self, layer_id, layer, fraction, ctx):
         from ..truly_sparse.evolve import set_update

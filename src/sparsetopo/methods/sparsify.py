@@ -58,6 +58,10 @@ class Sparsifier(MaskedNetwork):
     or ``uniform`` (``density`` in every sparse layer). The last Linear layer
     stays dense with ``dense_output`` (default), the first with ``dense_first``.
 
+    ``callback(step, stats)``, when given, is called after each topology update (``step``: the epoch given
+    to :meth:`end_epoch`, or the optimizer step of :meth:`step`) with :meth:`layer_stats`; a
+    :class:`~sparsetopo.tracking.Tracker`'s ``log_scalars`` is such a function (TensorBoard, W&B).
+
     Regrown connections start as ``regrow_init`` says: ``zero`` (SET's Keras code,
     RigL; the default) or ``normal`` (N(0, init_std^2), SET's NumPy code).
 
@@ -70,7 +74,9 @@ class Sparsifier(MaskedNetwork):
 
     * Masks (``weight_mask`` buffers) are in the weight's dtype and on its device,
       so float16, bfloat16 and float64 models train, evolve and resume in their
-      own dtype.
+      own dtype, and a model on any device (CUDA, MPS) evolves there: masks and
+      SET's regrowth scores are drawn on the CPU from the seeded generators and
+      then moved, so the topology is the same on every device.
     * A grouped or depthwise convolution (``groups > 1``) is masked within its
       grouped weight ``(out, in / groups, kh, kw)``; :meth:`topology` expands it
       to the full block-diagonal mask, as :meth:`Topology.from_torch` does.
@@ -92,14 +98,18 @@ class Sparsifier(MaskedNetwork):
                  regrowth_seed: int | None = None, rescale_init: bool = True, update_every: int | None = None,
                  end_step: int | None = None, drop_schedule: str = "constant", distribution: str = "erdos_renyi",
                  dense_first: bool = False, regrow_init: str = "zero", init_std: float = 0.1,
-                 engine: str = "masked", **method_settings):
+                 engine: str = "masked", callback: Callable[[int, dict[str, float]], None] | None = None,
+                 **method_settings):
         cls = method_class(method) if method in METHODS else None
         if cls is None or not cls.works_with_sparsify:
             able = [name for name, c in METHODS.items() if c.works_with_sparsify]
             able = ", ".join(able[:-1]) + " or " + able[-1] if len(able) > 1 else "".join(able)
             raise SparsetopoError(f"sparsify supports method {able}; got {method!r}")
         _check_engine(cls, engine)
+        if callback is not None and not callable(callback):
+            raise SparsetopoError(f"sparsify: callback must be a function (step, stats); got {callback!r:.60}")
         self.engine = engine
+        self.callback = callback
         self.schedule = UpdateSchedule(update_every, end_step, drop_schedule)
         self.steps = 0  # optimizer steps seen by step()
         self.model = model
@@ -231,7 +241,17 @@ class Sparsifier(MaskedNetwork):
             self._broadcast_from_rank0()
         for k in changed if self._seen is not None else ():
             self._seen[k] |= self._layers[k].weight_mask.detach() != 0
+        if self.callback is not None:
+            self.callback(epoch, self.layer_stats())
         return changed
+
+    def layer_stats(self) -> dict[str, float]:
+        """Per layer the density, connection count and (masked engine) ITOP rate, as ``train`` logs them
+        (:func:`sparsetopo.tracking.layer_stats`); what ``callback`` gets after each update."""
+        from ..tracking import layer_stats
+
+        itop = self.itop_rate() if self._seen is not None else None
+        return layer_stats(self.layer_shapes, self.n_connections(), itop)
 
     @torch.no_grad()
     def _broadcast_from_rank0(self) -> None:

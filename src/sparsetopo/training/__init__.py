@@ -20,6 +20,8 @@ One module per concern:
 ``rundir``     the run directory's lock, reuse of a finished run, ``metrics.csv`` validation
 ``weights``    the weights snapshot format (:func:`save_weights`, :func:`load_weights`)
 ``resources``  the memory estimate and check
+``device``     the ``device`` setting checked and resolved (random draws stay on the CPU generators)
+``watching``   live logging of a run to TensorBoard / W&B (:mod:`sparsetopo.tracking`)
 """
 
 from .config import (

@@ -119,6 +119,15 @@ class TrainConfig(LotterySettings, SparsitySettings):
                                      "cosine (--zeta decaying to 0 at --end-step, RigL's schedule).")
     end_step: int | None = option(None, min=1, help="With --update-every: no topology update from this optimizer "
                                                     "step on.")
+    # Where and how a run is watched; none of these changes its numbers (so a run may resume with others).
+    device: str = option("auto", help="Where the network trains: auto (CUDA when torch sees it, else the CPU), cpu, "
+                                      "cuda, cuda:N or mps. Random draws come from the seeded CPU generators on "
+                                      "every device; NNSTD and --engine truly-sparse run on the CPU.")
+    tensorboard: str | None = option(None, help="Also log to TensorBoard in this directory: the metrics.csv "
+                                                "columns, per-layer density, in-time over-parameterization rate "
+                                                "and NNSTD to the initial topology at each snapshot.")
+    wandb: bool = option(False, help="Also log the same to Weights & Biases (needs `pip install wandb`; offline "
+                                     "unless WANDB_MODE is set).")
 
     # ----------------------------------------------------------------- seeds
     def named_seed(self, purpose: str) -> int:
@@ -170,6 +179,7 @@ class TrainConfig(LotterySettings, SparsitySettings):
             if not Path(self.initial_topology).is_file():
                 raise SparsetopoError(f"{name('initial_topology')}: {self.initial_topology} is not a file")
         _check_engine(self, method, name)
+        _check_watching(self, name)
         if self.update_every is not None and not method.works_with_sparsify:
             raise SparsetopoError(f"{name('update_every')} applies to methods with step updates, not "
                                   f"{name('method')} {self.method}")
@@ -229,6 +239,25 @@ def _check_engine(config: TrainConfig, method, name) -> None:
     if config.engine == "truly-sparse" and config.model != "mlp":
         raise SparsetopoError(f"{name('engine')} truly-sparse trains fully connected networks only ({name('model')} "
                               f"mlp); got {name('model')} {config.model}: use {name('engine')} masked for it")
+
+
+#: Why the truly sparse engine computes on the CPU only (``--device`` errors).
+TRULY_SPARSE_CPU_ONLY = "the truly sparse engine's kernels (numba) run on the CPU only"
+
+
+def _check_watching(config: TrainConfig, name) -> None:
+    """``device``: spelled as a device and present on this machine (the CPU and ``auto`` need no torch);
+    ``wandb``: the package is installed."""
+    from .device import check_device_spelling, resolve_device
+
+    check_device_spelling(config.device, name("device"))
+    if config.device not in ("auto", "cpu"):
+        resolve_device(config.device, name("device"),
+                       cpu_only=TRULY_SPARSE_CPU_ONLY if config.engine == "truly-sparse" else None)
+    if config.wandb:
+        from ..tracking import require_wandb
+
+        require_wandb(name("wandb"))
 
 
 def _methods():

@@ -34,8 +34,9 @@ from ..config import check_value
 from ..errors import FileFormatError, SparsetopoError
 from ..fileio import atomic_write, file_sha256, write_csv, write_text_atomic
 from ..schedule import UpdateSchedule
-from . import resources
-from .config import LOSSES, TrainConfig
+from . import resources, watching
+from .config import LOSSES, TRULY_SPARSE_CPU_ONLY, TrainConfig
+from .device import resolve_device
 from .rundir import reusable_run, run_lock
 from .weights import save_weights
 
@@ -163,10 +164,23 @@ class _Run:
     total: int
     snapshots: set[int]
     schedule: UpdateSchedule
+    device: Any = None  # the torch.device the model and data are on
     rows: list[dict[str, Any]] = field(default_factory=list)
     resources: list[dict[str, Any]] = field(default_factory=list)  # resources.csv: peak memory per epoch
     start: int = 0
     resumed_from: int | None = None
+    watcher: Any = None  # a training.watching.RunWatcher when tensorboard / wandb logging is on
+    itop_state: Any = None  # the checkpoint's ITOP record, for the watcher of a resumed run
+    tensors: dict[str, Any] = field(default_factory=dict)  # the data splits as tensors on the device
+
+    def data_tensor(self, name: str):
+        """The data array ``name`` (``x_train``, ``y_test``...) as a tensor on the run's device, made once
+        (on the CPU it shares the array's memory, as before devices existed)."""
+        import torch
+
+        if name not in self.tensors:
+            self.tensors[name] = torch.from_numpy(getattr(self.data, name)).to(self.device)
+        return self.tensors[name]
 
     @property
     def checkpoint(self) -> Path:
@@ -204,9 +218,11 @@ def train(config: TrainConfig, out_dir: str | os.PathLike, *, progress: bool = T
         with run_lock(out, command):
             _open_run_dir(run, command)
             _start_or_resume(run, log)
-            for epoch in range(run.start + 1, run.total + 1):
-                _train_epoch(run, epoch, progress, log)
-            return _finish(run)
+            with watching.open_watcher(config, out, run.model, start=run.start, itop_state=run.itop_state) as w:
+                run.watcher = w
+                for epoch in range(run.start + 1, run.total + 1):
+                    _train_epoch(run, epoch, progress, log)
+                return _finish(run)
 
 
 @contextlib.contextmanager
@@ -238,8 +254,10 @@ def _prepare(config: TrainConfig, out: Path, dataset) -> _Run:
                                    seed=config.named_seed("data"), limit_train=config.limit_train,
                                    limit_test=config.limit_test, input_scaling=config.input_scaling)
     method = get_method(config)
+    device = resolve_device(config.device, cpu_only=TRULY_SPARSE_CPU_ONLY if config.engine == "truly-sparse"
+                            else None)
     resources.check_memory(config, data)  # the tensors' sizes are known: refuse before allocating them
-    model = _build_network(config, method, data)
+    model = _build_network(config, method, data).to(device)  # built on the CPU from the seeds, then moved
     shapes = model.layer_shapes
     total = method.total_epochs(shapes)
     snapshots = set(config.snapshot_epochs) | {0, total}
@@ -251,7 +269,7 @@ def _prepare(config: TrainConfig, out: Path, dataset) -> _Run:
                 data_gen=torch.Generator().manual_seed(config.named_seed("data")),
                 regrowth_gen=torch.Generator().manual_seed(config.named_seed("regrowth")),
                 regrowth_rng=np.random.default_rng(config.named_seed("regrowth")) if truly_sparse else None,
-                total=total, snapshots=snapshots, schedule=config.update_schedule())
+                total=total, snapshots=snapshots, schedule=config.update_schedule(), device=device)
 
 
 def _initial_topology_file(config: TrainConfig, shapes):
@@ -305,7 +323,7 @@ def _start_or_resume(run: _Run, log) -> None:
                "or put back a good copy")
     try:
         # Our own file, written atomically by this run; weights_only=False for its generator states.
-        ckpt = torch.load(run.checkpoint, weights_only=False)
+        ckpt = torch.load(run.checkpoint, weights_only=False, map_location="cpu")  # load_state_dict moves it
     except Exception as exc:  # torch raises many kinds on a damaged file; all mean the same to a user
         raise FileFormatError(run.checkpoint, f"unreadable checkpoint ({type(exc).__name__}: "
                                               f"{' '.join(str(exc).split())[:200]}); {way_out}") from None
@@ -322,6 +340,7 @@ def _start_or_resume(run: _Run, log) -> None:
         run.rows = list(ckpt["metrics"])
         run.resources = list(ckpt.get("resources", []))  # absent in checkpoints written before it was recorded
         run.start = run.resumed_from = int(ckpt["epoch"])
+        run.itop_state = ckpt.get("itop")  # kept only while tensorboard / wandb logging was on
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
         raise FileFormatError(run.checkpoint, f"checkpoint does not fit this run ({type(exc).__name__}: "
                                               f"{' '.join(str(exc).split())[:200]}); {way_out}") from None
@@ -351,7 +370,7 @@ def _train_steps(run: _Run, epoch: int, x_tr, y_tr, progress: bool) -> tuple[flo
     model.train()
     for b, i in enumerate(bar):
         idx = order[i:i + cfg.batch_size]
-        xb, yb = x_tr[idx], y_tr[idx]
+        xb, yb = x_tr[idx.to(x_tr.device)], y_tr[idx.to(y_tr.device)]
         run.optimizer.zero_grad(set_to_none=True)
         logits = model(xb)
         loss = run.loss_fn(logits, yb)
@@ -381,10 +400,8 @@ def _train_steps(run: _Run, epoch: int, x_tr, y_tr, progress: bool) -> tuple[flo
 
 def _train_epoch(run: _Run, epoch: int, progress: bool, log) -> None:
     """One epoch: training steps, the method's topology update, evaluation, snapshot, checkpoint."""
-    import torch
-
     cfg, model = run.config, run.model
-    x_tr, y_tr = torch.from_numpy(run.data.x_train), torch.from_numpy(run.data.y_train)
+    x_tr, y_tr = run.data_tensor("x_train"), run.data_tensor("y_train")
     n = len(x_tr)
     t0 = time.perf_counter()
     connections = model.n_connections()
@@ -407,27 +424,27 @@ def _train_epoch(run: _Run, epoch: int, progress: bool, log) -> None:
                seconds=time.perf_counter() - t0)
     run.rows.append(row)
     write_csv(run.out / "metrics.csv", run.rows)
-    run.resources.append({"epoch": epoch, "engine": cfg.engine, "peak_rss_mb": peak_rss_mb(),
-                          "seconds": row["seconds"]})
+    run.resources.append({"epoch": epoch, "engine": cfg.engine, "device": str(run.device),
+                          "peak_rss_mb": peak_rss_mb(), "seconds": row["seconds"]})
     write_csv(run.out / "resources.csv", run.resources)
     if epoch in run.snapshots and cfg.snapshot_timing == "after_update":
         _snapshot(model, run.out, epoch, cfg, run.name)
     _checkpoint(run, epoch)
+    if run.watcher is not None:  # after the checkpoint: a resumed run logs each epoch once
+        run.watcher.epoch(epoch, row, model, snapshot=epoch in run.snapshots)
     _log_epoch(run, epoch, row, progress, log)
 
 
 def _evaluate_epoch(run: _Run, epoch: int, train_loss: float, train_acc: float) -> dict[str, Any]:
     """The epoch's metrics row so far: phase, training and test (and validation) loss and accuracy."""
-    import torch
-
     data, model = run.data, run.model
-    test_loss, test_acc = _evaluate(model, torch.from_numpy(data.x_test), torch.from_numpy(data.y_test), run.loss_fn)
+    test_loss, test_acc = _evaluate(model, run.data_tensor("x_test"), run.data_tensor("y_test"), run.loss_fn)
     row: dict[str, Any] = {"epoch": epoch, "phase": run.method.phase(epoch, model.layer_shapes),
                            "train_loss": train_loss, "train_acc": train_acc,
                            "test_loss": test_loss, "test_acc": test_acc}
     if data.x_val is not None:
-        row["val_loss"], row["val_acc"] = _evaluate(model, torch.from_numpy(data.x_val),
-                                                    torch.from_numpy(data.y_val), run.loss_fn)
+        row["val_loss"], row["val_acc"] = _evaluate(model, run.data_tensor("x_val"), run.data_tensor("y_val"),
+                                                    run.loss_fn)
     return row
 
 
@@ -460,6 +477,8 @@ def _update_topology(run: _Run, epoch: int, x_tr, y_tr, *, total: int | None = N
                         captured=captured)
     if run.method.after_epoch(ctx).reset_optimizer:
         run.optimizer = _make_optimizer(run.config, run.model)
+    if run.watcher is not None:
+        run.watcher.after_update(run.model)
 
 
 def _checkpoint(run: _Run, epoch: int) -> None:
@@ -477,6 +496,8 @@ def _checkpoint(run: _Run, epoch: int) -> None:
     }
     if run.regrowth_rng is not None:
         state["rng"]["regrowth_numpy"] = run.regrowth_rng.bit_generator.state
+    if run.watcher is not None and run.watcher.state() is not None:
+        state["itop"] = run.watcher.state()
     with atomic_write(run.checkpoint) as f:
         torch.save(state, f)
 
@@ -488,8 +509,8 @@ def _finish(run: _Run) -> RunResult:
         torch.save(run.model.state_dict(), f)
     # The checksum lets a later reuse tell a metrics.csv changed or damaged since the run finished.
     write_text_atomic(run.out / "result.json", json.dumps({"final": run.rows[-1], "epochs": run.total,
-                                                           "metrics_sha256": file_sha256(run.out / "metrics.csv")},
-                                                          indent=2))
+                                                           "metrics_sha256": file_sha256(run.out / "metrics.csv"),
+                                                           "device": str(run.device)}, indent=2))
     return RunResult(run.out, run.rows, resumed_from=run.resumed_from)
 
 
@@ -499,7 +520,7 @@ def _dense_gradients(model, x, y, generator, batch_size: int, loss_fn, n_batches
     import torch
 
     def backward():
-        idx = torch.randperm(len(x), generator=generator)[: batch_size * n_batches]
+        idx = torch.randperm(len(x), generator=generator)[: batch_size * n_batches].to(x.device)
         for i in range(0, len(idx), batch_size):
             b = idx[i:i + batch_size]
             (loss_fn(model(x[b]), y[b]) * len(b) / len(idx)).backward()

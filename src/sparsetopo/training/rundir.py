@@ -23,8 +23,9 @@ from .config import TrainConfig, load_config_file
 
 __all__ = ["METRIC_COLUMNS", "read_metrics", "reusable_run", "run_lock"]
 
-# Fields that do not change a run's results; they may differ when resuming.
-_NON_SEMANTIC = {"data_dir"}
+# Fields that do not change a run's results (beyond float rounding on another device); they may differ
+# when resuming.
+_NON_SEMANTIC = {"data_dir", "device", "tensorboard", "wandb"}
 
 
 def _check_same_config(out: Path, config: TrainConfig, *, anchor: Path | None = None) -> None:
