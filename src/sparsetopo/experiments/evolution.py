@@ -293,35 +293,44 @@ def _nnstd_matrices(cfg, out: Path, names, snapshots, ctx: Context) -> dict[int,
 def _figures(cfg: EvolutionConfig, res: _Results, out: Path) -> dict[str, str]:
     names, epochs, hidden, matrices, means, drift = (res.names, res.epochs, res.hidden, res.matrices, res.means,
                                                      res.drift)
-    fid = res.fid
     figs = {}
     if not hidden:
         return figs  # every layer dense: no NNSTD to draw
     grow = {k: means[k][epochs[-1]] - means[k][0] for k in hidden}
+    titles = [_epoch_title(cfg, e) for e in epochs]
     for k in hidden:
         verdict = "drift apart" if grow[k] > 0.05 else "stay close"
-        p = heatmap_grid([matrices[e][:, :, k] for e in epochs], [f"epoch {e}" for e in epochs], names,
-                         out / "figures" / f"heatmaps_layer{k}.png", ncols=min(len(epochs), 6),
-                         suptitle=f"Layer {k}: the networks {verdict} (mean NNSTD {means[k][0]:.2f} at epoch 0, "
-                                  f"{means[k][epochs[-1]]:.2f} at epoch {epochs[-1]})")
+        heatmap_grid([matrices[e][:, :, k] for e in epochs], titles, names,
+                     p := out / "figures" / f"heatmaps_layer{k}.png", ncols=min(len(epochs), 6),
+                     suptitle=f"Layer {k}: the networks {verdict} (mean NNSTD {means[k][0]:.2f} at epoch 0, "
+                              f"{means[k][epochs[-1]]:.2f} at epoch {epochs[-1]})")
         figs[f"NNSTD heatmaps, hidden layer {k}"] = rel(p, out)
-    p = line_plot(epochs, {f"layer {k}": [means[k][e] for e in epochs] for k in hidden},
-                  out / "figures" / "mean_nnstd_vs_epoch.png", xlabel="epoch", ylabel="mean off-diagonal NNSTD",
-                  ylim=(0, 1), title="Mean NNSTD " + ("rises" if min(grow.values()) > 0.05 else "does not rise in "
-                                                      "every layer") + f" over {epochs[-1]} epochs")
+    line_plot(epochs, {f"layer {k}": [means[k][e] for e in epochs] for k in hidden},
+              p := out / "figures" / "mean_nnstd_vs_epoch.png", xlabel="epoch", ylabel="mean off-diagonal NNSTD",
+              ylim=(0, 1), title="Mean NNSTD " + ("rises" if min(grow.values()) > 0.05 else "does not rise in "
+                                                  "every layer") + f" over {epochs[-1]} epochs")
     figs["Mean off-diagonal NNSTD vs epoch (hidden layers)"] = rel(p, out)
     travelled = drift[-1][:, hidden].mean()
-    p = line_plot(epochs, {n: drift[:, i, hidden].mean(axis=1) for i, n in enumerate(names)},
-                  out / "figures" / "drift_from_initial.png", xlabel="epoch", ylabel="NNSTD to own initial topology",
-                  ylim=(0, 1), title=f"Each network ends {travelled:.2f} from its start (mean over hidden layers)")
+    line_plot(epochs, {n: drift[:, i, hidden].mean(axis=1) for i, n in enumerate(names)},
+              p := out / "figures" / "drift_from_initial.png", xlabel="epoch", ylabel="NNSTD to own initial topology",
+              ylim=(0, 1), title=f"Each network ends {travelled:.2f} from its start (mean over hidden layers)")
     figs["Each network's NNSTD to its initial topology"] = rel(p, out)
-    if fid:
-        nn = [r for r in fid if r["statistic"] == "mean NNSTD"]
+    if res.fid:
+        nn = [r for r in res.fid if r["statistic"] == "mean NNSTD"]
         close = sum(abs(r["difference"]) <= 0.05 for r in nn)
-        p = write_fidelity_figure(out / "figures" / "fidelity.png", means, res.stats, res.curve,
-                                  f"Against the published networks: {close} of {len(nn)} NNSTD values within 0.05")
-        figs = {"Fidelity: ours (solid) vs the paper's published networks (dashed)": rel(p, out), **figs}
+        write_fidelity_figure(p := out / "figures" / "fidelity.png", means, res.stats, res.curve,
+                              f"Against the published networks: {close} of {len(nn)} NNSTD values within 0.05")
+        figs = {"Fidelity: ours (lines) vs the paper's published networks (open circles)": rel(p, out), **figs}
     return figs
+
+
+def _epoch_title(cfg: EvolutionConfig, epoch: int) -> str:
+    """A heatmap panel's title: what that epoch's snapshot is (see :func:`epoch_note`)."""
+    if epoch == 0:
+        return "epoch 0 (initial)"
+    if epoch == 1 and cfg.snapshot_timing == "before_update":
+        return "epoch 1 (no update yet)"
+    return f"epoch {epoch}"
 
 
 def _findings(cfg: EvolutionConfig, res: _Results) -> list[str]:

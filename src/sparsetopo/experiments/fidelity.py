@@ -151,4 +151,5 @@ def write_fidelity_figure(path: Path, nnstd_means, stats, accuracy: Mapping[int,
     if stats["correlation"].get(0):
         panels.append(("weight correlation on shared connections, layer 0", "correlation",
                        {"ours": mine(stats["correlation"][0]), "published": pub(published.WEIGHT_CORRELATION[0])}))
-    return comparison_panels(panels, path, xlabel="epochs of training", suptitle=title)
+    comparison_panels(panels, path, xlabel="epochs of training", suptitle=title)
+    return path
