@@ -167,7 +167,7 @@ def _findings(cfg: SparseVsDenseConfig, table: list[dict], unlearned: list[str])
         beats = best["test_acc_mean"] > best_dense
         shown = shown and beats
         findings.append(
-            f"Best {method} network (epsilon {best['epsilon']}, density {best['density']:.3f}): "
+            f"Best {method} network (epsilon {best['epsilon']}, density {100 * best['density']:.3g} %): "
             f"{best['test_acc_mean']:.4f} ± {best['test_acc_std']:.4f} vs best dense {best_dense:.4f} "
             f"(dense {dense_acc.get('dense', float('nan')):.4f}, "
             f"wide {dense_acc.get('dense-wide', float('nan')):.4f}): "
