@@ -281,7 +281,8 @@ def _findings(cfg: WidthConfig, table: list[dict], wide: dict, unlearned: list[s
         shown = shown or beats
         findings.append(
             f"Best {method} network: width {best['width']} ({best['parameters']} parameters, density "
-            f"{100 * best['density']:.3g} %), {best['test_acc_mean']:.4f} ± {best['test_acc_std']:.4f} vs best dense (width "
+            f"{100 * best['density']:.3g} %), {best['test_acc_mean']:.4f} ± {best['test_acc_std']:.4f} vs best "
+            "dense (width "
             f"{best_dense['width']}, {best_dense['parameters']} parameters) {best_dense['test_acc_mean']:.4f}: "
             + ("it beats every dense network, as the paper claims." if beats
                else "it does NOT beat the best dense network in this run."))
