@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from .errors import SparsetopoError
 from .fileio import atomic_write
@@ -160,6 +160,8 @@ def _label(fig: Figure, ax, xlabel: str | None, ylabel: str | None, title: str |
     xs = np.concatenate([np.asarray(line.get_xdata(), dtype=float) for line in ax.get_lines()] or [np.zeros(0)])
     if len(xs) and np.all(xs == np.round(xs)) and ax.get_xscale() == "linear":
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs, counts: no tick at 0.5
+    if ax.get_xscale() == "log":
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks overlap on a narrow panel
     if xlabel:
         ax.set_xlabel(xlabel)
     if ylabel:

@@ -239,8 +239,14 @@ def _applies(key: str, config: dict[str, Any]) -> bool:
 
 
 def _config(config: dict[str, Any]) -> dict[str, Any]:
-    """The settings of the run that apply to its model (see :func:`_applies`)."""
-    return {k: v for k, v in config.items() if _applies(k, config)}
+    """The settings of the run that apply to its model (see :func:`_applies`), numbers as
+    :func:`_cell` shows them (summary.json keeps every digit)."""
+    def shown(key, value):
+        if isinstance(value, float):
+            text = _cell(repr(value), key)
+            return text if text.endswith("%") else float(text)
+        return value
+    return {k: shown(k, v) for k, v in config.items() if _applies(k, config)}
 
 
 def _note(s: dict[str, Any], caption: str) -> tuple[list[str], list[str]]:
