@@ -276,7 +276,7 @@ def test_report_tables_round_for_readers_and_keep_text():
     html = _html_table([{"statistic": "mean NNSTD", "ours": "0.318893", "connections": "3772", "flops": "1.39536e+11",
                          "difference": "-0.0024943"}])
     assert "<td>0.3189</td>" in html and "<td>3772</td>" in html and "<td>1.395e+11</td>" in html
-    assert "<td>-0.002494</td>" in html and "<td>mean NNSTD</td>" in html
+    assert "<td>-0.002494</td>" in html and "<td class=\"text\">mean NNSTD</td>" in html  # text cells align left
 
 
 def test_unlearning_flags_a_training_loss_that_rose_after_its_minimum():

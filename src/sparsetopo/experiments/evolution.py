@@ -121,6 +121,10 @@ PRESETS = {
 }
 
 
+#: Captions of the tables and figures that carry a note (:func:`_notes`).
+ACCURACY_CURVE = "Mean accuracy by epoch beside the published networks'"
+EVOLUTION_TABLE = "NNSTD and connections by epoch and hidden layer (dense layers are left out)"
+
 #: The method the study's networks train with: the topology evolution it measures is SET's.
 METHOD = "set"
 
@@ -138,6 +142,7 @@ class _Results:
     curve: dict[int, float]  # epoch -> mean accuracy on acc_key's split
     acc_key: str
     acc_rows: list[dict]
+    test_curve: dict[int, float]  # epoch -> mean accuracy on the test set
     stats: dict[str, dict]  # fidelity.connection_stats
     fid: list[dict]  # fidelity.fidelity_rows (empty: nothing to compare with)
 
@@ -155,6 +160,7 @@ def _run(cfg: EvolutionConfig, out: Path, ctx: Context) -> dict:
         "tables": tables,
         "figures": figs,
         "findings": findings,
+        "notes": _notes(cfg, res, tables, figs),
         "hidden_layers": hidden,
         "nnstd_mean_by_layer_epoch": {str(k): {str(e): v for e, v in res.means[k].items()} for k in hidden},
         "accuracy_by_epoch": {str(e): v for e, v in res.curve.items()},
@@ -185,6 +191,7 @@ def _compute(cfg: EvolutionConfig, out: Path, ctx: Context) -> _Results:
     metrics = [read_metrics(d) for d in run_dirs]
     acc_key = "val_acc" if cfg.val_fraction > 0 else "test_acc"
     curve = {r["epoch"]: float(np.mean([m[i][acc_key] for m in metrics])) for i, r in enumerate(metrics[0])}
+    test_curve = {r["epoch"]: float(np.mean([m[i]["test_acc"] for m in metrics])) for i, r in enumerate(metrics[0])}
     acc_rows = [{"network": n, f"final_{acc_key}": m[-1][acc_key], "final_test_acc": m[-1]["test_acc"],
                  f"best_{acc_key}": max(r[acc_key] for r in m)} for n, m in zip(names, metrics)]
     weights = None
@@ -194,7 +201,8 @@ def _compute(cfg: EvolutionConfig, out: Path, ctx: Context) -> _Results:
     # The published networks are the paper's MLPs: a CNN study has nothing to be compared with
     # (nor a study without sparse layers: the published networks are sparse).
     fid = fidelity_rows(means, stats, curve) if cfg.model == published.MODEL and hidden else []
-    return _Results(epochs, names, hidden, matrices, means, drift, curve, acc_key, acc_rows, stats, fid)
+    return _Results(epochs, names, hidden, matrices, means, drift, curve, acc_key, acc_rows, test_curve, stats,
+                    fid)
 
 
 def _tables(cfg: EvolutionConfig, res: _Results, out: Path) -> dict[str, str]:
@@ -212,16 +220,19 @@ def _tables(cfg: EvolutionConfig, res: _Results, out: Path) -> dict[str, str]:
                          "weight_correlation": stats["correlation"][k].get(e)})
     kept_rows = [{"from_epoch": e1, "to_epoch": e2, "layer": k, "kept_mean": v}
                  for k in res.hidden for (e1, e2), v in stats["kept"][k].items()]
-    curve_rows = [{"epoch": e, f"mean_{res.acc_key}": a, "published_mean_test_acc":
-                   published.accuracy_after(e) if 1 <= e <= len(published.ACCURACY) else None}
+    # The published accuracies were measured on 12,000 images held out of the training set, as our
+    # validation split is (val_fraction 0.2): that column stands beside theirs, the test set's after.
+    ours = {"val_acc": "ours_heldout_acc", "test_acc": "ours_test_acc"}[res.acc_key]
+    curve_rows = [{"epoch": e, ours: a, "published_heldout_acc":
+                   published.accuracy_after(e) if 1 <= e <= len(published.ACCURACY) else None,
+                   **({"ours_test_acc": res.test_curve[e]} if res.acc_key != "test_acc" else {})}
                   for e, a in res.curve.items()]
     tables = {}
     for title, path, table in (
             ("Fidelity: this run beside the paper's published networks, statistic by statistic",
              "tables/fidelity.csv", res.fid),  # the fidelity section leads: what a reader checks first
-            ("Mean accuracy by epoch beside the published networks'", "tables/accuracy_curve.csv", curve_rows),
-            ("NNSTD and connections by epoch and hidden layer (dense layers are left out)", "tables/evolution.csv",
-             rows),
+            (ACCURACY_CURVE, "tables/accuracy_curve.csv", curve_rows),
+            (EVOLUTION_TABLE, "tables/evolution.csv", rows),
             ("Connections of a network kept between consecutive snapshots", "tables/kept.csv", kept_rows),
             ("Final accuracy per network", "tables/accuracy.csv", res.acc_rows)):
         if table or path in ("tables/accuracy_curve.csv", "tables/accuracy.csv"):  # these two always exist
@@ -293,35 +304,75 @@ def _nnstd_matrices(cfg, out: Path, names, snapshots, ctx: Context) -> dict[int,
 def _figures(cfg: EvolutionConfig, res: _Results, out: Path) -> dict[str, str]:
     names, epochs, hidden, matrices, means, drift = (res.names, res.epochs, res.hidden, res.matrices, res.means,
                                                      res.drift)
-    fid = res.fid
     figs = {}
     if not hidden:
         return figs  # every layer dense: no NNSTD to draw
     grow = {k: means[k][epochs[-1]] - means[k][0] for k in hidden}
+    titles = [_epoch_title(cfg, e) for e in epochs]
     for k in hidden:
         verdict = "drift apart" if grow[k] > 0.05 else "stay close"
-        p = heatmap_grid([matrices[e][:, :, k] for e in epochs], [f"epoch {e}" for e in epochs], names,
-                         out / "figures" / f"heatmaps_layer{k}.png", ncols=min(len(epochs), 6),
-                         suptitle=f"Layer {k}: the networks {verdict} (mean NNSTD {means[k][0]:.2f} at epoch 0, "
-                                  f"{means[k][epochs[-1]]:.2f} at epoch {epochs[-1]})")
+        heatmap_grid([matrices[e][:, :, k] for e in epochs], titles, names,
+                     p := out / "figures" / f"heatmaps_layer{k}.png", ncols=min(len(epochs), 6),
+                     suptitle=f"Layer {k}: the networks {verdict} (mean NNSTD {means[k][0]:.2f} at epoch 0, "
+                              f"{means[k][epochs[-1]]:.2f} at epoch {epochs[-1]})")
         figs[f"NNSTD heatmaps, hidden layer {k}"] = rel(p, out)
-    p = line_plot(epochs, {f"layer {k}": [means[k][e] for e in epochs] for k in hidden},
-                  out / "figures" / "mean_nnstd_vs_epoch.png", xlabel="epoch", ylabel="mean off-diagonal NNSTD",
-                  ylim=(0, 1), title="Mean NNSTD " + ("rises" if min(grow.values()) > 0.05 else "does not rise in "
-                                                      "every layer") + f" over {epochs[-1]} epochs")
+    line_plot(epochs, {f"layer {k}": [means[k][e] for e in epochs] for k in hidden},
+              p := out / "figures" / "mean_nnstd_vs_epoch.png", xlabel="epoch", ylabel="mean off-diagonal NNSTD",
+              ylim=(0, 1), title="Mean NNSTD " + ("rises" if min(grow.values()) > 0.05 else "does not rise in "
+                                                  "every layer") + f" over {epochs[-1]} epochs")
     figs["Mean off-diagonal NNSTD vs epoch (hidden layers)"] = rel(p, out)
     travelled = drift[-1][:, hidden].mean()
-    p = line_plot(epochs, {n: drift[:, i, hidden].mean(axis=1) for i, n in enumerate(names)},
-                  out / "figures" / "drift_from_initial.png", xlabel="epoch", ylabel="NNSTD to own initial topology",
-                  ylim=(0, 1), title=f"Each network ends {travelled:.2f} from its start (mean over hidden layers)")
+    line_plot(epochs, {n: drift[:, i, hidden].mean(axis=1) for i, n in enumerate(names)},
+              p := out / "figures" / "drift_from_initial.png", xlabel="epoch", ylabel="NNSTD to own initial topology",
+              ylim=(0, 1), title=f"Each network ends {travelled:.2f} from its start (mean over hidden layers)")
     figs["Each network's NNSTD to its initial topology"] = rel(p, out)
-    if fid:
-        nn = [r for r in fid if r["statistic"] == "mean NNSTD"]
+    if res.fid:
+        nn = [r for r in res.fid if r["statistic"] == "mean NNSTD"]
         close = sum(abs(r["difference"]) <= 0.05 for r in nn)
-        p = write_fidelity_figure(out / "figures" / "fidelity.png", means, res.stats, res.curve,
-                                  f"Against the published networks: {close} of {len(nn)} NNSTD values within 0.05")
-        figs = {"Fidelity: ours (solid) vs the paper's published networks (dashed)": rel(p, out), **figs}
+        write_fidelity_figure(p := out / "figures" / "fidelity.png", means, res.stats, res.curve,
+                              f"Against the published networks: {close} of {len(nn)} NNSTD values within 0.05")
+        figs = {"Fidelity: ours (lines) vs the paper's published networks (open circles)": rel(p, out), **figs}
     return figs
+
+
+def _epoch_title(cfg: EvolutionConfig, epoch: int) -> str:
+    """A heatmap panel's title: what that epoch's snapshot is (see :func:`epoch_note`)."""
+    if epoch == 0:
+        return "epoch 0 (initial)"
+    if epoch == 1 and cfg.snapshot_timing == "before_update":
+        return "epoch 1 (no update yet)"
+    return f"epoch {epoch}"
+
+
+def epoch_note(cfg: EvolutionConfig) -> str:
+    """What the snapshot of each epoch is, so that equal epochs 0 and 1 are not a surprise."""
+    if cfg.snapshot_timing == "before_update":
+        return ("Epoch E's snapshot is taken after E epochs of training and before that epoch's SET update, as "
+                "the published files were: epoch 0 is the initial topology and epoch 1 has the same connections "
+                "(SET has not updated yet; only the weights trained), so their NNSTD, connection and shared "
+                "values are equal. The first SET update shows from epoch 2 on.")
+    return ("Epoch E's snapshot is taken after E epochs of training and the E-th SET update: epoch 0 is the "
+            "initial topology, epoch 1 the topology after the first update.")
+
+
+def _notes(cfg: EvolutionConfig, res: _Results, tables: dict[str, str], figs: dict[str, str]) -> dict[str, str]:
+    """How to read a table or figure, by caption: which epochs are which, which accuracy is which."""
+    split = (f"held-out accuracy (a validation split of {cfg.val_fraction:.0%} of the training images)"
+             if res.acc_key == "val_acc" else "test accuracy")
+    notes = {ACCURACY_CURVE: f"Ours: mean {split} of the {cfg.networks} networks"
+             + (", and their test accuracy" if res.acc_key == "val_acc" else "")
+             + ". Published: the mean of the paper's seven accuracy curves, measured on 12,000 images held out "
+               "of the 60,000 training images (the published accuracies are multiples of 1/12000), i.e. the same "
+               "kind of split as our held-out column, not the 10,000-image test set.",
+             EVOLUTION_TABLE: epoch_note(cfg)}
+    for caption in figs:
+        if caption.startswith("NNSTD heatmaps"):
+            notes[caption] = epoch_note(cfg)
+        elif caption.startswith("Fidelity"):
+            notes[caption] = ("A published epoch-E file is the state after E + 2 epochs of training, so its point "
+                              "is drawn at E + 2; published points are shown only at the epochs they exist and "
+                              "no later than our last epoch.")
+    return {c: n for c, n in notes.items() if c in tables or c in figs}
 
 
 def _findings(cfg: EvolutionConfig, res: _Results) -> list[str]:

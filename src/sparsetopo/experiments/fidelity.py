@@ -128,10 +128,12 @@ def fidelity_rows(nnstd_means: Mapping[int, Mapping[int, float]], stats: Mapping
 
 
 def write_fidelity_figure(path: Path, nnstd_means, stats, accuracy: Mapping[int, float], title: str) -> Path:
-    """Overlaid curves, ours against the published networks', one panel per statistic."""
+    """Ours (lines) against the published networks' (open circles, at the epochs they exist and no later
+    than our last), one panel per statistic."""
     from ..plots import comparison_panels
 
-    horizon = max([max(t) for t in nnstd_means.values()] + [2]) + 2  # published points up to our last epoch
+    # Published points only where we have a run to compare them with: none past our last epoch.
+    horizon = max([max(t) for t in nnstd_means.values() if t] + list(accuracy) + [0])
 
     def pub(table):  # published epoch E -> its E + 2 training epochs, within our horizon
         es = [e for e in sorted(table) if published.trained_epochs(e) <= horizon]
@@ -151,4 +153,5 @@ def write_fidelity_figure(path: Path, nnstd_means, stats, accuracy: Mapping[int,
     if stats["correlation"].get(0):
         panels.append(("weight correlation on shared connections, layer 0", "correlation",
                        {"ours": mine(stats["correlation"][0]), "published": pub(published.WEIGHT_CORRELATION[0])}))
-    return comparison_panels(panels, path, xlabel="epochs of training", suptitle=title)
+    comparison_panels(panels, path, xlabel="epochs of training", suptitle=title)
+    return path

@@ -151,8 +151,10 @@ def _figure(cfg: SparseVsDenseConfig, table: list[dict], out: Path) -> Path:
         sel = [r for r in table if r["method"] == method]
         if sel:
             points[method] = ([r["density"] for r in sel], [r["test_acc_mean"] for r in sel])
-    return scatter_plot(points, out / "figures" / "accuracy_vs_density.png", xlabel="density (log scale)",
-                        ylabel="test accuracy", title="Sparse vs dense", logx=True, connect=True)
+    path = out / "figures" / "accuracy_vs_density.png"
+    scatter_plot(points, path, xlabel="density (log scale)", ylabel="test accuracy", title="Sparse vs dense",
+                 logx=True, connect=True)
+    return path
 
 
 def _findings(cfg: SparseVsDenseConfig, table: list[dict], unlearned: list[str]) -> list[str]:
@@ -165,7 +167,7 @@ def _findings(cfg: SparseVsDenseConfig, table: list[dict], unlearned: list[str])
         beats = best["test_acc_mean"] > best_dense
         shown = shown and beats
         findings.append(
-            f"Best {method} network (epsilon {best['epsilon']}, density {best['density']:.3f}): "
+            f"Best {method} network (epsilon {best['epsilon']}, density {100 * best['density']:.3g} %): "
             f"{best['test_acc_mean']:.4f} ± {best['test_acc_std']:.4f} vs best dense {best_dense:.4f} "
             f"(dense {dense_acc.get('dense', float('nan')):.4f}, "
             f"wide {dense_acc.get('dense-wide', float('nan')):.4f}): "

@@ -215,12 +215,12 @@ def _tables(r: _Results, out: Path) -> dict[str, str]:
 
 def _figures(r: _Results, out: Path) -> dict[str, str]:
     k = r.sparse_k
-    p = heatmap_grid([r.d_final[:, :, j] for j in k] + [r.d_final[:, :, k].mean(axis=2)],
-                     [f"layer {j}" for j in k] + ["mean of these layers"], r.names,
-                     out / "figures" / "nnstd_finals.png", suptitle="NNSTD among final subnetworks")
+    heatmap_grid([r.d_final[:, :, j] for j in k] + [r.d_final[:, :, k].mean(axis=2)],
+                 [f"layer {j}" for j in k] + ["mean of these layers"], r.names,
+                 p := out / "figures" / "nnstd_finals.png", suptitle="NNSTD among final subnetworks")
     figs = {"NNSTD among the final subnetworks and the shared initial topology": rel(p, out)}
-    p = scatter_plot(r.mds_points, out / "figures" / "mds_trajectories.png", xlabel="MDS 1", ylabel="MDS 2",
-                     title="Topology trajectories (classical MDS of NNSTD)", connect=True, annotate_first=True)
+    scatter_plot(r.mds_points, p := out / "figures" / "mds_trajectories.png", xlabel="MDS 1", ylabel="MDS 2",
+                 title="Topology trajectories (classical MDS of NNSTD)", connect=True, annotate_first=True)
     figs["2-D embedding of all snapshots (squares: first snapshot)"] = rel(p, out)
     return figs
 

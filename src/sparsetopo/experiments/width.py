@@ -238,13 +238,12 @@ def _figures(cfg: WidthConfig, table: list[dict], out: Path) -> dict[str, Path]:
                 groups[method] = ([r[x] for r in sel], [r["test_acc_mean"] for r in sel])
         return groups
 
-    by_width = scatter_plot(points("width"), out / "figures" / "accuracy_vs_width.png",
-                            xlabel="hidden width (log scale)", ylabel="test accuracy",
-                            title=f"Width (epsilon {cfg.epsilon:g})", logx=True, connect=True)
-    by_cost = scatter_panels([("vs parameters", "parameters (log scale)", points("parameters")),
-                              ("vs training FLOPs", "training FLOPs (log scale)", points("train_flops")),
-                              ("vs time", "seconds (log scale)", points("seconds"))],
-                             out / "figures" / "accuracy_vs_cost.png", ylabel="test accuracy")
+    by_width, by_cost = out / "figures" / "accuracy_vs_width.png", out / "figures" / "accuracy_vs_cost.png"
+    scatter_plot(points("width"), by_width, xlabel="hidden width (log scale)", ylabel="test accuracy",
+                 title=f"Width (epsilon {cfg.epsilon:g})", logx=True, connect=True)
+    scatter_panels([("vs parameters", "parameters (log scale)", points("parameters")),
+                    ("vs training FLOPs", "training FLOPs (log scale)", points("train_flops")),
+                    ("vs time", "seconds (log scale)", points("seconds"))], by_cost, ylabel="test accuracy")
     return {"Accuracy vs width": by_width, "Accuracy vs parameters, training FLOPs and time": by_cost}
 
 
@@ -282,7 +281,8 @@ def _findings(cfg: WidthConfig, table: list[dict], wide: dict, unlearned: list[s
         shown = shown or beats
         findings.append(
             f"Best {method} network: width {best['width']} ({best['parameters']} parameters, density "
-            f"{best['density']:.4f}), {best['test_acc_mean']:.4f} ± {best['test_acc_std']:.4f} vs best dense (width "
+            f"{100 * best['density']:.3g} %), {best['test_acc_mean']:.4f} ± {best['test_acc_std']:.4f} vs best "
+            "dense (width "
             f"{best_dense['width']}, {best_dense['parameters']} parameters) {best_dense['test_acc_mean']:.4f}: "
             + ("it beats every dense network, as the paper claims." if beats
                else "it does NOT beat the best dense network in this run."))
