@@ -60,7 +60,8 @@ from .solvers import DEFAULT_MAX_DENSE_BYTES, SOLVERS, Solver, layer_cost_matrix
 from .table import PairwiseNNSTD
 
 # The package's modules: core (NNSTDResult, nnstd, match_layer), solvers (costs, the solvers, SOLVERS),
-# pairwise (pairwise_nnstd, nnstd_many), table (PairwiseNNSTD: the labelled matrix, to pandas), cache (the pair cache), matrix (files), embedding (classical_mds);
+# pairwise (pairwise_nnstd, nnstd_many), table (PairwiseNNSTD: the labelled matrix, to pandas),
+# cache (the pair cache), matrix (files), embedding (classical_mds);
 # the compiled kernel is sparsetopo._lap (its numba cache lives next to it).
 
 __all__ = [

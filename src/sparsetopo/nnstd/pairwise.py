@@ -12,8 +12,8 @@ from ..errors import SparsetopoError
 from ..topology import Topology
 from .cache import PairCache, cache_tag
 from .core import nnstd, sparse_layers
-from .table import PairwiseNNSTD
 from .solvers import DEFAULT_MAX_DENSE_BYTES, Solver, reference_solver
+from .table import PairwiseNNSTD
 
 __all__ = ["nnstd_many", "pairwise_nnstd"]
 
