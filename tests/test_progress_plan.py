@@ -2,6 +2,8 @@
 
 import time
 
+import pytest
+
 from sparsetopo.experiments import runner
 from sparsetopo.experiments.runner import _EpochProgress, plan_line, run_trainings
 from sparsetopo.nnstd import pairwise_nnstd
@@ -48,12 +50,18 @@ def test_run_trainings_logs_the_plan_first(tmp_path, monkeypatch):
                      "nothing to train"]
 
 
-def test_estimate_rule():
-    tracker = _EpochProgress([], "runs", enabled=False, workers=2)
-    # 2 epochs done after 30 s (one round of two workers); 98 left = 49 rounds of 30 s
-    assert tracker.estimate(30.0, 2, 98) == ("estimate: ~24 min for the 98 epochs left (the first took 30 s with "
-                                             "start-up, 2 at a time)")
-    assert tracker.estimate(10.0, 1, 3).startswith("estimate: ~20 s for the 3 epochs left")
+def test_estimate_rule(tmp_path):
+    dirs = [tmp_path / "a", tmp_path / "b"]
+    for d, seconds in zip(dirs, ("2.5", "3.5")):
+        d.mkdir()
+        (d / "metrics.csv").write_text(f"epoch,seconds\n1,{seconds}\n")
+    tracker = _EpochProgress([(c, d) for c, d in zip(_configs(2), dirs)], "runs", enabled=False, workers=2)
+    assert tracker.epoch_seconds() == pytest.approx(3.0)  # measured by the runs: start-up excluded
+    # 18 epochs left, 2 at a time: 9 rounds of 3 s
+    assert tracker.estimate(3.0, 18) == ("estimate: ~27 s of training left (18 epochs, 2 at a time, 3.0 s each as "
+                                         "measured so far)")
+    assert tracker.estimate(60.0, 5).startswith("estimate: ~3 min of training left")
+    assert _EpochProgress([(_configs(1)[0], tmp_path / "none")], "runs", enabled=False).epoch_seconds() is None
 
 
 def _wait_for(predicate, timeout=10.0):
@@ -64,7 +72,7 @@ def _wait_for(predicate, timeout=10.0):
 
 
 def _first_epoch(tracker, run_dir):
-    (run_dir / "metrics.csv").write_text("epoch,loss\n1,0.5\n")
+    (run_dir / "metrics.csv").write_text("epoch,loss,seconds\n1,0.5,2.0\n")
 
 
 def test_first_epoch_brings_one_estimate_line(tmp_path):
@@ -74,9 +82,9 @@ def test_first_epoch_brings_one_estimate_line(tmp_path):
     with _EpochProgress([(_configs(1, 4)[0], run_dir)], "runs", enabled=False, every=0.02, log=lines.append):
         _first_epoch(None, run_dir)
         _wait_for(lambda: lines)
-        (run_dir / "metrics.csv").write_text("epoch,loss\n1,0.5\n2,0.4\n")
+        (run_dir / "metrics.csv").write_text("epoch,loss,seconds\n1,0.5,2.0\n2,0.4,2.0\n")
         time.sleep(0.1)  # later epochs bring no more lines
-    assert len(lines) == 1 and lines[0].startswith("estimate: ~") and "for the 3 epochs left" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("estimate: ~") and "(3 epochs, 1 at a time, 2.0 s each" in lines[0]
 
 
 def test_bar_says_starting_until_the_first_epoch_then_writes_the_estimate(tmp_path, capsys):

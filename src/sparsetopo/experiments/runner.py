@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import os
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -115,14 +115,25 @@ class _EpochProgress:
                 pass
         return n
 
-    def estimate(self, seconds: float, first_done: int, remaining: int) -> str:
-        """The time left by a simple rule: the ``first_done`` epochs that ended after ``seconds`` (start-up
-        included, so this errs long) took one round of the workers; the ``remaining`` epochs need
-        ``ceil(remaining / workers)`` more such rounds."""
-        rounds = math.ceil(remaining / self.workers) if remaining else 0
-        left = seconds * rounds / max(math.ceil(first_done / self.workers), 1)
-        return (f"estimate: ~{_duration(left)} for the {remaining} epochs left (the first took {_duration(seconds)} "
-                f"with start-up, {self.workers} at a time)")
+    def epoch_seconds(self) -> float | None:
+        """The mean duration of the epochs done so far, as the runs measured them (metrics.csv's
+        ``seconds``: training, update and evaluation, start-up excluded); ``None`` before any."""
+        times = []
+        for p in self.paths:
+            try:
+                with open(p, newline="") as f:
+                    times += [float(r["seconds"]) for r in csv.DictReader(f) if r.get("seconds")]
+            except (OSError, ValueError, KeyError):
+                pass
+        return sum(times) / len(times) if times else None
+
+    def estimate(self, epoch_seconds: float, remaining: int) -> str:
+        """The time left by a simple rule: every remaining epoch takes as long as the epochs measured so
+        far, and the workers train ``workers`` of them at a time (``ceil(remaining / workers)`` rounds).
+        Start-up is not counted (it is behind us) nor is the NNSTD that follows."""
+        left = epoch_seconds * math.ceil(remaining / self.workers)
+        return (f"estimate: ~{_duration(left)} of training left ({remaining} epochs, {self.workers} at a time, "
+                f"{epoch_seconds:.1f} s each as measured so far)")
 
     def _say(self, message: str) -> None:
         if self.bar is not None:
@@ -130,7 +141,7 @@ class _EpochProgress:
         elif self.log is not None:
             self.log(message)
 
-    def _poll(self, start: float, initial: int) -> None:
+    def _poll(self, initial: int) -> None:
         estimated = False
         while not self._stop.wait(self.every):
             n = self.done()
@@ -139,10 +150,10 @@ class _EpochProgress:
                 if n > initial and self.bar.postfix:
                     self.bar.set_postfix_str("", refresh=False)
                 self.bar.refresh()
-            if n > initial and not estimated:
+            if n > initial and not estimated and (seconds := self.epoch_seconds()) is not None:
                 estimated = True
                 if self.log is not None:
-                    self._say(self.estimate(time.monotonic() - start, n - initial, self.total - n))
+                    self._say(self.estimate(seconds, self.total - n))
 
     def __enter__(self):
         if self.enabled:
@@ -151,8 +162,8 @@ class _EpochProgress:
             self.bar = tqdm(total=self.total, initial=self.done(), desc=f"{self.desc} (epochs)", unit="epoch",
                             dynamic_ncols=True, leave=False, postfix=self.STARTING)
         if self.enabled or self.log is not None:
-            # The start and the epochs already done are taken now, not when the thread first runs.
-            self.thread = threading.Thread(target=self._poll, args=(time.monotonic(), self.done()), daemon=True)
+            # The epochs already done are counted now, not when the thread first runs.
+            self.thread = threading.Thread(target=self._poll, args=(self.done(),), daemon=True)
             self.thread.start()
         return self
 
