@@ -59,7 +59,7 @@ def test_estimate_rule(tmp_path):
     assert tracker.epoch_seconds() == pytest.approx(3.0)  # measured by the runs: start-up excluded
     # 18 epochs left, 2 at a time: 9 rounds of 3 s
     assert tracker.estimate(3.0, 18) == ("estimate: ~27 s of training left (18 epochs, 2 at a time, 3.0 s each as "
-                                         "measured so far)")
+                                         "measured so far; each run's start-up comes on top)")
     assert tracker.estimate(60.0, 5).startswith("estimate: ~3 min of training left")
     assert _EpochProgress([(_configs(1)[0], tmp_path / "none")], "runs", enabled=False).epoch_seconds() is None
 

@@ -133,7 +133,7 @@ class _EpochProgress:
         Start-up is not counted (it is behind us) nor is the NNSTD that follows."""
         left = epoch_seconds * math.ceil(remaining / self.workers)
         return (f"estimate: ~{_duration(left)} of training left ({remaining} epochs, {self.workers} at a time, "
-                f"{epoch_seconds:.1f} s each as measured so far)")
+                f"{epoch_seconds:.1f} s each as measured so far; each run's start-up comes on top)")
 
     def _say(self, message: str) -> None:
         if self.bar is not None:
