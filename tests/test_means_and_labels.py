@@ -241,3 +241,20 @@ def test_another_missing_module_stays_unexpected(tmp_path, monkeypatch):
     monkeypatch.setattr("sparsetopo.report.write_report", broken)
     res = runner.invoke(app, ["report", str(tmp_path)])
     assert res.exit_code == 1 and "unexpected ModuleNotFoundError" in res.output
+
+
+def test_saved_matrix_mean_is_over_sparse_layers(matrix3, tmp_path):
+    from sparsetopo.nnstd import save_matrix
+
+    save_matrix(matrix3, matrix3.names, npz=str(tmp_path / "d.npz"), csv=str(tmp_path / "d.csv"))
+    z = np.load(tmp_path / "d.npz")
+    np.testing.assert_allclose(z["mean"], matrix3.value)
+    np.testing.assert_allclose(z["mean_all"], matrix3.mean_all)
+    assert z["sparse_layers"].tolist() == [0, 1, 2]
+    assert load_matrix(str(tmp_path / "d.npz"))[1] == ["a", "b", "c"]
+    rows = [r.split(",") for r in (tmp_path / "d.csv").read_text().splitlines()[1:]]
+    assert [r[2] for r in rows[:6]] == ["0", "1", "2", "3", "mean", "mean_all"]
+    plain = np.asarray(matrix3)  # a plain array: every layer counts, as before
+    save_matrix(plain, matrix3.names, npz=str(tmp_path / "p.npz"))
+    np.testing.assert_allclose(np.load(tmp_path / "p.npz")["mean"], plain.mean(axis=2))
+    assert "sparse_layers" not in np.load(tmp_path / "p.npz")
