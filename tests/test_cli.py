@@ -25,7 +25,7 @@ def saved(tmp_path):
 def test_help_lists_commands():
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0
-    for cmd in ("distance", "matrix", "demo"):
+    for cmd in ("distance", "matrix", "chain"):
         assert cmd in res.output
 
 
@@ -64,8 +64,8 @@ def test_matrix_writes_npz_csv_plot(saved, tmp_path):
 @pytest.mark.parametrize("args,msg", [
     (["distance", "nope.npz", "nope2.npz"], "nope.npz: no such file (a sparsetopo topology expected)"),
     (["matrix", "x.npz", "--out", "o.npz"], "at least two topologies"),
-    (["demo", "--networks", "1"], "--networks must be >= 2, got 1"),
-    (["demo", "--fraction", "2"], r"--fraction must be in (0, 1], got 2.0"),
+    (["chain", "--networks", "1"], "--networks must be >= 2, got 1"),
+    (["chain", "--fraction", "2"], r"--fraction must be in (0, 1], got 2.0"),
 ])
 def test_bad_input_is_one_clear_line(args, msg, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -83,8 +83,8 @@ def test_bad_solver_and_mismatched_shapes(saved, tmp_path):
     assert res.exit_code == 2 and "different shapes" in res.output
 
 
-def test_demo_chain(tmp_path):
-    res = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "-q", "--networks", "4", "-j", "1"])
+def test_chain(tmp_path):
+    res = runner.invoke(app, ["chain", "--out", str(tmp_path / "demo"), "-q", "--networks", "4", "-j", "1"])
     assert res.exit_code == 0, res.output
     d, names = load_matrix(str(tmp_path / "demo" / "nnstd.npz"))
     assert names == ["net0", "net1", "net2", "net3"]

@@ -69,7 +69,7 @@ def test_unexpected_error_while_reading_names_the_file(nets, tmp_path, monkeypat
     ("distance", "sparsetopo.nnstd.nnstd", lambda n, t: [str(n[0]), str(n[1])], lambda n, t: f"{n[0]}, {n[1]}"),
     ("matrix", "sparsetopo.nnstd.pairwise_nnstd", lambda n, t: [*map(str, n), "--csv", str(t / "D.csv")],
      lambda n, t: f"{n[0]}, {n[1]}"),
-    ("demo", "sparsetopo.topology.erdos_renyi", lambda n, t: ["--out", str(t / "demo"), "-q"],
+    ("chain", "sparsetopo.topology.erdos_renyi", lambda n, t: ["--out", str(t / "demo"), "-q"],
      lambda n, t: str(t / "demo")),
     ("experiment", "sparsetopo.experiments.run_experiment",
      lambda n, t: ["evolution", "--preset", "smoke", "--out", str(t / "exp"), "-q"], lambda n, t: str(t / "exp")),
@@ -194,7 +194,7 @@ def test_train_threads_must_be_positive(tmp_path, threads, no_work):
 def test_jobs_must_be_minus_one_or_positive(nets, tmp_path, jobs, no_work):
     msg = f"--jobs must be -1 (all cores) or a positive integer; got {jobs}"
     for args in (["matrix", *map(str, nets), "--out", str(tmp_path / "D.npz")],
-                 ["demo", "--out", str(tmp_path / "demo")],
+                 ["chain", "--out", str(tmp_path / "demo")],
                  ["experiment", "evolution", "--preset", "smoke", "--out", str(tmp_path / "exp")]):
         one_line_error(runner.invoke(app, [*args, "-j", jobs, "-q"]), msg)
     assert not {"D.npz", "demo", "exp"} & set(os.listdir(tmp_path))
@@ -205,7 +205,7 @@ def test_empty_output_paths_are_refused(nets, tmp_path, monkeypatch, no_work):
     before = sorted(os.listdir(tmp_path))
     for args, opt in [(["train", "--epochs", "1"], "--out"),
                       (["experiment", "evolution", "--preset", "smoke", "-q"], "--out"),
-                      (["demo", "-q", "--networks", "2"], "--out"),
+                      (["chain", "-q", "--networks", "2"], "--out"),
                       (["matrix", *map(str, nets)], "--out"),
                       (["matrix", *map(str, nets), "--out", "D.npz"], "--csv"),
                       (["matrix", *map(str, nets), "--out", "D.npz"], "--plot")]:

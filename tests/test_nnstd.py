@@ -187,7 +187,11 @@ def test_pairwise_matrix_properties_and_parallel_equality(tmp_path):
     assert back_names == names
     lines = (tmp_path / "d.csv").read_text().splitlines()
     assert lines[0] == "a,b,layer,nnstd"
-    assert len(lines) == 1 + 5 * 5 * 4
+    assert len(lines) == 1 + 5 * 5 * 5  # 3 layers, "mean" (over the sparse layers) and "mean_all" (issue 19)
+    rows = [line.split(",") for line in lines[1:]]
+    mean_01 = next(float(r[3]) for r in rows if r[:3] == ["n0", "n1", "mean"])
+    all_01 = next(float(r[3]) for r in rows if r[:3] == ["n0", "n1", "mean_all"])
+    assert mean_01 == pytest.approx(d1.value[0, 1]) and all_01 == pytest.approx(d1.mean_all[0, 1])
     with pytest.raises(ValueError, match="same layer shapes"):
         pairwise_nnstd([base, erdos_renyi([100, 81, 60, 5], epsilon=4, seed=0)])
 

@@ -176,6 +176,21 @@ def _unexpected_message(ctx: click.Context | None, exc: BaseException) -> str:
     return message + "; run again with --debug to see the traceback"
 
 
+#: How to install PyTorch, named when a command that needs it finds it missing.
+TORCH_INSTALL = ("pip install torch (CPU only: pip install torch --index-url https://download.pytorch.org/whl/cpu; "
+                 "or pip install 'sparsetopo[torch]')")
+
+
+def _missing_package(exc: ModuleNotFoundError) -> str | None:
+    """The top-level package an import failed to find (``torch`` for ``torch.nn``)."""
+    return exc.name.split(".")[0] if exc.name else None
+
+
+def _needs_torch_message(ctx: click.Context | None) -> str:
+    command = f"sparsetopo {ctx.info_name}" if ctx is not None and ctx.info_name else "this command"
+    return f"{command} needs PyTorch, which is not installed; install it with {TORCH_INSTALL}"
+
+
 def _refuse_empty_options(ctx: click.Context | None) -> None:
     empty = ctx.meta.get(_EMPTY_KEY, []) if ctx is not None else []
     if empty:
@@ -185,8 +200,8 @@ def _refuse_empty_options(ctx: click.Context | None) -> None:
 def friendly(fn):
     """The error boundary of every command.
 
-    Bad input (SparsetopoError, any ValueError) and OS errors become one red
-    line and exit status 2; any other exception one red line naming the
+    Bad input (SparsetopoError, any ValueError), OS errors and a missing PyTorch
+    become one red line and exit status 2; any other exception one red line naming the
     command and the input being processed, exit status 1 (``--debug``
     re-raises it); Ctrl-C the line "interrupted", exit status 130.
     """
@@ -218,6 +233,13 @@ def friendly(fn):
                 raise
             click.secho("interrupted", err=True, fg="red")
             raise SystemExit(130) from None
+        except ModuleNotFoundError as exc:  # an optional dependency: PyTorch is the one commands need
+            if _debug_enabled(ctx):
+                raise
+            if _missing_package(exc) == "torch":
+                message = _needs_torch_message(ctx)
+            else:
+                message, status = _unexpected_message(ctx, exc), 1
         except Exception as exc:  # the last resort: anything no check turned into a message
             if _debug_enabled(ctx):
                 raise
@@ -273,15 +295,34 @@ def check_distinct_paths(outputs: dict[str, Path | None], inputs: Iterable[tuple
 
 
 def _labels(paths: list[Path]) -> list[str]:
-    """Short unique labels for networks: the file or folder name, more of the path on clashes."""
-    for depth in range(1, 6):
-        labels = []
-        for p in paths:
-            parts = p.with_suffix("").parts if p.suffix == ".npz" else p.parts
-            labels.append("/".join(parts[-depth:]))
-        if len(set(labels)) == len(labels):
-            return labels
+    """Short unique labels for networks: the path components that tell them apart.
+
+    ``runs/net0/topology/epoch_010.npz`` and ``runs/net1/topology/epoch_010.npz`` are ``net0`` and
+    ``net1``; paths that differ in several components keep all of those (``net0/epoch_010``).
+    Components shared by every path (at the same place) are dropped; paths of different depths lose
+    their common leading and trailing components. Clashes fall back to the full paths.
+    """
+    parts = [p.with_suffix("").parts if p.suffix == ".npz" else p.parts for p in paths]
+    if len({len(q) for q in parts}) == 1:
+        differ = [k for k in range(len(parts[0])) if len({q[k] for q in parts}) > 1]
+        labels = ["/".join(q[k] for k in differ) for q in parts]
+    else:
+        labels = ["/".join(q) for q in _strip_common(parts)]
+    if all(labels) and len(set(labels)) == len(labels):
+        return labels
     return [str(p) for p in paths]
+
+
+def _strip_common(parts: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+    """``parts`` without their common leading and trailing components (at least one kept each)."""
+    shortest = min(len(q) for q in parts)
+    lead = 0
+    while lead < shortest - 1 and len({q[lead] for q in parts}) == 1:
+        lead += 1
+    trail = 0
+    while trail < shortest - lead - 1 and len({q[-1 - trail] for q in parts}) == 1:
+        trail += 1
+    return [q[lead:len(q) - trail] for q in parts]
 
 
 class _OutPath(click.Path):
@@ -307,10 +348,13 @@ _OUT = _OutPath(path_type=Path)
 @click.option("--identity-outputs", is_flag=True, help="Compare output neurons by identity (labelled classes).")
 @friendly
 def distance(a: Path, b: Path, json_out: bool, solver: str, reference: bool, identity_outputs: bool) -> None:
-    """Print the per-layer and mean NNSTD between topologies A and B.
+    """Print the per-layer NNSTD between topologies A and B, the mean over the sparse layers (the
+    network distance, as the report computes it) and the mean over all layers.
 
     A and B are saved topologies (.npz) or directories of weight_l<k>.npz files
     in the layout of the paper's published code; their layer shapes must match.
+    A layer fully connected in both (a dense output layer) has NNSTD 0 by
+    construction and is left out of the first mean.
     """
     from .nnstd import nnstd
 
@@ -321,23 +365,45 @@ def distance(a: Path, b: Path, json_out: bool, solver: str, reference: bool, ide
         click.echo(json.dumps({
             "a": str(a), "b": str(b),
             "per_layer": [float(x) for x in res.per_layer],
+            "sparse_layers": list(res.sparse_layers),
             "nnstd": res.value,
+            "mean_sparse_layers": res.value,
+            "mean_all_layers": res.mean_all,
             "solvers": list(res.solvers),
             "reference": reference,
         }, indent=2))
         return
-    click.echo(f"NNSTD {a} vs {b}" + (" (reference mode: dense, A -> B)" if reference else ""))
-    click.echo(f"{'layer':>6}  {'shape':>14}  {'solver':>8}  {'nnstd':>8}")
-    for k, (v, shape, s) in enumerate(zip(res.per_layer, ta.shapes, res.solvers)):
-        click.echo(f"{k:>6}  {str(shape):>14}  {s:>8}  {v:8.4f}")
-    click.echo(f"{'mean':>6}  {'':>14}  {'':>8}  {res.value:8.4f}")
+    for line in _distance_table(a, b, ta.shapes, res, reference):
+        click.echo(line)
+
+
+def _layer_list(layers) -> str:
+    return ", ".join(map(str, layers)) if layers else "none"
+
+
+def _distance_table(a: Path, b: Path, shapes, res, reference: bool) -> list[str]:
+    """The ``distance`` command's table: a row per layer (dense ones marked), then the two labelled means."""
+    lines = [f"NNSTD {a} vs {b}" + (" (reference mode: dense, A -> B)" if reference else ""),
+             f"{'layer':>6}  {'shape':>14}  {'solver':>8}  {'nnstd':>8}"]
+    for k, (v, shape, s) in enumerate(zip(res.per_layer, shapes, res.solvers)):
+        note = "" if k in res.sparse_layers else "  dense in both: 0 by construction, not in the first mean"
+        lines.append(f"{k:>6}  {str(shape):>14}  {s:>8}  {v:8.4f}{note}")
+    sparse = f"mean over the sparse layers ({_layer_list(res.sparse_layers)}; the network distance, as in the report)"
+    every = f"mean over all {len(res.per_layer)} layers"
+    width = max(len(sparse), len(every)) + 1
+    lines.append(f"{sparse + ':':<{width}} {res.value:.4f}")
+    lines.append(f"{every + ':':<{width}} {res.mean_all:.4f}")
+    return lines
 
 
 @app.command()
 @click.argument("paths", nargs=-1, type=_PATH)
 @click.option("--out", type=_OUT, help="Write the (N, N, layers) matrix to this .npz file.")
 @click.option("--csv", type=_OUT, help="Write a long-format CSV (a, b, layer, nnstd).")
-@click.option("--plot", type=_OUT, help="Write a heatmap per layer and of the mean (PNG/PDF).")
+@click.option("--plot", type=_OUT, help="Write a heatmap per sparse layer and of their mean (PNG/PDF).")
+@click.option("--include-dense", is_flag=True,
+              help="--plot: draw the layers dense in every network too (NNSTD 0 by construction) and average "
+                   "them into the mean panel.")
 @click.option("--jobs", "-j", default=-1, show_default=True, help="Parallel workers (-1: all cores).")
 @click.option("--solver", type=_LazyChoice(registry("nnstd", "SOLVERS")), default="auto", show_default=True,
               help=_SOLVER_HELP)
@@ -345,41 +411,62 @@ def distance(a: Path, b: Path, json_out: bool, solver: str, reference: bool, ide
 @click.option("--identity-outputs", is_flag=True, help="Compare output neurons by identity.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @friendly
-def matrix(paths, out, csv, plot, jobs, solver, reference, identity_outputs, quiet) -> None:
-    """Compute the pairwise NNSTD matrix of PATHS (saved topologies or official-layout directories)."""
-    paths = list(paths)
-    import numpy as np
+def matrix(paths, out, csv, plot, include_dense, jobs, solver, reference, identity_outputs, quiet) -> None:
+    """Compute the pairwise NNSTD matrix of PATHS (saved topologies or official-layout directories).
 
+    Networks are labelled by the shortest part of their paths that tells them apart
+    (runs/net0/topology/epoch_010.npz and runs/net1/topology/epoch_010.npz: net0, net1).
+    """
+    paths = list(paths)
     from .nnstd import pairwise_nnstd, save_matrix
-    from .plots import heatmap_grid
 
     if len(paths) < 2:
         raise SparsetopoError(f"matrix needs at least two topologies, got {len(paths)}")
     if out is None and csv is None and plot is None:
         raise SparsetopoError("give at least one of --out, --csv and --plot")
+    if include_dense and plot is None:
+        raise SparsetopoError("--include-dense changes the --plot figure; give --plot too")
     _check_jobs(jobs)
     solver = _solver_for(reference, solver)
     check_distinct_paths({"--out": out, "--csv": csv, "--plot": plot}, [("PATHS", p) for p in paths])
     tops = [_read_topology(p) for p in paths]
-    names = _labels(paths)
     d = pairwise_nnstd(tops, n_jobs=jobs, solver=solver, match_outputs=not identity_outputs,
-                       progress=not quiet, reference=reference)
-    save_matrix(d, names, npz=str(out) if out else None, csv=str(csv) if csv else None)
+                       progress=not quiet, reference=reference, names=_labels(paths),
+                       desc=f"NNSTD of {len(tops)} networks")
+    save_matrix(d, d.names, npz=str(out) if out else None, csv=str(csv) if csv else None)
     if plot:
-        mats = [d[:, :, k] for k in range(d.shape[2])] + [d.mean(axis=2)]
-        titles = [f"layer {k}" for k in range(d.shape[2])] + ["mean"]
-        heatmap_grid(mats, titles, names, plot, suptitle="NNSTD")
-    mean = d.mean(axis=2)
-    off = mean[~np.eye(len(tops), dtype=bool)]
-    click.echo(f"{len(tops)} networks, {len(tops) * (len(tops) - 1) // 2} pairs; "
-               f"mean off-diagonal NNSTD {off.mean():.4f} (min {off.min():.4f}, max {off.max():.4f})")
+        _plot_matrix(d, plot, include_dense)
+    for line in _matrix_summary(d):
+        click.echo(line)
     for label, p in (("matrix", out), ("csv", csv), ("heatmap", plot)):
         if p:
             click.echo(f"  {label}: {p}")
 
 
+def _plot_matrix(d, path: Path, include_dense: bool, suptitle: str = "NNSTD") -> None:
+    """Heatmaps of the sparse layers (every layer with ``include_dense``) and of their mean, in a grid."""
+    from .plots import layer_matrix_grid
+
+    n_layers = d.shape[2]
+    layers = list(range(n_layers)) if include_dense or not d.sparse_layers else d.sparse_layers
+    if not include_dense and not d.sparse_layers:
+        click.echo("every layer is dense in every network (NNSTD 0 by construction): drawing them all", err=True)
+    layer_matrix_grid(d, d.names, layers, path=path, suptitle=suptitle)
+
+
+def _matrix_summary(d) -> list[str]:
+    import numpy as np
+
+    n = d.shape[0]
+    off = ~np.eye(n, dtype=bool)
+    sparse, every = d.value[off], d.mean_all[off]
+    return [f"{n} networks, {n * (n - 1) // 2} pairs; mean off-diagonal NNSTD over the sparse layers "
+            f"({_layer_list(d.sparse_layers)}): {sparse.mean():.4f} (min {sparse.min():.4f}, max {sparse.max():.4f}); "
+            f"over all {d.shape[2]} layers: {every.mean():.4f}"]
+
+
 @app.command()
-@click.option("--out", type=_OUT, default=Path("demo_out"), show_default=True, help="Output directory.")
+@click.option("--out", type=_OUT, default=Path("chain_out"), show_default=True, help="Output directory.")
 @click.option("--networks", default=10, show_default=True, help="Networks in the chain.")
 @click.option("--fraction", default=0.01, show_default=True, help="Fraction of connections moved per step.")
 @click.option("--density", default=0.006, show_default=True, help="Density of the sparse layers.")
@@ -387,17 +474,16 @@ def matrix(paths, out, csv, plot, jobs, solver, reference, identity_outputs, qui
 @click.option("--jobs", "-j", default=-1, show_default=True, help="Parallel workers.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @friendly
-def demo(out, networks, fraction, density, seed, jobs, quiet) -> None:
+def chain(out, networks, fraction, density, seed, jobs, quiet) -> None:
     """A chain of perturbed Erdős–Rényi topologies (784-784-784-784-10) and its NNSTD matrix.
 
     The starting point of the paper's Figure 4: each network differs from the
     previous one by FRACTION of its connections; the heatmap shows NNSTD
-    growing with the distance in the chain.
+    growing with the distance in the chain. No training, no PyTorch.
     """
     import numpy as np
 
     from .nnstd import pairwise_nnstd, save_matrix
-    from .plots import heatmap_grid
     from .topology import check_density, erdos_renyi, perturbation_chain
 
     if networks < 2:
@@ -407,22 +493,30 @@ def demo(out, networks, fraction, density, seed, jobs, quiet) -> None:
     check_density(density, "--density")
     _check_jobs(jobs)
     base = erdos_renyi([784, 784, 784, 784, 10], density=density, seed=seed)
-    chain = perturbation_chain(base, networks, fraction, seed=seed + 1)
+    topologies = perturbation_chain(base, networks, fraction, seed=seed + 1)
     topo_dir = out / "topologies"
-    for t in chain:
+    for t in topologies:
         t.save(topo_dir / f"{t.name}.npz")
-    d = pairwise_nnstd(chain, n_jobs=jobs, progress=not quiet)
-    names = [t.name for t in chain]
-    save_matrix(d, names, npz=str(out / "nnstd.npz"), csv=str(out / "nnstd.csv"))
-    mats = [d[:, :, k] for k in range(d.shape[2])] + [d.mean(axis=2)]
-    titles = [f"layer {k}" for k in range(d.shape[2])] + ["mean"]
-    heatmap_grid(mats, titles, names, out / "heatmap.png",
+    d = pairwise_nnstd(topologies, n_jobs=jobs, progress=not quiet, desc=f"NNSTD of a {networks}-network chain")
+    save_matrix(d, d.names, npz=str(out / "nnstd.npz"), csv=str(out / "nnstd.csv"))
+    _plot_matrix(d, out / "heatmap.png", include_dense=False,
                  suptitle=f"NNSTD of a {fraction:.0%}-perturbation chain (before training)")
     neighbours = np.array([d[i, i + 1, 0] for i in range(networks - 1)])
     click.echo(f"{networks} topologies in {topo_dir}")
     click.echo(f"layer-0 NNSTD between neighbours: mean {neighbours.mean():.4f}; "
                f"first to last: {d[0, -1, 0]:.4f}")
     click.echo(f"matrix: {out / 'nnstd.npz'}, csv: {out / 'nnstd.csv'}, heatmap: {out / 'heatmap.png'}")
+
+
+def _demo(**options) -> None:
+    click.echo("warning: 'sparsetopo demo' is deprecated and will be removed in the next release; "
+               "use 'sparsetopo chain' (default output chain_out)", err=True)
+    return chain.callback(**options)
+
+
+#: The command's name until issue 19: an alias of ``chain`` with its options, kept for one release.
+app.add_command(click.Command("demo", params=chain.params, callback=_demo, hidden=True,
+                              help="Deprecated: the old name of 'chain', which it runs (with a warning)."))
 
 
 # -------------------------------------------------------------- experiments

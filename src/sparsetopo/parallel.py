@@ -25,13 +25,16 @@ R = TypeVar("R")
 Backend = Literal["threads", "processes"]
 
 
-def _progress(it, total: int, desc: str, enabled: bool):
-    return tqdm(it, total=total, desc=desc, disable=not enabled, leave=False, dynamic_ncols=True)
+def _progress(it, total: int, desc: str, enabled: bool, unit: str = "task"):
+    """A bar over ``total`` items labelled ``desc`` and ``unit``; none at all for no items (an empty
+    ``desc: 0it`` bar would say nothing)."""
+    return tqdm(it, total=total, desc=desc, unit=unit, disable=not enabled or total == 0, leave=False,
+                dynamic_ncols=True)
 
 
 def map_tasks(fn: Callable[[T], R], items: Sequence[T], *, n_jobs: int | None = 1,
               backend: Backend = "threads", cluster: str | None = None, progress: bool = False,
-              desc: str = "tasks") -> Iterator[R]:
+              desc: str = "tasks", unit: str = "task") -> Iterator[R]:
     """Apply ``fn`` to each item, yielding results in the order of ``items``.
 
     Parameters
@@ -44,13 +47,15 @@ def map_tasks(fn: Callable[[T], R], items: Sequence[T], *, n_jobs: int | None = 
     cluster : str, optional
         A Dask scheduler address (``tcp://host:8786``) or ``local:N`` for a
         local cluster of N worker processes; overrides ``n_jobs``.
+    progress, desc, unit : bool, str, str
+        Show a progress bar labelled ``desc`` counting ``unit`` (none when there is nothing to do).
     """
     items = list(items)
     if cluster is not None:
-        yield from _dask_map(fn, items, cluster, progress=progress, desc=desc)
+        yield from _dask_map(fn, items, cluster, progress=progress, desc=desc, unit=unit)
         return
     if n_jobs == 1 or len(items) <= 1:
-        for item in _progress(items, len(items), desc, progress):
+        for item in _progress(items, len(items), desc, progress, unit):
             yield fn(item)
         return
     from joblib import Parallel, delayed
@@ -60,7 +65,7 @@ def map_tasks(fn: Callable[[T], R], items: Sequence[T], *, n_jobs: int | None = 
     if backend == "processes":
         fn = _OrphanGuard(fn, os.getpid())
     par = Parallel(n_jobs=n_jobs, prefer=backend, return_as="generator")
-    yield from _progress(par(delayed(fn)(item) for item in items), len(items), desc, progress)
+    yield from _progress(par(delayed(fn)(item) for item in items), len(items), desc, progress, unit)
 
 
 class _OrphanGuard:
@@ -110,7 +115,7 @@ def parse_cluster(cluster: str) -> tuple[str, int | None]:
 
 
 def _dask_map(fn: Callable[[Any], R], items: list, cluster: str, *, progress: bool,
-              desc: str) -> Iterator[R]:
+              desc: str, unit: str = "task") -> Iterator[R]:
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -134,7 +139,7 @@ def _dask_map(fn: Callable[[Any], R], items: list, cluster: str, *, progress: bo
         futures = client.map(fn, items, pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
         results: dict[int, R] = {}
-        bar = _progress(None, len(items), desc, progress)
+        bar = _progress(None, len(items), desc, progress, unit)
         for fut in as_completed(futures):
             results[index[fut.key]] = fut.result()
             bar.update(1)

@@ -301,3 +301,56 @@ def scatter_panels(panels: Sequence[tuple[str, str, Mapping[str, tuple[Sequence[
     if suptitle:
         fig.suptitle(_fit(suptitle, fig.get_figwidth(), 12))
     return _done(fig, path)
+
+
+def layer_matrix_grid(distances: np.ndarray, labels: Sequence[str], layers: Sequence[int], *,
+                      path: str | os.PathLike | None = None, suptitle: str | None = None,
+                      max_cols: int = 4) -> Figure:
+    """Heatmaps of the pairwise NNSTD of ``layers`` and of their mean, in a near-square grid.
+
+    Parameters
+    ----------
+    distances : array of shape (N, N, n_layers)
+        A pairwise NNSTD array (:func:`sparsetopo.nnstd.pairwise_nnstd`).
+    labels : sequence of str
+        The N networks' names (short ones read best: the command line strips shared path parts).
+    layers : sequence of int
+        The layers to draw; the last panel is their mean (the command line leaves dense layers out
+        of both, their NNSTD being 0 by construction).
+    path : path-like, optional
+        Where to save the figure (format from the suffix); ``None``: only return it.
+    suptitle : str, optional
+    max_cols : int
+        At most this many panels per row: many layers wrap into rows instead of one wide strip.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    d = np.asarray(distances, dtype=np.float64)
+    layers = [int(k) for k in layers]
+    if d.ndim != 3 or d.shape[0] != d.shape[1] or d.shape[0] != len(labels):
+        raise SparsetopoError(f"distances must have shape (N, N, n_layers) for {len(labels)} labels; "
+                              f"got shape {d.shape}")
+    if not layers or any(not 0 <= k < d.shape[2] for k in layers):
+        raise SparsetopoError(f"layers must be a non-empty list of indices in [0, {d.shape[2]}); got {layers}")
+    if max_cols < 1:
+        raise SparsetopoError(f"max_cols must be >= 1; got {max_cols}")
+    mats = [d[:, :, k] for k in layers] + [d[:, :, layers].mean(axis=2)]
+    which = "layer" if len(layers) == 1 else "layers"
+    titles = [f"layer {k}" for k in layers] + [f"mean of {which} {', '.join(map(str, layers))}"]
+    # Columns: close to square, never more than max_cols.
+    ncols = min(max_cols, int(np.ceil(np.sqrt(len(mats)))))
+    nrows = -(-len(mats) // ncols)
+    side = 2.4 + 0.08 * len(labels)
+    fig = _new_figure(side * ncols + 0.8, side * nrows + (0.4 if suptitle else 0))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    im = None
+    for ax, m, t in zip(axes, mats, titles):
+        im = _heatmap_panel(fig, ax, m, labels, t, 0.0, 1.0)
+    for ax in axes[len(mats):]:
+        ax.set_axis_off()
+    fig.colorbar(im, ax=axes[:len(mats)].tolist(), label="NNSTD", shrink=0.8)
+    if suptitle:
+        fig.suptitle(_fit(suptitle, fig.get_figwidth(), 12))
+    return _done(fig, path)

@@ -252,8 +252,11 @@ def budget_gap(config, paper: dict[str, Any], keys: tuple[str, ...]) -> str:
 
 def sparse_layers(topology) -> list[int]:
     """Layers that are not fully connected. A dense layer (the output layer; with ERK maybe a small
-    first convolution) has NNSTD 0 by construction, so studies leave it out of means and figures."""
-    return [k for k, dens in enumerate(topology.densities) if dens < 1.0]
+    first convolution) has NNSTD 0 by construction, so studies leave it out of means and figures.
+    The rule is :func:`sparsetopo.nnstd.sparse_layers`, shared with the command line."""
+    from ..nnstd import sparse_layers as rule
+
+    return rule(topology)
 
 
 def dense_layers_finding(n_layers: int, sparse: list[int], left_out_of: str) -> str | None:

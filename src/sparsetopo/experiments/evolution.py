@@ -268,7 +268,7 @@ def _train_networks(cfg: EvolutionConfig, out: Path, names: list[str], epochs: l
         runs.append((tc, out / "runs" / name))
     ctx.log(f"evolution: training {len(runs)} SET networks for {cfg.epochs} epochs")
     return run_trainings(runs, n_jobs=ctx.n_jobs, cluster=ctx.cluster, progress=ctx.progress, desc="SET networks",
-                         anchor=out)
+                         anchor=out, log=ctx.log, then=f"{len(epochs)} NNSTD matrices (one per snapshot epoch)")
 
 
 def _nnstd_matrices(cfg, out: Path, names, snapshots, ctx: Context) -> dict[int, np.ndarray]:
@@ -295,7 +295,7 @@ def _nnstd_matrices(cfg, out: Path, names, snapshots, ctx: Context) -> dict[int,
                            f"{', ...' if len(saved) > 4 else ''}), this study {len(names)} x {len(tops[0])}")
             ctx.log(f"evolution: recomputing {path.name} ({problem})")
         d = pairwise_nnstd(tops, n_jobs=ctx.n_jobs, progress=ctx.progress, cache_dir=out / "nnstd_cache",
-                           cluster=ctx.cluster, solver=cfg.solver)
+                           cluster=ctx.cluster, solver=cfg.solver, desc=f"NNSTD epoch {e}")
         save_matrix(d, names, npz=str(path), csv=str(path.with_suffix(".csv")))
         matrices[e] = d
     return matrices

@@ -120,7 +120,8 @@ def _compute(cfg: SparseVsDenseConfig, out: Path, ctx: Context) -> tuple[list[di
     """Train every network; returns the accuracy table's rows and the runs that unlearned."""
     runs, groups = _plan(cfg, out)
     ctx.log(f"sparse-vs-dense: {len(runs)} training runs")
-    run_trainings(runs, n_jobs=ctx.n_jobs, cluster=ctx.cluster, progress=ctx.progress, desc="runs", anchor=out)
+    run_trainings(runs, n_jobs=ctx.n_jobs, cluster=ctx.cluster, progress=ctx.progress, desc="runs", anchor=out,
+                  log=ctx.log)
     table, unlearned = [], []
     for (method, hidden, eps), dirs in groups.items():
         metrics = [read_metrics(d) for d in dirs]

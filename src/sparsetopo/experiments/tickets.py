@@ -146,7 +146,7 @@ def _compute(cfg: TicketsConfig, out: Path, ctx: Context) -> _Results:
 
     names = [t.name for t in finals]
     d_final = pairwise_nnstd(finals, n_jobs=ctx.n_jobs, cluster=ctx.cluster, cache_dir=out / "nnstd_cache",
-                             progress=ctx.progress, solver=cfg.solver)
+                             progress=ctx.progress, solver=cfg.solver, desc="NNSTD final subnetworks")
     save_matrix(d_final, names, npz=str(out / "nnstd" / "finals.npz"), csv=str(out / "nnstd" / "finals.csv"))
     sparse_k = sparse_layers(initial)  # a dense layer's 0 would only dilute means and figures
     runs = [(d, ADAPTIVE) for d in adaptive_dirs] + [(d, PRUNED) for d in pruned_dirs]
@@ -173,7 +173,8 @@ def _train(cfg: TicketsConfig, out: Path, ctx: Context, init_path: Path) -> tupl
                                       rewind_epoch=cfg.rewind_epoch, seed=cfg.seed + 100 + i,
                                       snapshot_every=cfg.round_epochs or cfg.epochs), d))
     ctx.log(f"tickets: {cfg.set_runs} SET runs from one topology, {cfg.lottery_runs} lottery ticket(s), 1 dense")
-    run_trainings(runs, n_jobs=ctx.n_jobs, cluster=ctx.cluster, progress=ctx.progress, desc="runs", anchor=out)
+    run_trainings(runs, n_jobs=ctx.n_jobs, cluster=ctx.cluster, progress=ctx.progress, desc="runs", anchor=out,
+                  log=ctx.log, then="2 NNSTD matrices (final subnetworks, every snapshot)")
     return adaptive_dirs, pruned_dirs, dense_dir
 
 
@@ -194,7 +195,7 @@ def _trajectories(cfg: TicketsConfig, out: Path, ctx: Context, runs: list[tuple[
             snaps.append(t.with_name(f"{d.name}@{epoch}"))
             labels.append(d.name)
     d_all = pairwise_nnstd(snaps, n_jobs=ctx.n_jobs, cluster=ctx.cluster, cache_dir=out / "nnstd_cache",
-                           progress=ctx.progress, solver=cfg.solver)
+                           progress=ctx.progress, solver=cfg.solver, desc="NNSTD every snapshot")
     save_matrix(d_all, [t.name for t in snaps], npz=str(out / "nnstd" / "snapshots.npz"))
     coords = classical_mds(d_all[:, :, sparse_k].mean(axis=2))
     points = {}

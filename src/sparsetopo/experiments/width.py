@@ -199,7 +199,8 @@ def _compute(cfg: WidthConfig, out: Path, ctx: Context, wide: dict, probe: tuple
     """Train every network; returns the table's rows and the runs that unlearned."""
     runs, groups = _plan(cfg, out, wide)
     ctx.log(f"width: {len(runs)} training runs")
-    run_trainings(runs, n_jobs=ctx.n_jobs, cluster=ctx.cluster, progress=ctx.progress, desc="runs", anchor=out)
+    run_trainings(runs, n_jobs=ctx.n_jobs, cluster=ctx.cluster, progress=ctx.progress, desc="runs", anchor=out,
+                  log=ctx.log)
     table, unlearned = [], []
     for (method, width), dirs in groups.items():
         metrics = [read_metrics(d) for d in dirs]

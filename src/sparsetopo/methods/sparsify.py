@@ -1,6 +1,7 @@
 """Sparse training for *your own* PyTorch model and training loop.
 
->>> sp = sparsify(model, "set", epsilon=20, seed=0)   # masks nn.Linear and nn.Conv2d (the last stays dense)
+>>> sp = sparsify(model, "set", epsilon=20, seed=0)   # masks nn.Linear and nn.Conv2d (the output layer stays dense)
+>>> print(sp.summary())                                # which layers it made sparse, at what density
 >>> for epoch in range(1, epochs + 1):
 ...     for x, y in loader:                           # your loop, unchanged
 ...         opt.zero_grad(); loss_fn(model(x), y).backward(); opt.step()
@@ -30,6 +31,7 @@ buffer-sync setting.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import Callable
 
@@ -44,19 +46,29 @@ from ..schedule import DROP_SCHEDULES, UpdateSchedule
 from ..sparsity import SparsitySettings
 from ..topology import Topology, layer_densities
 from .base import METHODS, UpdateContext, check_method_settings, method_class, settings_class
+from .layer_order import execution_order, layer_rows, summary_text
 
 __all__ = ["DROP_SCHEDULES", "Sparsifier", "sparsify"]
+
+_log = logging.getLogger(__name__)
 
 
 class Sparsifier(MaskedNetwork):
     """Masks and a drop-then-grow method attached to a model's ``nn.Linear`` and ``nn.Conv2d`` layers
-    (in module order; for a convolution a neuron is an output channel and its inputs are kernel positions).
+    (in execution order; for a convolution a neuron is an output channel and its inputs are kernel positions).
+
+    The layers are ordered as the forward pass runs them, not as they are declared
+    (:mod:`sparsetopo.methods.layer_order`): traced with ``torch.fx``, or by running
+    ``example_input`` once when given (a batch the model accepts: needed for Python
+    control flow that fx cannot trace); if tracing fails, declaration order with a
+    warning. :meth:`summary` (and ``repr``, and an INFO log line on ``sparsetopo.methods.sparsify``)
+    says which layers were made sparse, at which density, and which stay dense.
 
     Sparsity per layer follows ``distribution``: ``erdos_renyi`` (the default:
     SET's rule, the paper's setting, from ``epsilon`` or solved for ``density``),
     ``erk`` (RigL's; for Linear layers the same shape, solved for ``density``)
-    or ``uniform`` (``density`` in every sparse layer). The last Linear layer
-    stays dense with ``dense_output`` (default), the first with ``dense_first``.
+    or ``uniform`` (``density`` in every sparse layer). The last executed layer
+    (the output layer) stays dense with ``dense_output`` (default), the first executed with ``dense_first``.
 
     ``callback(step, stats)``, when given, is called after each topology update (``step``: the epoch given
     to :meth:`end_epoch`, or the optimizer step of :meth:`step`) with :meth:`layer_stats`; a
@@ -84,7 +96,7 @@ class Sparsifier(MaskedNetwork):
       ``b.weight = a.weight`` -- are refused by name: each layer of a topology
       has its own mask, and two masks on one parameter would disagree. A single
       module called twice in ``forward`` is one masked layer (one parameter, one
-      mask); :meth:`topology` lists it once, in module order, while
+      mask); :meth:`topology` lists it once, at its first call, while
       ``Topology.from_torch`` refuses it by name (its chain has it twice).
     * A model with nothing to sparsify (e.g. its only layer is the dense output
       layer) is refused, naming the layers found and the option keeping them dense.
@@ -98,7 +110,8 @@ class Sparsifier(MaskedNetwork):
                  regrowth_seed: int | None = None, rescale_init: bool = True, update_every: int | None = None,
                  end_step: int | None = None, drop_schedule: str = "constant", distribution: str = "erdos_renyi",
                  dense_first: bool = False, regrow_init: str = "zero", init_std: float = 0.1,
-                 engine: str = "masked", callback: Callable[[int, dict[str, float]], None] | None = None,
+                 engine: str = "masked", example_input=None,
+                 callback: Callable[[int, dict[str, float]], None] | None = None,
                  **method_settings):
         cls = method_class(method) if method in METHODS else None
         if cls is None or not cls.works_with_sparsify:
@@ -117,6 +130,7 @@ class Sparsifier(MaskedNetwork):
         if not named:
             raise SparsetopoError("sparsify found no nn.Linear or nn.Conv2d layer in the model")
         check_no_shared_weights(named, "sparsify")
+        named, n_executed, self.order_found_by = execution_order(model, named, example_input)
         self._layers = [m for _, m in named]
         self.layer_names = [name or "<root>" for name, _ in named]
         self.config = _settings(method, method_settings, epsilon=epsilon if density is None else None,
@@ -125,14 +139,24 @@ class Sparsifier(MaskedNetwork):
         self.method = cls(self.config)
         self.regrowth = torch.Generator().manual_seed(int(seed if regrowth_seed is None else regrowth_seed) + 1)
         self._masking = True
-        sparse_ids = set(self.method.sparse_layer_ids(len(self._layers)))
+        # The method's rule over the executed layers (the last one is the output layer); layers the
+        # forward pass never calls follow them and are sparse.
+        sparse_ids = set(self.method.sparse_layer_ids(n_executed)) | set(range(n_executed, len(named)))
         if dense_first:
             sparse_ids.discard(0)
         if not sparse_ids:
             raise SparsetopoError(_nothing_to_sparsify(named, dense_output, dense_first))
+        # Every update (after_epoch) must touch these layers and no other: the method's own rule
+        # counts positions only and knows nothing of execution order or dense_first.
+        fixed = sorted(sparse_ids)
+        self.method.sparse_layer_ids = _FixedLayers(fixed)
         shapes = [tuple(m.weight.shape) for m in self._layers]
         self.densities = layer_densities(shapes, sorted(sparse_ids), distribution, epsilon=epsilon,
                                          density=density)
+        self.layer_summary = layer_rows(named, self.densities, sparse_ids)
+        _log.info("sparsify %s: %s", type(model).__name__, "; ".join(
+            f"{r['name']} {'x'.join(map(str, r['shape']))} " + (f"{r['density']:.2%}" if r["sparse"] else "dense")
+            for r in self.layer_summary))
         masks = per_layer_masks(shapes, self.densities, sparse_ids, seed)
         self._last_snapshot: list[torch.Tensor] | None = None
         self.regrowth_rng = None
@@ -145,6 +169,14 @@ class Sparsifier(MaskedNetwork):
             self._attach_mask(layer, mask, rescale_init and k in sparse_ids)
         # In-time over-parameterization: every connection that has ever been active, per layer.
         self._seen = [m.weight_mask.detach() != 0 for m in self._layers]
+
+    def summary(self) -> str:
+        """A table of the layers in execution order: name, type, shape, density or "dense"."""
+        return summary_text(self.layer_summary, self.order_found_by)
+
+    def __repr__(self) -> str:
+        parts = [f"{r['name']} " + (f"{r['density']:.2%}" if r["sparse"] else "dense") for r in self.layer_summary]
+        return f"Sparsifier(method={self.config.method!r}, engine={self.engine!r}, layers: {', '.join(parts)})"
 
     # The step schedule's parts, under the names sparsify has always had.
     update_every = property(lambda self: self.schedule.update_every)
@@ -294,7 +326,7 @@ class Sparsifier(MaskedNetwork):
         return self.schedule.drop_fraction(self.config.zeta, t)
 
     def topology(self, **metadata) -> Topology:
-        """The current masks as a Topology, one layer per masked module in module order (the layers
+        """The current masks as a Topology, one layer per masked module in execution order (the layers
         must chain). A grouped or depthwise convolution is expanded to its full ``(out, in, kh, kw)``
         mask, empty outside its groups, exactly as :meth:`Topology.from_torch` reads it."""
         return Topology.from_masks(self._full_masks(), metadata=metadata or None)
@@ -447,6 +479,16 @@ def _check_numpy_state(state) -> None:
     except (TypeError, ValueError, KeyError) as exc:
         raise SparsetopoError(f"Sparsifier state: 'regrowth_numpy' is not a NumPy PCG64 state "
                               f"({type(exc).__name__}: {exc})") from None
+
+
+class _FixedLayers:
+    """A method's ``sparse_layer_ids`` fixed to the layers sparsify chose (picklable, unlike a lambda)."""
+
+    def __init__(self, ids: list[int]):
+        self.ids = list(ids)
+
+    def __call__(self, n_layers: int) -> list[int]:
+        return list(self.ids)
 
 
 def _swap_to_truly_sparse(model: nn.Module, named, masks, rescale_ids) -> list:

@@ -52,27 +52,32 @@ line) computes with ``dense`` in the direction given, as the published double
 loop does, and is the one mode that reproduces the paper's published values.
 """
 
-from .core import NNSTDResult, match_layer, nnstd
+from .core import NNSTDResult, match_layer, mean_over, nnstd, sparse_layers
 from .embedding import classical_mds
 from .matrix import load_matrix, save_matrix
 from .pairwise import nnstd_many, pairwise_nnstd
 from .solvers import DEFAULT_MAX_DENSE_BYTES, SOLVERS, Solver, layer_cost_matrix
+from .table import PairwiseNNSTD
 
 # The package's modules: core (NNSTDResult, nnstd, match_layer), solvers (costs, the solvers, SOLVERS),
-# pairwise (pairwise_nnstd, nnstd_many), cache (the pair cache), matrix (files), embedding (classical_mds);
+# pairwise (pairwise_nnstd, nnstd_many), table (PairwiseNNSTD: the labelled matrix, to pandas),
+# cache (the pair cache), matrix (files), embedding (classical_mds);
 # the compiled kernel is sparsetopo._lap (its numba cache lives next to it).
 
 __all__ = [
     "DEFAULT_MAX_DENSE_BYTES",
     "NNSTDResult",
+    "PairwiseNNSTD",
     "SOLVERS",
     "Solver",
     "classical_mds",
     "layer_cost_matrix",
     "load_matrix",
     "match_layer",
+    "mean_over",
     "nnstd",
     "nnstd_many",
     "pairwise_nnstd",
     "save_matrix",
+    "sparse_layers",
 ]

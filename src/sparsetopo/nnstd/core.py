@@ -6,6 +6,7 @@ The definition and the solvers are described in the package's docstring
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,10 +24,38 @@ from .solvers import (
     reference_solver,
 )
 
-__all__ = ["NNSTDResult", "match_layer", "nnstd"]
+__all__ = ["NNSTDResult", "match_layer", "mean_over", "nnstd", "sparse_layers"]
 
 
-@dataclass(frozen=True)
+def sparse_layers(*topologies: Topology) -> list[int]:
+    """The layers that count in a mean: those not fully connected in at least one of ``topologies``.
+
+    A layer fully connected in every network compared (the dense output layer; with ERK maybe a
+    small first convolution) has NNSTD 0 by construction: averaging it in would only dilute the
+    mean. This is the one rule the experiments, the report and the command line use.
+    """
+    if not topologies:
+        raise SparsetopoError("sparse_layers needs at least one topology")
+    n = len(topologies[0])
+    return [k for k in range(n) if any(t.densities[k] < 1.0 for t in topologies)]
+
+
+def mean_over(values: np.ndarray, layers: list[int] | tuple[int, ...] | None, axis: int = -1) -> np.ndarray | float:
+    """The mean of ``values`` along ``axis`` (the layer axis) over ``layers`` (``None``: all layers).
+
+    With no layer to count (every layer dense) the mean is 0: every layer's distance is 0 then.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if layers is not None:
+        if not len(layers):
+            mean = np.zeros(np.delete(values.shape, axis % values.ndim))
+            return float(mean) if mean.ndim == 0 else mean
+        values = np.take(values, list(layers), axis=axis)
+    mean = values.mean(axis=axis)
+    return float(mean) if np.ndim(mean) == 0 else mean
+
+
+@dataclass(frozen=True, repr=False)
 class NNSTDResult:
     """The distance between two topologies.
 
@@ -38,21 +67,36 @@ class NNSTDResult:
         ``matchings[k][i]`` is the neuron of B matched to neuron ``i`` of A in layer k.
     solvers : tuple of str
         The solver used for each layer (``"dense"``, ``"sparse"`` or ``"identity"``).
+    sparse_layers : tuple of int, optional
+        The layers that count in :attr:`value` (:func:`sparse_layers`); ``None``: every layer.
     """
 
     per_layer: np.ndarray
     matchings: tuple[np.ndarray, ...]
     solvers: tuple[str, ...]
+    sparse_layers: tuple[int, ...] | None = None
 
     @property
     def value(self) -> float:
-        """The network distance: the mean of the per-layer distances."""
+        """The network distance: the mean over the layers that count (:attr:`sparse_layers`), as the
+        experiments and the report compute it; :attr:`mean_all` includes the dense layers' zeros."""
+        return mean_over(self.per_layer, self.sparse_layers)
+
+    @property
+    def mean_all(self) -> float:
+        """The mean over every layer, dense ones included."""
         return float(np.mean(self.per_layer))
+
+    def __repr__(self) -> str:
+        layers = "all layers" if self.sparse_layers is None else f"layers {list(self.sparse_layers)}"
+        per_layer = ", ".join(f"{v:.4f}" for v in self.per_layer)
+        return (f"NNSTDResult(value={self.value:.4f} over {layers}, mean_all={self.mean_all:.4f}, "
+                f"per_layer=[{per_layer}], solvers={list(self.solvers)})")
 
     def reversed(self) -> NNSTDResult:
         """The same result seen from B: every matching inverted."""
         return NNSTDResult(per_layer=self.per_layer, matchings=tuple(np.argsort(m) for m in self.matchings),
-                           solvers=self.solvers)
+                           solvers=self.solvers, sparse_layers=self.sparse_layers)
 
 
 def _reindex_inputs(b: ss.csr_matrix, matching: np.ndarray | None, block: int = 1) -> ss.csr_matrix:
@@ -153,11 +197,16 @@ def nnstd(a: Topology, b: Topology, *, match_outputs: bool = True, solver: Solve
     Returns
     -------
     NNSTDResult
+        Its :attr:`~NNSTDResult.value` is the mean over the layers not fully connected in both
+        networks (:func:`sparse_layers`); :attr:`~NNSTDResult.mean_all` the mean over all layers.
     """
     solver = reference_solver(reference, solver)
     if reference:
         symmetric = False  # the published double loop runs in the direction it is given
     _check_comparable(a, b)
+    counted = tuple(sparse_layers(a, b))
     if symmetric and b.fingerprint() < a.fingerprint():
-        return _match_layers(b, a, solver, match_outputs).reversed()
-    return _match_layers(a, b, solver, match_outputs)
+        res = _match_layers(b, a, solver, match_outputs).reversed()
+    else:
+        res = _match_layers(a, b, solver, match_outputs)
+    return dataclasses.replace(res, sparse_layers=counted)

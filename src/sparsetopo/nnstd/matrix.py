@@ -9,38 +9,55 @@ import numpy as np
 from .._npz import read_npz
 from ..errors import FileFormatError, SparsetopoError
 from ..fileio import atomic_write, write_text_atomic
+from .core import mean_over
 
 __all__ = ["load_matrix", "save_matrix"]
 
 
 def save_matrix(distances: np.ndarray, names: Sequence[str], *, npz: str | None = None,
-                csv: str | None = None) -> None:
+                csv: str | None = None, sparse_layers: Sequence[int] | None = None) -> None:
     """Write a pairwise NNSTD array ``(N, N, L)`` to ``.npz`` and/or a long-format CSV.
 
     The CSV has one row per ordered pair and layer (``a,b,layer,nnstd``) plus
     the network value as layer ``mean``: easy to filter in pandas or a spreadsheet.
+    ``mean`` averages ``sparse_layers`` (default: those a :class:`~sparsetopo.nnstd.PairwiseNNSTD`
+    knows; else every layer), the network distance as the report computes it; when the
+    layers are known a ``mean_all`` row (every layer) follows it. The ``.npz`` holds
+    ``nnstd``, ``mean`` and ``names`` (and then ``mean_all`` and ``sparse_layers``).
     """
-    import csv as _csv
-    import io
-
+    distances_in = distances
     distances = np.asarray(distances, dtype=np.float64)
     names = [str(n) for n in names]
     if distances.ndim != 3 or distances.shape[0] != distances.shape[1] or distances.shape[0] != len(names):
         raise SparsetopoError(f"expected an (N, N, L) array for {len(names)} names, got shape {distances.shape}")
+    if sparse_layers is None:
+        sparse_layers = getattr(distances_in, "sparse_layers", None)
+    means = {"mean": mean_over(distances, sparse_layers, axis=2)}
+    if sparse_layers is not None:
+        means["mean_all"] = distances.mean(axis=2)
     if npz:
+        extra = {} if sparse_layers is None else {"sparse_layers": np.array(list(sparse_layers), dtype=np.int64)}
         with atomic_write(npz) as f:
-            np.savez(f, nnstd=distances, mean=distances.mean(axis=2), names=np.array(names))
+            np.savez(f, nnstd=distances, names=np.array(names), **means, **extra)
     if csv:
-        buf = io.StringIO()
-        w = _csv.writer(buf)
-        w.writerow(["a", "b", "layer", "nnstd"])
-        n, _, n_layers = distances.shape
-        for i in range(n):
-            for j in range(n):
-                for k in range(n_layers):
-                    w.writerow([names[i], names[j], k, repr(float(distances[i, j, k]))])
-                w.writerow([names[i], names[j], "mean", repr(float(distances[i, j].mean()))])
-        write_text_atomic(csv, buf.getvalue())
+        write_text_atomic(csv, _long_csv(distances, names, means))
+
+
+def _long_csv(distances: np.ndarray, names: list[str], means: dict[str, np.ndarray]) -> str:
+    import csv as _csv
+    import io
+
+    buf = io.StringIO()
+    w = _csv.writer(buf)
+    w.writerow(["a", "b", "layer", "nnstd"])
+    n, _, n_layers = distances.shape
+    for i in range(n):
+        for j in range(n):
+            for k in range(n_layers):
+                w.writerow([names[i], names[j], k, repr(float(distances[i, j, k]))])
+            for label, m in means.items():
+                w.writerow([names[i], names[j], label, repr(float(m[i, j]))])
+    return buf.getvalue()
 
 
 def load_matrix(path: str) -> tuple[np.ndarray, list[str]]:

@@ -11,8 +11,9 @@ import numpy as np
 from ..errors import SparsetopoError
 from ..topology import Topology
 from .cache import PairCache, cache_tag
-from .core import nnstd
+from .core import nnstd, sparse_layers
 from .solvers import DEFAULT_MAX_DENSE_BYTES, Solver, reference_solver
+from .table import PairwiseNNSTD
 
 __all__ = ["nnstd_many", "pairwise_nnstd"]
 
@@ -57,11 +58,17 @@ def _known(keys, cache: PairCache, n_layers: int, reference: bool):
 def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True,
                    solver: Solver = "auto", n_jobs: int | None = 1, progress: bool = False,
                    max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES, cache_dir: str | os.PathLike | None = None,
-                   cluster: str | None = None, reference: bool = False) -> np.ndarray:
+                   cluster: str | None = None, reference: bool = False, names: Sequence[str] | None = None,
+                   desc: str = "NNSTD pairs") -> PairwiseNNSTD:
     """NNSTD between every pair of topologies.
 
-    Returns an array ``D`` of shape ``(N, N, n_layers)``, symmetric in its first
-    two axes with a zero diagonal; ``D[i, j].mean()`` is the network distance.
+    Returns a :class:`~sparsetopo.nnstd.PairwiseNNSTD`: an array ``D`` of shape
+    ``(N, N, n_layers)``, symmetric in its first two axes with a zero diagonal,
+    labelled with ``names`` (default: the topologies' names, else their
+    positions) and the layers that count (:func:`~sparsetopo.nnstd.sparse_layers`);
+    ``D.value[i, j]`` is the network distance (the mean over those layers),
+    ``D.to_dataframe()`` a labelled ``pandas.DataFrame``. ``desc`` labels the
+    progress bar (say what the pairs are: ``"NNSTD epoch 10"``).
 
     Each pair is computed in a canonical direction (by content fingerprint), so
     the matrix does not depend on the order of the list. Pairs run in parallel
@@ -81,6 +88,7 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
     solver = reference_solver(reference, solver)
     topologies = list(topologies)
     _check_same_shapes(topologies)
+    names = _names(topologies, names)
     n, n_layers = len(topologies), len(topologies[0].shapes)
     prints = [t.fingerprint() for t in topologies]
     by_print = dict(zip(prints, topologies))
@@ -89,20 +97,29 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
     results, todo = _known(pair_keys.values(), cache, n_layers, reference)
     computed = nnstd_many([(by_print[a], by_print[b]) for a, b in todo], match_outputs=match_outputs,
                           solver=solver, n_jobs=n_jobs, progress=progress, max_dense_bytes=max_dense_bytes,
-                          cluster=cluster, reference=reference)
+                          cluster=cluster, reference=reference, desc=desc)
     for key, per_layer in zip(todo, computed):
         results[key] = per_layer
         cache.put(key, per_layer)
     out = np.zeros((n, n, n_layers), dtype=np.float64)
     for (i, j), key in pair_keys.items():
         out[i, j] = out[j, i] = results[key]
-    return out
+    return PairwiseNNSTD(out, names, sparse_layers(*topologies))
+
+
+def _names(topologies: list[Topology], names: Sequence[str] | None) -> list[str]:
+    if names is None:
+        return [t.name or str(i) for i, t in enumerate(topologies)]
+    names = [str(n) for n in names]
+    if len(names) != len(topologies):
+        raise SparsetopoError(f"names must give one name per topology ({len(topologies)}); got {len(names)}")
+    return names
 
 
 def nnstd_many(pairs: Sequence[tuple[Topology, Topology]], *, match_outputs: bool = True,
                solver: Solver = "auto", n_jobs: int | None = 1, progress: bool = False,
                max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES, cluster: str | None = None,
-               reference: bool = False) -> list[np.ndarray]:
+               reference: bool = False, desc: str = "NNSTD pairs") -> list[np.ndarray]:
     """Per-layer NNSTD of many ``(A, B)`` pairs, in parallel; results in input order.
 
     ``reference=True`` computes each pair as :func:`nnstd` does with it: solver
@@ -114,7 +131,7 @@ def nnstd_many(pairs: Sequence[tuple[Topology, Topology]], *, match_outputs: boo
     task = functools.partial(_pair_task, match_outputs=match_outputs, solver=solver,
                              max_dense_bytes=max_dense_bytes, reference=reference)
     return list(map_tasks(task, list(pairs), n_jobs=n_jobs, progress=progress, cluster=cluster,
-                          desc="NNSTD pairs"))
+                          desc=desc, unit="pair"))
 
 
 def _pair_task(pair: tuple[Topology, Topology], *, match_outputs: bool, solver: str,

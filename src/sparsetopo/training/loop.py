@@ -364,8 +364,10 @@ def _train_steps(run: _Run, epoch: int, x_tr, y_tr, progress: bool) -> tuple[flo
     n = len(x_tr)
     order = torch.randperm(n, generator=run.data_gen)
     starts = range(0, n, cfg.batch_size)
-    bar = tqdm(starts, desc=f"{run.name} epoch {epoch}/{run.total}", disable=not progress,
-               leave=False, dynamic_ncols=True, file=sys.stderr)
+    # The first batch of a process may be slow (kernels compile, caches warm up): say so rather than sit at 0.
+    bar = tqdm(starts, desc=f"{run.name} epoch {epoch}/{run.total}", unit="batch", disable=not progress,
+               leave=False, dynamic_ncols=True, file=sys.stderr,
+               postfix="first batch (warm-up)" if epoch == run.start + 1 else None)
     loss_sum, correct = 0.0, 0
     model.train()
     for b, i in enumerate(bar):
