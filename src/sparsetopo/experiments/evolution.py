@@ -266,7 +266,6 @@ def _train_networks(cfg: EvolutionConfig, out: Path, names: list[str], epochs: l
         if cfg.shared_init:
             tc.init_seed = shared_init_seed
         runs.append((tc, out / "runs" / name))
-    ctx.log(f"evolution: training {len(runs)} SET networks for {cfg.epochs} epochs")
     return run_trainings(runs, n_jobs=ctx.n_jobs, cluster=ctx.cluster, progress=ctx.progress, desc="SET networks",
                          anchor=out, log=ctx.log, then=f"{len(epochs)} NNSTD matrices (one per snapshot epoch)")
 
