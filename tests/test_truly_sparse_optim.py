@@ -108,3 +108,18 @@ def test_a_state_dict_of_another_shape_is_refused():
     opt = ValuesSGD([a, b], lr=0.1, momentum=0.9)
     with pytest.raises(ValueError, match="different number of parameters"):
         opt.load_state_dict(ValuesSGD([a], lr=0.1, momentum=0.9).state_dict())
+
+
+@pytest.mark.parametrize("cls, kw", [(ValuesSGD, {"lr": 0.01, "momentum": 0.9, "weight_decay": 2e-4}),
+                                     (ValuesAdam, {"lr": 1e-3, "weight_decay": 1e-4})])
+def test_the_serial_and_parallel_kernels_agree_bit_for_bit(cls, kw, monkeypatch):
+    """Small tensors step on one thread; the result must not depend on which path ran."""
+    from sparsetopo.truly_sparse import optim
+
+    results = []
+    for threshold in (0, 10**9):  # everything parallel, then everything serial
+        monkeypatch.setattr(optim, "PARALLEL_MIN", threshold)
+        params, _ = _pair(n=70000)
+        _steps(cls(params, **kw), params, _grads(params))
+        results.append(params)
+    assert all(torch.equal(a, b) for a, b in zip(*results))
