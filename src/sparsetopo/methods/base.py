@@ -150,6 +150,8 @@ class Method:
     engines: ClassVar[tuple[str, ...]] = ("masked",)
     #: Why it does not run on the other engines (completes "--method X ... and runs on --engine masked only").
     engine_note: ClassVar[str] = ""
+    #: The run's step schedule, given by :meth:`bind_schedule` (``None`` until then).
+    schedule: UpdateSchedule | None = None
 
     def __init__(self, config: SparsitySettings):
         self.config = config
