@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import SparsetopoError
 from ..config import option
+from ..errors import SparsetopoError
 from .base import UpdateResult, register
 from .pruning import PruningMethod, scope_option
 
