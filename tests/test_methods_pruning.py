@@ -150,9 +150,10 @@ def test_gmp_in_a_users_loop_follows_the_cubic_schedule_per_layer():
 
 def test_synflow_exponential_keep():
     assert exponential_keep(1000, 10, 100, 100) == 10
-    assert exponential_keep(1000, 10, 50, 100) == round(1000 * 0.01 ** 0.5)
-    assert [exponential_keep(1000, 10, r, 4) for r in range(1, 5)] == [round(1000 * 0.01 ** (r / 4)) for r in
-                                                                         range(1, 4)] + [10]
+    assert exponential_keep(1000, 10, 50, 100) == 100  # 1000 * 0.01^0.5
+    # density^(r/R) of the full count, rounded up as in the authors' code; the target after the last round
+    assert [exponential_keep(1000, 10, r, 4) for r in range(1, 5)] == [317, 100, 32, 10]
+    assert exponential_keep(1000, 10, 0, 4) == 1000 and exponential_keep(50, 50, 1, 4) == 50
 
 
 # ---------------------------------------------------------------- bad input

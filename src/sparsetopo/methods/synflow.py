@@ -58,11 +58,12 @@ def synaptic_flow(model, ids, input_shape) -> dict:
 
 
 def exponential_keep(full: int, target: int, r: int, rounds: int) -> int:
-    """Connections kept after round ``r`` of ``rounds``: ``full * (target / full)^(r / rounds)``,
-    exactly ``target`` after the last round."""
+    """Connections kept after round ``r`` of ``rounds``: ``full * (target / full)^(r / rounds)``, counted
+    as the authors' code counts it (``full - int((1 - x) full)``: their rounding, which the iterated masks
+    are sensitive to at low densities), exactly ``target`` after the last round."""
     if r >= rounds or target >= full:
         return target
-    return max(target, int(round(full * (target / full) ** (r / rounds))))
+    return max(target, full - int((1.0 - (target / full) ** (r / rounds)) * full))
 
 
 @register
