@@ -6,8 +6,8 @@ Their code is read at run time from a git mirror of https://github.com/ganguli-l
 
     python benchmarks/pruning_reference.py [--mirror /work/.mirror/ganguli-lab+Synaptic-Flow/repo]
 
-Prints, per method and density, the connections each kept and the fraction of theirs we keep too.
-Also times our scoring (``--time``): the scoring-time bench of RESULTS.md.
+Prints, per method and density, the connections each kept and the fraction of theirs we keep too
+(the scoring time is ``benchmarks/pruning_scoring_bench.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import importlib
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -84,13 +83,11 @@ def compare(theirs, method: str, density: float, seed: int):
     rounds = 100 if method == "synflow" else 1
     prune_loop(model, nn.CrossEntropyLoss(), pruner, batches, "cpu", density, "exponential", "global", rounds)
     own = {"rounds": rounds} if method == "synflow" else {"score_batches": len(batches)}
-    t0 = time.perf_counter()
     sparsify(ours, method, density=density, distribution="uniform", dense_output=False, scope="global",
              data=batches, **own)
-    seconds = time.perf_counter() - t0
     mine = torch.cat([m.weight_mask.bool().flatten() for m in ours if isinstance(m, nn.Linear)])
     their = torch.cat([m.bool().flatten() for m, _ in masked])
-    return int(mine.sum()), int(their.sum()), float((mine & their).sum()) / max(int(their.sum()), 1), seconds
+    return int(mine.sum()), int(their.sum()), float((mine & their).sum()) / max(int(their.sum()), 1)
 
 
 def main() -> None:
@@ -100,13 +97,13 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         theirs = load_theirs(args.mirror, Path(tmp))
-        print("| method | density | seed | ours kept | theirs kept | of theirs also ours | our scoring (s) |")
-        print("|---|---|---|---|---|---|---|")
+        print("| method | density | seed | ours kept | theirs kept | of theirs also ours |")
+        print("|---|---|---|---|---|---|")
         for method in ("snip", "grasp", "synflow"):
             for density in (0.1, 0.01):
                 for seed in range(args.seeds):
-                    n_ours, n_theirs, same, sec = compare(theirs, method, density, seed)
-                    print(f"| {method} | {density} | {seed} | {n_ours} | {n_theirs} | {same:.4f} | {sec:.3f} |")
+                    n_ours, n_theirs, same = compare(theirs, method, density, seed)
+                    print(f"| {method} | {density} | {seed} | {n_ours} | {n_theirs} | {same:.4f} |")
 
 
 if __name__ == "__main__":

@@ -50,27 +50,35 @@ def select_kept(scores: dict[int, torch.Tensor], eligible: dict[int, torch.Tenso
     ``largest=False`` keeps the lowest scores (GraSP removes the highest). Only eligible
     positions (the current mask) are kept, so pruning never brings a connection back.
     """
-    import itertools
-
     import torch
 
-    fill = float("-inf") if largest else float("inf")
-    ranked = {k: scores[k].float().masked_fill(~eligible[k], fill).flatten() for k in scores}
+    sign = 1.0 if largest else -1.0
+    ranked = {k: (sign * scores[k].float()).masked_fill(~eligible[k], float("-inf")).flatten() for k in scores}
     if scope == "layerwise":
-        picks = {k: torch.topk(ranked[k], min(keep[k], int(eligible[k].sum())), largest=largest).indices
-                 for k in ranked}
-    else:
-        ids = list(ranked)
-        flat = torch.cat([ranked[k] for k in ids])
-        n_eligible = sum(int(eligible[k].sum()) for k in ids)
-        top = torch.topk(flat, min(int(keep), n_eligible), largest=largest).indices
-        offsets = [0, *itertools.accumulate(ranked[k].numel() for k in ids)]
-        picks = {k: top[(top >= offsets[i]) & (top < offsets[i + 1])] - offsets[i] for i, k in enumerate(ids)}
-    out = {}
-    for k, idx in picks.items():
-        m = torch.zeros(eligible[k].numel(), dtype=torch.bool)
-        m[idx] = True
-        out[k] = m.view(eligible[k].shape)
+        return {k: top_mask(ranked[k], min(keep[k], int(eligible[k].sum()))).view(eligible[k].shape)
+                for k in ranked}
+    ids = list(ranked)
+    n_eligible = sum(int(eligible[k].sum()) for k in ids)
+    flat = top_mask(torch.cat([ranked[k] for k in ids]), min(int(keep), n_eligible))
+    parts = flat.split([ranked[k].numel() for k in ids])
+    return {k: part.view(eligible[k].shape) for k, part in zip(ids, parts)}
+
+
+def top_mask(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of the ``k`` largest of the 1-D ``values``; ties at the threshold go to the lowest
+    positions. A threshold by ``kthvalue`` (linear time) rather than ``topk``, which is several times
+    slower when ``k`` is most of a large network (SynFlow's first rounds)."""
+    import torch
+
+    n = values.numel()
+    if k <= 0:
+        return torch.zeros(n, dtype=torch.bool, device=values.device)
+    if k >= n:
+        return torch.ones(n, dtype=torch.bool, device=values.device)
+    threshold = torch.kthvalue(values, n - k + 1).values  # the k-th largest
+    out = values > threshold
+    ties = (values == threshold).nonzero().flatten()[: k - int(out.sum())]
+    out[ties] = True
     return out
 
 
