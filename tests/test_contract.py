@@ -56,10 +56,12 @@ def magrand():
 
 
 def test_builtin_methods_describe_themselves():
-    assert list(METHODS) == ["dense", "static", "set", "rigl", "lottery"]
+    assert list(METHODS) == ["dense", "static", "set", "rigl", "lottery", "gmp", "magnitude", "snip", "grasp",
+                             "synflow"]
     for cls in METHODS.values():
         assert all(hasattr(cls, a) for a in ATTRIBUTES) and cls.description
-    assert [k for k, c in METHODS.items() if c.works_with_sparsify] == ["static", "set", "rigl"]
+    assert [k for k, c in METHODS.items() if c.works_with_sparsify] == ["static", "set", "rigl", "gmp", "magnitude",
+                                                                         "snip", "grasp", "synflow"]
     assert [k for k, c in METHODS.items() if c.accepts_initial_topology] == ["static", "set", "rigl"]
     assert [k for k, c in METHODS.items() if c.needs_dense_gradients] == ["rigl"]
     assert METHODS["lottery"].settings_cls.__name__ == "LotterySettings"

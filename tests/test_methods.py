@@ -9,7 +9,8 @@ from sparsetopo.training import TrainConfig  # noqa: E402
 
 
 def test_registry_has_all_methods():
-    assert set(METHODS) == {"dense", "static", "set", "rigl", "lottery"}
+    assert set(METHODS) == {"dense", "static", "set", "rigl", "lottery", "gmp", "magnitude", "snip", "grasp",
+                            "synflow"}
 
 
 def test_drop_and_grow_preserves_count_and_grows_only_empty_positions():
@@ -156,7 +157,7 @@ def test_sparsify_a_users_own_model_and_loop():
     assert sp.topology() != before
     assert Topology.from_torch(model) == sp.topology()
     assert "0.weight_mask" in model.state_dict()
-    with pytest.raises(ValueError, match="static, set or rigl"):
+    with pytest.raises(ValueError, match="static, set, rigl, gmp, magnitude, snip, grasp or synflow"):
         sparsify(model, "lottery")
     rigl = sparsify(nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 3)), "rigl", epsilon=2)
     with pytest.raises(ValueError, match="loss_closure"):

@@ -126,7 +126,8 @@ def test_resume_after_kill_equals_uninterrupted_run(tiny_data, tmp_path):
     (["--zeta", "1.5"], r"--zeta must be a number in (0, 1); got 1.5"),
     (["--zeta", "0"], r"--zeta must be a number in (0, 1); got 0.0"),
     (["--density", "1.2"], r"--density must be a number in (0, 1]; got 1.2"),
-    (["--method", "magic"], "--method must be one of dense, static, set, rigl, lottery; got 'magic'"),
+    (["--method", "magic"], "--method must be one of dense, static, set, rigl, lottery, gmp, magnitude, snip, grasp, "
+                                "synflow; got 'magic'"),
     (["--optimizer", "rmsprop"], "--optimizer must be one of sgd, adam; got 'rmsprop'"),
     (["--hidden", "10", "0"], "--hidden must be a list of integers in [1, 1000000]; got [10, 0]"),
     (["--momentum", "-1"], "--momentum must be a number in [0, 1); got -1.0"),

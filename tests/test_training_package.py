@@ -34,7 +34,8 @@ def test_the_package_keeps_every_name_training_py_had():
     (lambda: SparseMLP([3, 2], activation="x"), ACTIVATION),
     (lambda: SparseCNN((1, 4, 4), 2, activation="x"), ACTIVATION),
     (lambda: MaskedLinear(3, 2, init="x"), "init must be one of he, normal; got 'x'"),
-    (lambda: method_class("x"), "method must be one of dense, static, set, rigl, lottery; got 'x'"),
+    (lambda: method_class("x"), "method must be one of dense, static, set, rigl, lottery, gmp, magnitude, "
+                                    "snip, grasp, synflow; got 'x'"),
     (lambda: loss_function("x"), "loss must be one of cross_entropy, mse; got 'x'"),
     (lambda: UpdateSchedule(drop_schedule="x"), "drop_schedule must be one of constant, cosine; got 'x'"),
 ])

@@ -16,6 +16,11 @@ from . import static  # noqa: F401
 from . import set_  # noqa: F401
 from . import rigl  # noqa: F401
 from . import lottery  # noqa: F401
+from . import gmp  # noqa: F401
+from . import magnitude  # noqa: F401
+from . import snip  # noqa: F401
+from . import grasp  # noqa: F401
+from . import synflow  # noqa: F401
 from .lottery import LotterySettings
 
 __all__ = ["METHODS", "DropGrowMethod", "LotterySettings", "Method", "Sparsifier", "UpdateContext", "UpdateResult",

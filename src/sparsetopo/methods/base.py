@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
     from ..masking import MaskedNetwork
+    from ..schedule import UpdateSchedule
     from ..topology import Topology
 
 METHODS: dict[str, type[Method]] = {}
@@ -149,6 +150,8 @@ class Method:
     engines: ClassVar[tuple[str, ...]] = ("masked",)
     #: Why it does not run on the other engines (completes "--method X ... and runs on --engine masked only").
     engine_note: ClassVar[str] = ""
+    #: The run's step schedule, given by :meth:`bind_schedule` (``None`` until then).
+    schedule: UpdateSchedule | None = None
 
     def __init__(self, config: SparsitySettings):
         self.config = config
@@ -204,6 +207,24 @@ class Method:
     # --- hooks
     def on_start(self, model: MaskedNetwork) -> None:
         """Called once before the first epoch of a fresh (not resumed) run."""
+
+    def bind_schedule(self, schedule: UpdateSchedule, *, total_steps: int | None = None,
+                      name: Callable[[str], str] = str) -> None:
+        """Take the run's step schedule (``train`` and ``sparsify`` call this once, before training);
+        ``total_steps``: the run's optimizer steps when known (``train``), ``name(field)`` spells a
+        field as the caller writes it. A method with its own timing (``gmp``) checks it here."""
+        self.schedule = schedule
+
+    def updates_after_step(self, step: int) -> bool:
+        """Whether a step-scheduled update follows optimizer step ``step`` (default: the schedule's rule)."""
+        schedule = getattr(self, "schedule", None)
+        return schedule is not None and schedule.should_update(step)
+
+    def prune_at_init(self, model: MaskedNetwork, data, loss_fn) -> float:
+        """Choose the topology before training (pruning at initialisation: ``snip``, ``grasp``,
+        ``synflow``) from ``data`` (an iterable of ``(inputs, targets)`` batches) and ``loss_fn``;
+        returns the FLOPs it spent. Default: nothing, 0."""
+        return 0.0
 
     def after_epoch(self, ctx: UpdateContext) -> UpdateResult:
         return UpdateResult()

@@ -45,7 +45,7 @@ from ..masking import MaskedNetwork, dense_gradients, per_layer_masks, rescale_t
 from ..schedule import DROP_SCHEDULES, UpdateSchedule
 from ..sparsity import SparsitySettings
 from ..topology import Topology, layer_densities
-from .base import METHODS, UpdateContext, check_method_settings, method_class, settings_class
+from .base import METHODS, Method, UpdateContext, check_method_settings, method_class, settings_class
 from .layer_order import execution_order, layer_rows, summary_text
 
 __all__ = ["DROP_SCHEDULES", "Sparsifier", "sparsify"]
@@ -101,6 +101,16 @@ class Sparsifier(MaskedNetwork):
     * A model with nothing to sparsify (e.g. its only layer is the dense output
       layer) is refused, naming the layers found and the option keeping them dense.
 
+    Pruning methods (``gmp``, ``magnitude``, ``snip``, ``grasp``, ``synflow``) start from all-ones masks
+    and keep the model's weights (no rescaling). ``gmp`` prunes on Zhu & Gupta's cubic schedule from
+    ``start_step`` to ``end_step`` every ``update_every`` steps (call ``step`` after each optimizer step);
+    ``magnitude`` prunes once (after ``end_epoch`` of ``dense_epochs``, or at step ``update_every``). The
+    pruning-at-initialisation methods prune here, in the constructor: ``snip`` and ``grasp`` from
+    ``data`` (an iterable of ``(inputs, targets)`` batches; the first ``score_batches`` are used) and
+    ``loss_fn`` (``fn(logits, targets)``, default cross-entropy), ``synflow`` without data (``data``
+    then only gives the input shape, needed unless the first layer is an ``nn.Linear``);
+    ``scoring_flops`` is what that cost. ``scope`` is ``"layerwise"`` or ``"global"``.
+
     A method's own settings (its ``settings_cls`` fields) are further keyword arguments.
     The sparsifier is a :class:`~sparsetopo.masking.MaskedNetwork` of the model's layers.
     """
@@ -110,7 +120,7 @@ class Sparsifier(MaskedNetwork):
                  regrowth_seed: int | None = None, rescale_init: bool = True, update_every: int | None = None,
                  end_step: int | None = None, drop_schedule: str = "constant", distribution: str = "erdos_renyi",
                  dense_first: bool = False, regrow_init: str = "zero", init_std: float = 0.1,
-                 engine: str = "masked", example_input=None,
+                 engine: str = "masked", example_input=None, data=None, loss_fn: Callable | None = None,
                  callback: Callable[[int, dict[str, float]], None] | None = None,
                  **method_settings):
         cls = method_class(method) if method in METHODS else None
@@ -121,6 +131,7 @@ class Sparsifier(MaskedNetwork):
         _check_engine(cls, engine)
         if callback is not None and not callable(callback):
             raise SparsetopoError(f"sparsify: callback must be a function (step, stats); got {callback!r:.60}")
+        _check_data(cls, data, loss_fn)
         self.engine = engine
         self.callback = callback
         self.schedule = UpdateSchedule(update_every, end_step, drop_schedule)
@@ -157,7 +168,12 @@ class Sparsifier(MaskedNetwork):
         _log.info("sparsify %s: %s", type(model).__name__, "; ".join(
             f"{r['name']} {'x'.join(map(str, r['shape']))} " + (f"{r['density']:.2%}" if r["sparse"] else "dense")
             for r in self.layer_summary))
-        masks = per_layer_masks(shapes, self.densities, sparse_ids, seed)
+        # A method starting dense (pruning) gets all-ones masks and chooses its topology itself.
+        masks = (per_layer_masks(shapes, self.densities, sparse_ids, seed) if cls.starts_sparse
+                 else [torch.ones(s, dtype=torch.bool) for s in shapes])
+        rescale_init = rescale_init and cls.starts_sparse
+        self.sparse_ids = sorted(sparse_ids)
+        self.method.bind_schedule(self.schedule)
         self._last_snapshot: list[torch.Tensor] | None = None
         self.regrowth_rng = None
         if engine == "truly-sparse":
@@ -167,6 +183,8 @@ class Sparsifier(MaskedNetwork):
             return
         for k, (layer, mask) in enumerate(zip(self._layers, masks)):
             self._attach_mask(layer, mask, rescale_init and k in sparse_ids)
+        #: FLOPs spent choosing the topology before training (pruning at initialisation), else 0.
+        self.scoring_flops = self.method.prune_at_init(self, data, loss_fn or torch.nn.functional.cross_entropy)
         # In-time over-parameterization: every connection that has ever been active, per layer.
         self._seen = [m.weight_mask.detach() != 0 for m in self._layers]
 
@@ -315,7 +333,7 @@ class Sparsifier(MaskedNetwork):
             raise SparsetopoError("step() needs sparsify(..., update_every=N); or call end_epoch() once per epoch")
         self.steps += 1
         t = self.steps
-        if not self.schedule.should_update(t):
+        if not self.method.updates_after_step(t):
             return []
         self.method.require_dense_gradients(loss_closure)
         # epoch t of t + 1: past the per-epoch rule's "no update after the last epoch".
@@ -471,6 +489,17 @@ def _check_engine(cls, engine) -> None:
     if engine not in cls.engines:
         raise SparsetopoError(f"sparsify: method {cls.name!r} runs on engine {' or '.join(cls.engines)} only; "
                               f"got engine={engine!r}")
+
+
+def _check_data(cls, data, loss_fn) -> None:
+    """``data`` is for methods that prune at initialisation (required by those needing data), ``loss_fn`` with it."""
+    at_init = cls.prune_at_init is not Method.prune_at_init
+    if getattr(cls, "needs_data", False) and data is None:
+        raise SparsetopoError(f"sparsify: method {cls.name!r} prunes at initialisation from data: give data=, an "
+                              "iterable of (inputs, targets) batches (and loss_fn=, default cross-entropy)")
+    if not at_init and (data is not None or loss_fn is not None):
+        raise SparsetopoError(f"sparsify: data and loss_fn apply to methods that prune at initialisation, not "
+                              f"{cls.name!r}")
 
 
 def _check_numpy_state(state) -> None:

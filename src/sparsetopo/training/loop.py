@@ -181,6 +181,7 @@ class _Run:
         if name not in self.tensors:
             self.tensors[name] = torch.from_numpy(getattr(self.data, name)).to(self.device)
         return self.tensors[name]
+    pending_flops: float = 0.0  # spent before the first epoch (pruning at initialisation): counted in its row
 
     @property
     def checkpoint(self) -> Path:
@@ -264,12 +265,15 @@ def _prepare(config: TrainConfig, out: Path, dataset) -> _Run:
     if config.snapshot_every:
         snapshots |= set(range(0, total + 1, config.snapshot_every))
     truly_sparse = config.engine == "truly-sparse"
+    schedule = config.update_schedule()
+    method.bind_schedule(schedule, total_steps=math.ceil(len(data.y_train) / config.batch_size) * total,
+                         name=lambda f: "--" + f.replace("_", "-"))
     return _Run(config=config, out=out, name=out.name, data=data, method=method, model=model,
                 optimizer=_make_optimizer(config, model), loss_fn=loss_function(config.loss),
                 data_gen=torch.Generator().manual_seed(config.named_seed("data")),
                 regrowth_gen=torch.Generator().manual_seed(config.named_seed("regrowth")),
                 regrowth_rng=np.random.default_rng(config.named_seed("regrowth")) if truly_sparse else None,
-                total=total, snapshots=snapshots, schedule=config.update_schedule(), device=device)
+                total=total, snapshots=snapshots, schedule=schedule, device=device)
 
 
 def _initial_topology_file(config: TrainConfig, shapes):
@@ -317,6 +321,7 @@ def _start_or_resume(run: _Run, log) -> None:
 
     if not run.checkpoint.exists():
         run.method.on_start(run.model)
+        run.pending_flops = run.method.prune_at_init(run.model, _scoring_batches(run), run.loss_fn)
         _snapshot(run.model, run.out, 0, run.config, run.name)
         return
     way_out = ("delete it to restart this run from epoch 0 (its metrics and snapshots are rewritten), "
@@ -354,9 +359,20 @@ def _start_or_resume(run: _Run, log) -> None:
     log(f"[{run.name}] resuming after epoch {run.start} of {run.total}")
 
 
-def _train_steps(run: _Run, epoch: int, x_tr, y_tr, progress: bool) -> tuple[float, int]:
-    """The epoch's optimizer steps (and step-scheduled topology updates); returns the summed loss
-    and the correct predictions."""
+def _scoring_batches(run: _Run):
+    """Batches of the training split in an order drawn with the topology seed (what pruning at
+    initialisation scores on: the topology seed is the seed of the initial topology); lazy."""
+    import torch
+
+    x, y = torch.from_numpy(run.data.x_train), torch.from_numpy(run.data.y_train)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(run.config.named_seed("topology")))
+    return ((x[b], y[b]) for b in order.split(run.config.batch_size))
+
+
+def _train_steps(run: _Run, epoch: int, x_tr, y_tr, progress: bool) -> tuple[float, int, float]:
+    """The epoch's optimizer steps (and step-scheduled topology updates); returns the summed loss,
+    the correct predictions and the training FLOPs (forward and backward on the live connections
+    of each step: a step-scheduled pruning lowers them within the epoch)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -368,7 +384,8 @@ def _train_steps(run: _Run, epoch: int, x_tr, y_tr, progress: bool) -> tuple[flo
     bar = tqdm(starts, desc=f"{run.name} epoch {epoch}/{run.total}", unit="batch", disable=not progress,
                leave=False, dynamic_ncols=True, file=sys.stderr,
                postfix="first batch (warm-up)" if epoch == run.start + 1 else None)
-    loss_sum, correct = 0.0, 0
+    loss_sum, correct, flops = 0.0, 0, 0.0
+    live = sum(model.n_connections())
     model.train()
     for b, i in enumerate(bar):
         idx = order[i:i + cfg.batch_size]
@@ -388,16 +405,18 @@ def _train_steps(run: _Run, epoch: int, x_tr, y_tr, progress: bool) -> tuple[flo
                 "new --out directory")
         loss_sum += loss_value * len(idx)
         correct += int((logits.argmax(1) == yb).sum())
+        flops += 6.0 * live * len(idx)  # fwd + bwd, live only
         step = (epoch - 1) * len(starts) + b + 1  # optimizer steps so far: the same on resume
-        if run.schedule.should_update(step):
+        if run.schedule.per_step and run.method.updates_after_step(step):
             # epoch `step` of `step + 1`: past the per-epoch rule's "no update after the last epoch".
             _update_topology(run, step, x_tr, y_tr, total=step + 1,
                              fraction=run.schedule.drop_fraction(cfg.zeta, step))
+            live = sum(model.n_connections())
         if progress:
             seen = min(i + cfg.batch_size, n)
             bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}", refresh=False)
     bar.close()
-    return loss_sum, correct
+    return loss_sum, correct, flops
 
 
 def _train_epoch(run: _Run, epoch: int, progress: bool, log) -> None:
@@ -406,10 +425,10 @@ def _train_epoch(run: _Run, epoch: int, progress: bool, log) -> None:
     x_tr, y_tr = run.data_tensor("x_train"), run.data_tensor("y_train")
     n = len(x_tr)
     t0 = time.perf_counter()
-    connections = model.n_connections()
-    loss_sum, correct = _train_steps(run, epoch, x_tr, y_tr, progress)
+    loss_sum, correct, epoch_flops = _train_steps(run, epoch, x_tr, y_tr, progress)
     train_seconds = time.perf_counter() - t0
-    flops = (run.rows[-1]["train_flops"] if run.rows else 0.0) + 6.0 * sum(connections) * n  # fwd + bwd, live only
+    flops = (run.rows[-1]["train_flops"] if run.rows else 0.0) + run.pending_flops + epoch_flops
+    run.pending_flops = 0.0
 
     # The trained network is evaluated before its topology update (as SET does):
     # the update prunes a fraction of small weights and adds zero-valued ones.
