@@ -337,7 +337,7 @@ def test_magnitude_drop_count_and_order():
 def test_rigl_grows_top_dense_gradient():
     layer = _layer(40, 30, 0.1, seed=21)
     n0 = layer.n_connections
-    x = torch.randn(12, 40)
+    x = torch.randn(12, 40, generator=torch.Generator().manual_seed(3))  # seeded: ties at the top-k cut would flake
     with layer.capture() as cap:
         layer(x).pow(2).sum().backward()
     xc, gy = cap.tensors()
