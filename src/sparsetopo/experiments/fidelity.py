@@ -21,8 +21,10 @@ import scipy.sparse as ss
 
 from ..topology import Topology
 from . import published
+from .network_stats import churn, network_stats
 
-__all__ = ["connection_stats", "fidelity_rows", "our_epoch_for", "write_fidelity_figure"]
+__all__ = ["connection_stats", "fidelity_rows", "our_epoch_for", "run_network_stats", "training_inputs",
+           "write_fidelity_figure"]
 
 
 def _pairs(n: int):
@@ -67,6 +69,43 @@ def connection_stats(snapshots: Mapping[int, Sequence[Topology]],
                                             for a, b in zip(snapshots[e1], snapshots[e2])]))
         out["shared"][k], out["kept"][k], out["correlation"][k], out["connections"][k] = shared, kept, corr, conns
     return out
+
+
+def training_inputs(run_dir: Path) -> np.ndarray:
+    """The training split a run trained on (its ``config.yaml``: data set, scaling, validation split, seed)."""
+    from ..data import load_dataset
+    from ..training import TrainConfig
+    from ..training.config import load_config_file
+
+    c = TrainConfig.from_dict(load_config_file(Path(run_dir) / "config.yaml"), source=str(run_dir))
+    return load_dataset(c.dataset, c.data_dir, val_fraction=c.val_fraction, seed=c.named_seed("data"),
+                        limit_train=c.limit_train, input_scaling=c.input_scaling).x_train
+
+
+def run_network_stats(run_dirs: Sequence[Path], layers: Sequence[int] | None = None,
+                      inputs=training_inputs) -> list[dict]:
+    """:func:`.network_stats.network_stats` of every weights snapshot of every run, one row per layer.
+
+    Dead neurons are counted on each run's own training split (``inputs(run_dir)``). Where the
+    next epoch's snapshot exists too, ``moved`` is the fraction of the connections that the one
+    SET update between the two snapshots moved and ``moved_zero_valued`` the share of those
+    that were exactly zero (``None`` elsewhere).
+    """
+    from ..training import load_weights
+
+    rows = []
+    for d in map(Path, run_dirs):
+        snaps = {int(p.stem[len("epoch_"):]): p for p in sorted((d / "weights").glob("epoch_*.npz"))}
+        if not snaps:
+            continue
+        x = inputs(d)
+        loaded = {e: load_weights(p) for e, p in snaps.items()}
+        for e, (w, b) in loaded.items():
+            for r in network_stats(w, b, x, layers=layers):
+                nxt = churn(w[r["layer"]], loaded[e + 1][0][r["layer"]]) if e + 1 in loaded else {
+                    "moved": None, "moved_zero_valued": None}
+                rows.append({"network": d.name, "epoch": e, **r, **nxt})
+    return rows
 
 
 def our_epoch_for(published_epoch: int, available: Sequence[int]) -> int | None:
