@@ -43,11 +43,17 @@ def main(argv=None) -> None:
     ap.add_argument("--published", type=Path)
     ap.add_argument("--ours", type=Path)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--rows", type=Path, help="summarise per-network rows written earlier by --out")
     args = ap.parse_args(argv)
-    if (args.published is None) == (args.ours is None):
-        ap.error("give exactly one of --published and --ours")
-    rows = published_rows(args.published) if args.published else run_network_stats(
-        sorted((args.ours / "runs").glob("net*")))
+    if sum(a is not None for a in (args.published, args.ours, args.rows)) != 1:
+        ap.error("give exactly one of --published, --ours and --rows")
+    if args.rows:
+        with open(args.rows, newline="") as f:
+            rows = [{k: (None if v == "" else v if k == "network" else float(v)) for k, v in r.items()}
+                    for r in csv.DictReader(f)]
+    else:
+        rows = published_rows(args.published) if args.published else run_network_stats(
+            sorted((args.ours / "runs").glob("net*")))
     if args.out:
         with open(args.out, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -56,8 +62,13 @@ def main(argv=None) -> None:
     print("| epoch | layer | " + " | ".join(COLUMNS) + " |")
     print("|---" * (len(COLUMNS) + 2) + "|")
     for r in summarise([{k: v for k, v in r.items() if k != "network"} for r in rows]):
-        print(f"| {r['epoch']} | {r['layer']} | " + " | ".join(
-            f"{r[c]:.3f}" if c.startswith("moved") else f"{r[c]:.1f}" if c in r else "" for c in COLUMNS) + " |")
+        print(f"| {int(r['epoch'])} | {int(r['layer'])} | " + " | ".join(_cell(r.get(c), c) for c in COLUMNS) + " |")
+
+
+def _cell(value, column: str) -> str:
+    if value is None:
+        return ""
+    return f"{value:.3f}" if column.startswith("moved") else f"{value:.1f}"
 
 
 if __name__ == "__main__":

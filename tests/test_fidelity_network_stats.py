@@ -156,3 +156,24 @@ def test_run_network_stats_reads_weights_snapshots_and_measures_each_update(tmp_
     assert np.isclose(got[(0, 1)]["moved"], 1 / 3) and got[(0, 1)]["moved_zero_valued"] == 0.0
     assert got[(1, 1)]["moved"] is None  # no epoch-2 snapshot: no single update to measure
     assert got[(0, 0)]["dead_neurons"] == 2 and got[(0, 0)]["network"] == "net0"
+
+
+def test_fidelity_rows_compare_network_statistics_at_matched_epochs():
+    from sparsetopo.experiments import published
+    from sparsetopo.experiments.fidelity import fidelity_rows, network_finding
+
+    stats = {"shared": {}, "kept": {}, "correlation": {}, "connections": {}}
+    net = [{"epoch": 12, "layer": k, "networks": 2, "dead_neurons": 100.0 + k, "zero_valued": 130.0,
+            "zero_on_dead": 120.0, "into_dead": 200.0, "no_input_neurons": 10.0, "unused_inputs": 5.0}
+           for k in (0, 1, 2)]
+    rows = fidelity_rows({}, stats, {}, net)
+    got = {(r["statistic"], r["layer"], r["published_epoch"]): r for r in rows}
+    dead = got[("dead hidden neurons (no positive pre-activation on the training split)", 1, 10)]
+    assert dead["our_epoch"] == 12 and dead["ours"] == 101.0
+    assert dead["published"] == published.DEAD_NEURONS[1][10]
+    zero = got[("zero-valued connections (published: 3772 minus the file's)", 0, 10)]
+    assert zero["published"] == published.ZERO_VALUED[0][10] == round(3772 - published.CONNECTIONS[0][10], 1)
+    assert {r["published_epoch"] for r in rows} == {10}  # only epoch 12 of ours exists: published 10
+    text = network_finding(rows)
+    assert text.startswith("At published epoch 10 (ours: epoch 12): dead neurons per hidden layer 100 / 101 / 102")
+    assert network_finding(fidelity_rows({}, stats, {})) is None
