@@ -30,7 +30,8 @@ from .base import (
     train_field,
     write_csv,
 )
-from .fidelity import connection_stats, fidelity_rows, write_fidelity_figure
+from .fidelity import connection_stats, fidelity_rows, network_finding, run_network_stats, write_fidelity_figure
+from .network_stats import summarise
 from .runner import initial_topology, load_snapshot, run_trainings, snapshot_path
 
 
@@ -124,6 +125,8 @@ PRESETS = {
 #: Captions of the tables and figures that carry a note (:func:`_notes`).
 ACCURACY_CURVE = "Mean accuracy by epoch beside the published networks'"
 EVOLUTION_TABLE = "NNSTD and connections by epoch and hidden layer (dense layers are left out)"
+NETWORK_TABLE = ("Dead neurons, zero-valued connections, degrees and what one SET update moves, by epoch and "
+                 "hidden layer (mean over networks)")
 
 #: The method the study's networks train with: the topology evolution it measures is SET's.
 METHOD = "set"
@@ -145,6 +148,7 @@ class _Results:
     test_curve: dict[int, float]  # epoch -> mean accuracy on the test set
     stats: dict[str, dict]  # fidelity.connection_stats
     fid: list[dict]  # fidelity.fidelity_rows (empty: nothing to compare with)
+    net_stats: list[dict] = field(default_factory=list)  # network_stats.summarise of fidelity.run_network_stats
 
 
 def _run(cfg: EvolutionConfig, out: Path, ctx: Context) -> dict:
@@ -200,9 +204,13 @@ def _compute(cfg: EvolutionConfig, out: Path, ctx: Context) -> _Results:
     stats = connection_stats(snapshots, weights, layers=hidden)
     # The published networks are the paper's MLPs: a CNN study has nothing to be compared with
     # (nor a study without sparse layers: the published networks are sparse).
-    fid = fidelity_rows(means, stats, curve) if cfg.model == published.MODEL and hidden else []
+    comparable = cfg.model == published.MODEL and bool(hidden)
+    # Dead neurons, zero-valued connections, degrees and one update's churn (issue 23): MLP weights only.
+    net_stats = summarise([{k: v for k, v in r.items() if k != "network"}
+                           for r in run_network_stats(run_dirs, layers=hidden)]) if comparable and weights else []
+    fid = fidelity_rows(means, stats, curve, net_stats) if comparable else []
     return _Results(epochs, names, hidden, matrices, means, drift, curve, acc_key, acc_rows, test_curve, stats,
-                    fid)
+                    fid, net_stats)
 
 
 def _tables(cfg: EvolutionConfig, res: _Results, out: Path) -> dict[str, str]:
@@ -234,6 +242,7 @@ def _tables(cfg: EvolutionConfig, res: _Results, out: Path) -> dict[str, str]:
             (ACCURACY_CURVE, "tables/accuracy_curve.csv", curve_rows),
             (EVOLUTION_TABLE, "tables/evolution.csv", rows),
             ("Connections of a network kept between consecutive snapshots", "tables/kept.csv", kept_rows),
+            (NETWORK_TABLE, "tables/network_stats.csv", res.net_stats),
             ("Final accuracy per network", "tables/accuracy.csv", res.acc_rows)):
         if table or path in ("tables/accuracy_curve.csv", "tables/accuracy.csv"):  # these two always exist
             write_csv(out / path, table)
@@ -363,7 +372,7 @@ def _notes(cfg: EvolutionConfig, res: _Results, tables: dict[str, str], figs: di
              + ". Published: the mean of the paper's seven accuracy curves, measured on 12,000 images held out "
                "of the 60,000 training images (the published accuracies are multiples of 1/12000), i.e. the same "
                "kind of split as our held-out column, not the 10,000-image test set.",
-             EVOLUTION_TABLE: epoch_note(cfg)}
+             EVOLUTION_TABLE: epoch_note(cfg), NETWORK_TABLE: NETWORK_NOTE}
     for caption in figs:
         if caption.startswith("NNSTD heatmaps"):
             notes[caption] = epoch_note(cfg)
@@ -372,6 +381,16 @@ def _notes(cfg: EvolutionConfig, res: _Results, tables: dict[str, str], figs: di
                               "is drawn at E + 2; published points are shown only at the epochs they exist and "
                               "no later than our last epoch.")
     return {c: n for c, n in notes.items() if c in tables or c in figs}
+
+
+NETWORK_NOTE = (
+    "From each network's weights snapshot (every connection of the mask, zeros included). A neuron is dead "
+    "when its pre-activation is positive on no image of its training split (no dropout), so ReLU passes it "
+    "no gradient; an input is dead when it is always 0. zero_on_dead: zero-valued connections on a dead "
+    "neuron or input, which no gradient can revive. Degrees count non-zero connections (a published file "
+    "holds no others). moved: the fraction of the connections the one SET update between this snapshot and "
+    "the next epoch's moved, moved_zero_valued the share of those that were exactly zero (empty where the "
+    "next epoch has no snapshot).")
 
 
 def _findings(cfg: EvolutionConfig, res: _Results) -> list[str]:
@@ -411,6 +430,8 @@ def _findings(cfg: EvolutionConfig, res: _Results) -> list[str]:
             f"{worst['published_epoch']} (ours {worst['ours']:.3f} at epoch {worst['our_epoch']}, published "
             f"{worst['published']:.3f}). A published epoch-E file is the state after E + 2 epochs of training; "
             "the fidelity table names the epoch of ours compared with each.")
+        if note := network_finding(fid):
+            findings.append(note)
         acc = [r for r in fid if r["statistic"].startswith("accuracy")]
         if acc:
             findings.append("Mean accuracy after " + ", ".join(

@@ -21,8 +21,10 @@ import scipy.sparse as ss
 
 from ..topology import Topology
 from . import published
+from .network_stats import churn, network_stats
 
-__all__ = ["connection_stats", "fidelity_rows", "our_epoch_for", "write_fidelity_figure"]
+__all__ = ["connection_stats", "fidelity_rows", "network_finding", "our_epoch_for", "run_network_stats",
+           "training_inputs", "write_fidelity_figure"]
 
 
 def _pairs(n: int):
@@ -69,6 +71,43 @@ def connection_stats(snapshots: Mapping[int, Sequence[Topology]],
     return out
 
 
+def training_inputs(run_dir: Path) -> np.ndarray:
+    """The training split a run trained on (its ``config.yaml``: data set, scaling, validation split, seed)."""
+    from ..data import load_dataset
+    from ..training import TrainConfig
+    from ..training.config import load_config_file
+
+    c = TrainConfig.from_dict(load_config_file(Path(run_dir) / "config.yaml"), source=str(run_dir))
+    return load_dataset(c.dataset, c.data_dir, val_fraction=c.val_fraction, seed=c.named_seed("data"),
+                        limit_train=c.limit_train, input_scaling=c.input_scaling).x_train
+
+
+def run_network_stats(run_dirs: Sequence[Path], layers: Sequence[int] | None = None,
+                      inputs=training_inputs) -> list[dict]:
+    """:func:`.network_stats.network_stats` of every weights snapshot of every run, one row per layer.
+
+    Dead neurons are counted on each run's own training split (``inputs(run_dir)``). Where the
+    next epoch's snapshot exists too, ``moved`` is the fraction of the connections that the one
+    SET update between the two snapshots moved and ``moved_zero_valued`` the share of those
+    that were exactly zero (``None`` elsewhere).
+    """
+    from ..training import load_weights
+
+    rows = []
+    for d in map(Path, run_dirs):
+        snaps = {int(p.stem[len("epoch_"):]): p for p in sorted((d / "weights").glob("epoch_*.npz"))}
+        if not snaps:
+            continue
+        x = inputs(d)
+        loaded = {e: load_weights(p) for e, p in snaps.items()}
+        for e, (w, b) in loaded.items():
+            for r in network_stats(w, b, x, layers=layers):
+                nxt = churn(w[r["layer"]], loaded[e + 1][0][r["layer"]]) if e + 1 in loaded else {
+                    "moved": None, "moved_zero_valued": None}
+                rows.append({"network": d.name, "epoch": e, **r, **nxt})
+    return rows
+
+
 def our_epoch_for(published_epoch: int, available: Sequence[int]) -> int | None:
     """Our snapshot epoch to compare with a published one: the same training (E + 2), else E + 1, else E.
 
@@ -82,13 +121,27 @@ def our_epoch_for(published_epoch: int, available: Sequence[int]) -> int | None:
     return next((e for e in options if e in available), None)
 
 
+#: Rows of the fidelity table from :func:`run_network_stats` (means over networks): statistic,
+#: its column there, the published table.
+NETWORK_STATISTICS = (
+    ("dead hidden neurons (no positive pre-activation on the training split)", "dead_neurons",
+     published.DEAD_NEURONS),
+    ("zero-valued connections (published: 3772 minus the file's)", "zero_valued", published.ZERO_VALUED),
+    ("non-zero connections into dead neurons", "into_dead", published.INTO_DEAD),
+    ("neurons with no non-zero input", "no_input_neurons", published.NO_INPUT_NEURONS),
+    ("inputs with no non-zero connection", "unused_inputs", published.UNUSED_INPUTS),
+)
+
+
 def fidelity_rows(nnstd_means: Mapping[int, Mapping[int, float]], stats: Mapping[str, dict],
-                  accuracy: Mapping[int, float]) -> list[dict]:
+                  accuracy: Mapping[int, float], net_stats: Sequence[dict] = ()) -> list[dict]:
     """One row per statistic, layer and published epoch we can compare with.
 
     ``nnstd_means[k][epoch]`` are our mean off-diagonal NNSTD values,
     ``stats`` comes from :func:`connection_stats`, ``accuracy[epoch]`` is our
-    mean accuracy after that many epochs (on the held-out split when there is one).
+    mean accuracy after that many epochs (on the held-out split when there is one),
+    ``net_stats`` the means over networks of :func:`run_network_stats` (rows with
+    ``epoch`` and ``layer``; none: no such rows).
     """
     rows = []
 
@@ -121,6 +174,13 @@ def fidelity_rows(nnstd_means: Mapping[int, Mapping[int, float]], stats: Mapping
                 if (o1, o2) in mine and (e1 > 0 or o1 == published.trained_epochs(e1)):
                     add("connections kept between the two epochs", k, f"{e1}-{e2}", v, f"{o1}-{o2}", mine[(o1, o2)])
                     break
+    for name, column, ref in NETWORK_STATISTICS:
+        for k, table in ref.items():
+            mine = {r["epoch"]: r[column] for r in net_stats if r["layer"] == k and r.get(column) is not None}
+            for e, v in table.items():
+                ours = our_epoch_for(e, list(mine))
+                if ours is not None:
+                    add(name, k, e, v, ours, mine[ours])
     for trained, v in enumerate(published.ACCURACY, start=1):
         if trained in accuracy and (trained in (1, 2, 3, 6, 11, 21, 51, 101, 200) or trained == max(accuracy)):
             add("accuracy after this many epochs", "", trained, v, trained, accuracy[trained])
@@ -155,3 +215,24 @@ def write_fidelity_figure(path: Path, nnstd_means, stats, accuracy: Mapping[int,
                        {"ours": mine(stats["correlation"][0]), "published": pub(published.WEIGHT_CORRELATION[0])}))
     comparison_panels(panels, path, xlabel="epochs of training", suptitle=title)
     return path
+
+
+def network_finding(rows: Sequence[dict]) -> str | None:
+    """One sentence on dead neurons and zero-valued connections against the published networks, at the
+    latest published epoch compared (``None`` without such rows)."""
+    names = {NETWORK_STATISTICS[0][0]: "dead neurons", NETWORK_STATISTICS[1][0]: "zero-valued connections"}
+    mine = [r for r in rows if r["statistic"] in names]
+    if not mine:
+        return None
+    last = max(r["published_epoch"] for r in mine)
+    parts = []
+    for statistic, label in names.items():
+        at = sorted((r for r in mine if r["statistic"] == statistic and r["published_epoch"] == last),
+                    key=lambda r: r["layer"])
+        if at:
+            parts.append(f"{label} per hidden layer " + " / ".join(f"{r['ours']:.0f}" for r in at)
+                         + " (published " + " / ".join(f"{r['published']:.0f}" for r in at) + ")")
+    ours = next(r["our_epoch"] for r in mine if r["published_epoch"] == last)
+    return (f"At published epoch {last} (ours: epoch {ours}): " + "; ".join(parts)
+            + ". A connection regrown at zero on a dead neuron or input gets no gradient and "
+            "stays zero, so it is missing from a snapshot of non-zero weights.")

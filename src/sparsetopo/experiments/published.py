@@ -104,3 +104,41 @@ def trained_epochs(published_epoch: int) -> int:
 def accuracy_after(epochs_trained: int) -> float:
     """Published mean test accuracy after this many epochs of training."""
     return ACCURACY[epochs_trained - 1]
+
+# Issue 23: per-layer diagnostics of the published files, mean over the ten networks, measured with
+# benchmarks/fidelity_diagnostics.py. A neuron is dead when its pre-activation is positive on none of the
+# 60,000 training images scaled to [0, 1] (the paper trained on 48,000 of them, which ones is not known).
+# Degrees count the files' entries, i.e. the non-zero connections.
+
+#: Hidden neurons with no positive pre-activation (ReLU passes them no gradient).
+DEAD_NEURONS = {
+    0: {10: 107.1, 20: 115.5, 30: 121.9, 40: 126.2, 50: 128.5, 100: 136.4, 150: 141.8},
+    1: {10: 153.2, 20: 163.7, 30: 171.4, 40: 176.5, 50: 181.5, 100: 192.5, 150: 200.4},
+    2: {10: 310.7, 20: 314.3, 30: 315.2, 40: 316.8, 50: 317.1, 100: 321.3, 150: 322.4},
+}
+
+#: The Erdős–Rényi count SET keeps (3772 per hidden layer) minus the file's entries: the connections
+#: whose weight is exactly zero, which a weight file cannot hold.
+ER_CONNECTIONS = 3772
+ZERO_VALUED = {k: {e: round(ER_CONNECTIONS - v, 1) for e, v in t.items()} for k, t in CONNECTIONS.items()}
+
+#: Non-zero connections into dead neurons.
+INTO_DEAD = {
+    0: {10: 193.4, 20: 203.6, 30: 214.0, 40: 222.6, 50: 225.5, 100: 220.3, 150: 216.3},
+    1: {10: 334.4, 20: 353.4, 30: 368.3, 40: 377.3, 50: 383.2, 100: 392.8, 150: 397.3},
+    2: {10: 723.1, 20: 714.2, 30: 703.2, 40: 698.0, 50: 692.1, 100: 673.0, 150: 655.3},
+}
+
+#: Hidden neurons with no non-zero incoming connection.
+NO_INPUT_NEURONS = {
+    0: {10: 22.4, 20: 23.5, 30: 24.6, 40: 25.8, 50: 26.5, 100: 33.4, 150: 38.5},
+    1: {10: 23.0, 20: 24.9, 30: 25.3, 40: 27.0, 50: 27.4, 100: 29.6, 150: 33.0},
+    2: {10: 35.0, 20: 37.4, 30: 39.2, 40: 39.5, 50: 40.3, 100: 43.6, 150: 46.1},
+}
+
+#: Inputs of the layer (pixels, neurons of the layer below) with no non-zero outgoing connection.
+UNUSED_INPUTS = {
+    0: {10: 5.3, 20: 5.7, 30: 5.7, 40: 6.2, 50: 6.1, 100: 7.0, 150: 6.4},
+    1: {10: 9.2, 20: 9.1, 30: 9.6, 40: 9.7, 50: 11.4, 100: 12.4, 150: 13.2},
+    2: {10: 16.5, 20: 16.8, 30: 16.6, 40: 15.5, 50: 18.3, 100: 20.8, 150: 21.9},
+}
