@@ -53,6 +53,16 @@ __all__ = ["DROP_SCHEDULES", "Sparsifier", "sparsify"]
 _log = logging.getLogger(__name__)
 
 
+def _sparsify_method(method: str):
+    """The class of a method ``sparsify`` can apply, or a clear error listing those it can."""
+    cls = method_class(method) if method in METHODS else None
+    if cls is None or not cls.works_with_sparsify:
+        able = [name for name, c in METHODS.items() if c.works_with_sparsify]
+        able = ", ".join(able[:-1]) + " or " + able[-1] if len(able) > 1 else "".join(able)
+        raise SparsetopoError(f"sparsify supports method {able}; got {method!r}")
+    return cls
+
+
 class Sparsifier(MaskedNetwork):
     """Masks and a drop-then-grow method attached to a model's ``nn.Linear`` and ``nn.Conv2d`` layers
     (in execution order; for a convolution a neuron is an output channel and its inputs are kernel positions).
@@ -123,11 +133,7 @@ class Sparsifier(MaskedNetwork):
                  engine: str = "masked", example_input=None, data=None, loss_fn: Callable | None = None,
                  callback: Callable[[int, dict[str, float]], None] | None = None,
                  **method_settings):
-        cls = method_class(method) if method in METHODS else None
-        if cls is None or not cls.works_with_sparsify:
-            able = [name for name, c in METHODS.items() if c.works_with_sparsify]
-            able = ", ".join(able[:-1]) + " or " + able[-1] if len(able) > 1 else "".join(able)
-            raise SparsetopoError(f"sparsify supports method {able}; got {method!r}")
+        cls = _sparsify_method(method)
         _check_engine(cls, engine)
         if callback is not None and not callable(callback):
             raise SparsetopoError(f"sparsify: callback must be a function (step, stats); got {callback!r:.60}")
@@ -150,17 +156,7 @@ class Sparsifier(MaskedNetwork):
         self.method = cls(self.config)
         self.regrowth = torch.Generator().manual_seed(int(seed if regrowth_seed is None else regrowth_seed) + 1)
         self._masking = True
-        # The method's rule over the executed layers (the last one is the output layer); layers the
-        # forward pass never calls follow them and are sparse.
-        sparse_ids = set(self.method.sparse_layer_ids(n_executed)) | set(range(n_executed, len(named)))
-        if dense_first:
-            sparse_ids.discard(0)
-        if not sparse_ids:
-            raise SparsetopoError(_nothing_to_sparsify(named, dense_output, dense_first))
-        # Every update (after_epoch) must touch these layers and no other: the method's own rule
-        # counts positions only and knows nothing of execution order or dense_first.
-        fixed = sorted(sparse_ids)
-        self.method.sparse_layer_ids = _FixedLayers(fixed)
+        sparse_ids = self._choose_sparse_layers(named, n_executed, dense_output, dense_first)
         shapes = [tuple(m.weight.shape) for m in self._layers]
         self.densities = layer_densities(shapes, sorted(sparse_ids), distribution, epsilon=epsilon,
                                          density=density)
@@ -187,6 +183,19 @@ class Sparsifier(MaskedNetwork):
         self.scoring_flops = self.method.prune_at_init(self, data, loss_fn or torch.nn.functional.cross_entropy)
         # In-time over-parameterization: every connection that has ever been active, per layer.
         self._seen = [m.weight_mask.detach() != 0 for m in self._layers]
+
+    def _choose_sparse_layers(self, named, n_executed: int, dense_output: bool, dense_first: bool) -> set[int]:
+        """The method's rule over the executed layers (the last one is the output layer); layers the
+        forward pass never calls follow them and are sparse. Every update (after_epoch) must touch
+        these layers and no other: the method's own rule counts positions only and knows nothing of
+        execution order or ``dense_first``, so it is replaced by the fixed list."""
+        sparse_ids = set(self.method.sparse_layer_ids(n_executed)) | set(range(n_executed, len(named)))
+        if dense_first:
+            sparse_ids.discard(0)
+        if not sparse_ids:
+            raise SparsetopoError(_nothing_to_sparsify(named, dense_output, dense_first))
+        self.method.sparse_layer_ids = _FixedLayers(sorted(sparse_ids))
+        return sparse_ids
 
     def summary(self) -> str:
         """A table of the layers in execution order: name, type, shape, density or "dense"."""
