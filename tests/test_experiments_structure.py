@@ -14,7 +14,9 @@ COMMON_DEFAULTS = {
     "input_scaling": "standardize", "epochs": 200, "batch_size": 128, "lr": 0.01, "momentum": 0.9,
     "weight_decay": 2e-4, "zeta": 0.3, "init": "he", "init_std": 0.1, "regrow_init": "zero",
     "loss": "cross_entropy", "dropout": 0.0, "val_fraction": 0.0, "snapshot_timing": "after_update",
-    "snapshot_connections": "mask", "snapshot_weights": False, "seed": 0,
+    "snapshot_connections": "mask", "snapshot_weights": False,
+    "optimizer_reset": "never",  # issue 23: added before seed; old experiment.yaml files resume with never
+    "seed": 0,
     "device": "auto",  # issue 19: added after seed; an old experiment.yaml without it resumes with auto
     "solver": "auto",
 }

@@ -34,7 +34,7 @@ PRESETS = ("smoke", "small", "paper")
 TRAIN_SETTINGS = (
     "dataset", "data_dir", "limit_train", "limit_test", "input_scaling", "epochs", "batch_size", "lr", "momentum",
     "weight_decay", "zeta", "init", "init_std", "regrow_init", "loss", "dropout", "val_fraction", "snapshot_timing",
-    "snapshot_connections", "snapshot_weights", "seed", "device",
+    "snapshot_connections", "snapshot_weights", "optimizer_reset", "seed", "device",
 )
 
 #: Where a study's default differs from a single run's: a study trains longer (a run's default is 100).

@@ -27,6 +27,9 @@ __all__ = ["ENGINES", "LOSSES", "OPTIMIZERS", "SEED_PURPOSES", "SNAPSHOT_CONNECT
 
 SEED_PURPOSES = ("topology", "init", "data", "regrowth", "dropout")
 OPTIMIZERS = ("sgd", "adam")
+#: When the optimizer's state (momentum, Adam's moments) starts afresh: never, or after every epoch
+#: (SET's Keras code compiles a new SGD optimizer at the start of every epoch).
+OPTIMIZER_RESETS = ("never", "epoch")
 LOSSES = ("cross_entropy", "mse")
 SNAPSHOT_TIMINGS = ("after_update", "before_update")
 SNAPSHOT_CONNECTIONS = ("mask", "nonzero")
@@ -92,6 +95,9 @@ class TrainConfig(LotterySettings, SparsitySettings):
     lr: float = option(0.01, gt=0.0, help="Learning rate.")
     momentum: float = option(0.9, min=0.0, lt=1.0, help="SGD momentum, in [0, 1).")
     weight_decay: float = option(2e-4, min=0.0, help="L2 weight decay.")
+    optimizer_reset: str = option("never", choices=OPTIMIZER_RESETS,
+                                  help="never (default) or epoch: a fresh optimizer, momentum zero, after every "
+                                       "epoch, as SET's Keras code builds a new SGD each epoch.")
     seed: int = option(0, **_SEED, help="Base seed; each named seed left unset derives from it.")
     topology_seed: int | None = option(None, **_SEED, help="Seed of the initial topology.")
     init_seed: int | None = option(None, **_SEED, help="Seed of the weight initialisation.")

@@ -450,6 +450,8 @@ def _train_epoch(run: _Run, epoch: int, progress: bool, log) -> None:
     write_csv(run.out / "resources.csv", run.resources)
     if epoch in run.snapshots and cfg.snapshot_timing == "after_update":
         _snapshot(model, run.out, epoch, cfg, run.name)
+    if cfg.optimizer_reset == "epoch":  # before the checkpoint, so a resumed run starts the same way
+        run.optimizer = _make_optimizer(cfg, model)
     _checkpoint(run, epoch)
     if run.watcher is not None:  # after the checkpoint: a resumed run logs each epoch once
         run.watcher.epoch(epoch, row, model, snapshot=epoch in run.snapshots)
