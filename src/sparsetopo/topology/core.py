@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as ss
 
 from ..errors import FileFormatError, SparsetopoError
+from . import graph as _graph
 from . import io as _io
 
 __all__ = ["Topology"]
@@ -127,6 +128,11 @@ class Topology:
         (run, epoch, method, ...). Saved alongside the layers.
     kernels : sequence of (kh, kw) or None, optional
         For layers given already flattened (2-D): which are convolutions.
+    streams : sequence of (read, write) pairs, optional
+        A graph instead of a chain (:mod:`.graph`): layer ``k`` reads stream
+        ``read`` (0 is the network input) and adds into stream ``write``; layers
+        writing one stream form a residual stream. ``None`` or ``(k, k + 1)`` for
+        every layer is a chain, stored as before.
 
     Examples
     --------
@@ -136,18 +142,24 @@ class Topology:
     ((3, 3), (2, 3))
     """
 
-    __slots__ = ("_layers", "name", "_metadata", "_kernels", "_blocks")
+    __slots__ = ("_layers", "name", "_metadata", "_kernels", "_blocks", "_streams")
 
     def __init__(self, layers: Sequence[Any], *, name: str | None = None,
                  metadata: Mapping[str, Any] | None = None,
-                 kernels: Sequence[tuple[int, int] | None] | None = None):
+                 kernels: Sequence[tuple[int, int] | None] | None = None,
+                 streams: Sequence[Sequence[int]] | None = None):
         if len(layers) == 0:
             raise SparsetopoError("layers must hold at least one layer; got none")
         kernels = list(kernels) if kernels is not None else [None] * len(layers)
         if len(kernels) != len(layers):
             raise SparsetopoError(f"kernels must have one entry per layer ({len(layers)}); got {len(kernels)}")
         csr, kerns = _flat_layers(layers, kernels)
-        blocks = _chain_blocks(csr, kerns)
+        if streams is not None:
+            streams = _graph.check_streams(streams, len(csr))
+            if _graph.is_chain(streams):
+                streams = None  # a chain is stored, saved and compared as it always was
+        blocks = _chain_blocks(csr, kerns) if streams is None else _graph.graph_blocks(csr, kerns, streams)
+        self._streams = streams
         self._layers = csr
         self._kernels = kerns
         self._blocks = blocks
@@ -187,6 +199,16 @@ class Topology:
         return self._blocks
 
     @property
+    def streams(self) -> tuple[tuple[int, int], ...] | None:
+        """Per layer, the stream ``(read, write)`` it reads and adds into (:mod:`.graph`); ``None`` for a chain."""
+        return self._streams
+
+    @property
+    def is_graph(self) -> bool:
+        """Whether the layers form a graph (residual streams) rather than a chain."""
+        return self._streams is not None
+
+    @property
     def is_convolutional(self) -> bool:
         return any(k is not None for k in self._kernels)
 
@@ -222,7 +244,8 @@ class Topology:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Topology):
             return NotImplemented
-        return self.shapes == other.shapes and self._kernels == other._kernels and all(
+        return self.shapes == other.shapes and self._kernels == other._kernels \
+            and self._streams == other._streams and all(
             np.array_equal(a.indptr, b.indptr) and np.array_equal(a.indices, b.indices)
             for a, b in zip(self._layers, other._layers)
         )
@@ -240,6 +263,7 @@ class Topology:
         t._layers = self._layers
         t._kernels = self._kernels
         t._blocks = self._blocks
+        t._streams = self._streams
         t.name = name
         t._metadata = {**self._metadata, **metadata}
         return t
@@ -255,6 +279,8 @@ class Topology:
             h.update(np.asarray(m.shape, dtype=np.int64).tobytes())
             h.update(np.asarray(m.indptr, dtype=np.int64).tobytes())
             h.update(np.asarray(m.indices, dtype=np.int64).tobytes())
+        if self._streams is not None:  # chains hash as they always did
+            h.update(b"streams" + np.asarray(self._streams, dtype=np.int64).tobytes())
         return h.hexdigest()[:20]
 
     def to_dense(self) -> list[np.ndarray]:
@@ -317,7 +343,8 @@ class Topology:
     # --------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike) -> Path:
         """Save to one ``.npz`` file at exactly ``path`` (written to a temporary name, then renamed)."""
-        return _io.write_npz(path, self._layers, self._kernels, name=self.name, metadata=self._metadata)
+        return _io.write_npz(path, self._layers, self._kernels, name=self.name, metadata=self._metadata,
+                             streams=self._streams)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Topology:
@@ -329,7 +356,8 @@ class Topology:
         path = Path(path)
         layers, kernels, header = _io.read_npz(path)
         try:
-            return cls(layers, name=header["name"], metadata=header["metadata"], kernels=kernels)
+            return cls(layers, name=header["name"], metadata=header["metadata"], kernels=kernels,
+                       streams=header.get("streams"))
         except ValueError as exc:
             raise FileFormatError(path, str(exc)) from None
 

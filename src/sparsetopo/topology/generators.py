@@ -149,7 +149,7 @@ def perturb(topology: Topology, fraction: float, seed: SeedLike = None, *,
         rows, cols = np.divmod(merged, n_in)
         layers.append(ss.csr_matrix((np.ones(len(merged), dtype=bool), (rows, cols)), shape=m.shape))
     meta = {**topology.metadata, "perturbed_fraction": fraction}
-    return Topology(layers, name=name, metadata=meta, kernels=topology.kernels)
+    return Topology(layers, name=name, metadata=meta, kernels=topology.kernels, streams=topology.streams)
 
 
 def perturbation_chain(base: Topology, n: int, fraction: float, seed: SeedLike = None, *,
