@@ -311,26 +311,42 @@ class Topology:
             raise SparsetopoError(f"{directory}: {exc}") from None
 
     @classmethod
-    def from_torch(cls, module_or_state_dict: Any, *, name: str | None = None) -> Topology:
+    def from_torch(cls, module_or_state_dict: Any, *, name: str | None = None,
+                   state_dict: Mapping[str, Any] | None = None) -> Topology:
         """Read the topology of a PyTorch model (Linear and Conv2d layers) or state dict.
 
-        A model is traced with ``torch.fx`` and must be a chain (see
-        :mod:`sparsetopo._torch_graph`): a residual connection, a concatenation,
-        tied weights (a layer called twice, two layers sharing one weight) or an
-        operation between layers not known to keep every neuron in its place
-        (indexing, permute, ...) is refused, naming it. A grouped convolution is
-        read as its full block-diagonal mask. A state dict is read in
-        its order, 2-D weights as Linear and 4-D as Conv2d layers. A ``*_mask``
-        buffer (ours, ``torch.nn.utils.prune``'s) decides a layer's connections
-        when present, else its non-zero weights do.
+        A model is traced with ``torch.fx`` (see :mod:`sparsetopo._torch_graph`):
+        a chain of layers gives a chain; residual additions (ResNets, WideResNets,
+        torchvision's ``resnet18``/``resnet50`` layout) give a graph topology whose
+        streams say which layers add into one residual stream. A concatenation,
+        attention or a product of tensors, tied weights (a layer called twice, two
+        layers sharing one weight) or an operation between layers not known to keep
+        every channel in its place (indexing, permute, ...) is refused, naming it. A
+        grouped convolution is read as its full block-diagonal mask. A
+        ``weight_mask`` buffer (ours, ``torch.nn.utils.prune``'s) decides a layer's
+        connections when present, else its non-zero weights do.
+
+        Parameters
+        ----------
+        module_or_state_dict : torch.nn.Module or mapping
+            A model, or a state dict read in its order (2-D weights as Linear, 4-D as
+            Conv2d layers; a chain only, since a state dict has no graph).
+        name : str, optional
+        state_dict : mapping, optional
+            With a model: take the masks from this state dict (a plain checkpoint's
+            exact zeros, or its ``*.weight_mask`` buffers) and only the structure from
+            the model, e.g. ``Topology.from_torch(resnet50(), state_dict=torch.load(f))``.
         """
         import torch  # lazy: topology code must not need torch
 
         from .._torch_graph import layers_from_module, layers_from_state_dict
 
+        streams = None
         if isinstance(module_or_state_dict, torch.nn.Module):
-            found = layers_from_module(module_or_state_dict)
+            found, streams = layers_from_module(module_or_state_dict, state_dict)
         elif isinstance(module_or_state_dict, Mapping):
+            if state_dict is not None:
+                raise SparsetopoError("from_torch: state_dict is for a model's masks; pass the model first")
             found = layers_from_state_dict(module_or_state_dict)
         else:
             raise TypeError(
@@ -338,7 +354,7 @@ class Topology:
                 f"got {type(module_or_state_dict).__name__}"
             )
         masks = [m.reshape(m.shape[0], -1) for m, _ in found]
-        return cls(masks, name=name, metadata={"source": "torch"}, kernels=[k for _, k in found])
+        return cls(masks, name=name, metadata={"source": "torch"}, kernels=[k for _, k in found], streams=streams)
 
     # --------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike) -> Path:
