@@ -181,7 +181,8 @@ def _check_members(path: Path, z: NpzArchive, n_layers: int) -> None:
     if unknown:
         shown = ", ".join(map(repr, unknown[:5])) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
         raise FileFormatError(path, f"unknown members {shown}; a sparsetopo topology holds only 'header' and "
-                                    f"l<k>_indptr, l<k>_indices, l<k>_shape and l<k>_kernel arrays (and 'streams' for a graph)")
+                                    f"l<k>_indptr, l<k>_indices, l<k>_shape and l<k>_kernel arrays (and 'streams' "
+                                    f"for a graph)")
     present = {int(m.group(1)) for m in map(_LAYER_MEMBER_RE.match, z.names) if m}
     if present and max(present) >= n_layers:
         raise FileFormatError(path, f"holds arrays of {len(present)} layers (l0 .. l{max(present)}) but its "
