@@ -166,8 +166,8 @@ def layers_from_module(model, state_dict=None) -> tuple[list[tuple[np.ndarray, t
     return reader.layers, reader.streams()
 
 
-def _read_graph(model, state_dict) -> _GraphReader:
-    """``model`` traced and read: its layers, their calls and streams."""
+def _read_graph(model, state_dict, *, masks: bool = True) -> _GraphReader:
+    """``model`` traced and read: its layers (without their masks unless ``masks``), their calls and streams."""
     try:
         gm = _trace(model)
     except Exception as exc:  # tracing fails on data-dependent control flow, among others
@@ -178,7 +178,7 @@ def _read_graph(model, state_dict) -> _GraphReader:
     if len(placeholders) != 1:
         raise SparsetopoError(f"from_torch: {type(model).__name__} takes {len(placeholders)} inputs; a model "
                               "read by from_torch takes one")
-    reader = _GraphReader(gm, type(model).__name__, state_dict)
+    reader = _GraphReader(gm, type(model).__name__, state_dict, masks)
     for node in gm.graph.nodes:
         if reader.visit(node):
             break
@@ -190,15 +190,15 @@ def _read_graph(model, state_dict) -> _GraphReader:
 
 def trace_structure(model) -> tuple[list[str], list[tuple[int, int]] | None]:
     """The qualified names of a model's layers in call order and their streams (``None``: a chain)."""
-    reader = _read_graph(model, None)
+    reader = _read_graph(model, None, masks=False)
     return [target for target, _ in reader.called], reader.streams()
 
 
 class _GraphReader:
     """Walks a traced graph, giving every tensor a stream (a union-find element) and every layer its pair."""
 
-    def __init__(self, gm, name: str, state_dict):
-        self.gm, self.name, self.state_dict = gm, name, state_dict
+    def __init__(self, gm, name: str, state_dict, masks: bool = True):
+        self.gm, self.name, self.state_dict, self.masks = gm, name, state_dict, masks
         self.layers: list[tuple[np.ndarray, tuple[int, int] | None]] = []
         self.called: list[tuple[str, Any]] = []  # (target, module) of every layer call, in order
         self.io: list[tuple[int, int]] = []  # per layer, (read, write) union-find elements
@@ -241,9 +241,9 @@ class _GraphReader:
         if node.op != "call_module":
             return False
         mod = self.gm.get_submodule(node.target)
-        layer = _read_layer(mod, self.state_dict, node.target)
-        if layer is None:
+        if not _is_layer(mod):
             return False
+        layer = _read_layer(mod, self.state_dict, node.target) if self.masks else (None, None)
         for target, other in self.called:
             if other is mod:
                 raise SparsetopoError(
