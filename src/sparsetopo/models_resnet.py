@@ -24,10 +24,11 @@ import torch
 from torch import nn
 
 from .errors import SparsetopoError
-from .models import MaskedConv2d, MaskedLinear, _MaskedNetwork
+from .models import MODELS, MaskedConv2d, MaskedLinear, _MaskedNetwork, register_model
 from .topology import Topology
+from .topology.graph import LayerShapes
 
-__all__ = ["CifarResNet", "torchvision_resnet", "wide_resnet"]
+__all__ = ["MODELS", "CifarResNet", "torchvision_resnet", "wide_resnet"]
 
 
 def _conv(cin: int, cout: int, k: int, stride: int, gen, init: str, init_std: float) -> MaskedConv2d:
@@ -78,12 +79,15 @@ class CifarResNet(_MaskedNetwork):
     """
 
     def __init__(self, image_shape: Sequence[int], n_classes: int, *, depth: int = 20, width: int = 16,
-                 widen: int = 1, preact: bool = False, init_seed: int = 0, init: str = "he", init_std: float = 0.1):
+                 widen: int = 1, preact: bool = False, init_seed: int = 0, dropout_seed: int = 0, init: str = "he",
+                 init_std: float = 0.1):
         super().__init__()
         n = _blocks_per_group(depth, preact)
         c, h, w = (int(v) for v in image_shape)
         self.image_shape, self.init = (c, h, w), init
         gen = torch.Generator().manual_seed(int(init_seed))
+        # no dropout here; the trainer checkpoints every network's dropout generator all the same
+        self.dropout_generator = torch.Generator().manual_seed(int(dropout_seed))
         self.conv1 = _conv(c, width, 3, 1, gen, init, init_std)
         self.bn1 = nn.BatchNorm2d(width)
         blocks, cin = [], width
@@ -115,6 +119,11 @@ class CifarResNet(_MaskedNetwork):
     @property
     def masked_layers(self) -> list[nn.Module]:
         return [self.get_submodule(t) for t in self._graph()[0]]
+
+    @property
+    def layer_shapes(self) -> LayerShapes:
+        """The masked layers' weight shapes, with their streams (so a random start is a graph)."""
+        return LayerShapes(super().layer_shapes, self.streams)
 
     @property
     def streams(self) -> list[tuple[int, int]] | None:
@@ -233,3 +242,22 @@ def torchvision_resnet(depth: int = 50, n_classes: int = 1000) -> TorchvisionRes
         raise SparsetopoError(f"depth must be one of {', '.join(map(str, _TORCHVISION))}; got {depth!r}")
     block, layers = _TORCHVISION[depth]
     return TorchvisionResNet(block, layers, n_classes)
+
+
+# ------------------------------------------------------------------ registry
+# Importing this module adds these to sparsetopo.models.MODELS (the config looks models up here, so that
+# models.py, which this module builds on, need not import it back).
+def _cifar_builder(depth: int):
+    def build(config, data) -> CifarResNet:
+        if data.image_shape is None:
+            raise SparsetopoError(f"model resnet{depth} needs image data (its image_shape); "
+                                  f"dataset {getattr(data, 'name', '?')!r} has none")
+        # --channels: its first value is the first group's width (16 by default, He et al.'s)
+        return CifarResNet(data.image_shape, data.n_classes, depth=depth, width=int(config.channels[0]),
+                           init_seed=config.named_seed("init"), dropout_seed=config.named_seed("dropout"),
+                           init=config.init, init_std=config.init_std)
+    return build
+
+
+for _depth in (20, 32):
+    register_model(f"resnet{_depth}")(_cifar_builder(_depth))

@@ -25,8 +25,11 @@ def random_topology(shapes: Sequence[tuple[int, ...]], densities: Sequence[float
 
     ``shapes`` are weight shapes: ``(n_out, n_in)`` or ``(out, in, kh, kw)``
     (convolutions keep their kernels); ``streams`` makes a graph topology (``Topology``'s
-    parameter, e.g. a ResNet's ``Topology.from_torch(model).streams``).
+    parameter, e.g. a ResNet's ``Topology.from_torch(model).streams``), by default those of
+    ``shapes`` when it is a :class:`~sparsetopo.topology.graph.LayerShapes`.
     """
+    if streams is None:
+        streams = getattr(shapes, "streams", None)
     rng = as_generator(seed)
     layers, kernels = [], []
     for shape, d in zip(shapes, densities):

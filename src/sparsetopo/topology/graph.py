@@ -24,7 +24,20 @@ import scipy.sparse as ss
 
 from ..errors import SparsetopoError
 
-__all__ = ["check_streams", "graph_blocks", "is_chain", "openers"]
+__all__ = ["LayerShapes", "check_streams", "graph_blocks", "is_chain", "openers"]
+
+
+class LayerShapes(list):
+    """A network's weight shapes that know the graph they belong to: ``streams`` (``None``: a chain).
+
+    A masked residual network's ``layer_shapes`` is one, so that code drawing a starting topology
+    from the shapes alone (:func:`~sparsetopo.topology.random_topology`, hence every method's
+    ``initial_topology``) draws a graph without having to be told.
+    """
+
+    def __init__(self, shapes, streams: Sequence[tuple[int, int]] | None = None):
+        super().__init__(shapes)
+        self.streams = None if streams is None else [tuple(s) for s in streams]
 
 
 def is_chain(streams: Sequence[tuple[int, int]]) -> bool:
