@@ -432,6 +432,7 @@ def _findings(cfg: EvolutionConfig, res: _Results) -> list[str]:
 
 
 register(Experiment(
-    name="evolution", config_cls=EvolutionConfig, presets=PRESETS, run=_run, model_presets={"cnn": CNN_PRESETS, "resnet20": RESNET_PRESETS},
+    name="evolution", config_cls=EvolutionConfig, presets=PRESETS, run=_run,
+    model_presets={"cnn": CNN_PRESETS, "resnet20": RESNET_PRESETS},
     help="Figure 4: a 1 %-perturbation chain of sparse topologies trained with SET; NNSTD per epoch and layer.",
 ))
