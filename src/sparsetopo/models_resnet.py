@@ -147,7 +147,7 @@ class CifarResNet(_MaskedNetwork):
 def _blocks_per_group(depth: int, preact: bool) -> int:
     extra = 4 if preact else 2
     if not isinstance(depth, int) or depth < 6 + extra or (depth - extra) % 6:
-        kind = "a WideResNet (preact) is 6n + 4: 10, 16, 22, 28" if preact else "a ResNet is 6n + 2: 8, 14, 20, 32"
+        kind = "6n + 4 for a WideResNet (preact): 10, 16, 22, 28" if preact else "6n + 2 for a ResNet: 8, 14, 20, 32"
         raise SparsetopoError(f"depth must be {kind}, ...; got {depth!r}")
     return (depth - extra) // 6
 
