@@ -29,8 +29,10 @@ reorder or mix neurons. Before the first layer any view/reshape of the input pas
 A module of one's own that acts on each neuron alone joins the list by declaring the
 class attribute ``keeps_neurons = True`` (as ``sparsetopo.models.SeededDropout`` does).
 
-A layer called twice, or two layers sharing one weight parameter (tied weights),
-is refused by name. Grouped and depthwise convolutions are read as full
+A subclass of ``nn.Linear`` or ``nn.Conv2d`` (sparsetopo's masked layers) is read
+as a layer, not traced into. A layer called twice, or two layers sharing one
+weight parameter (tied weights), is refused by name; so is a layer whose output
+never reaches the model's output. Grouped and depthwise convolutions are read as full
 convolutions whose kernels are empty outside their group.
 """
 
