@@ -214,3 +214,31 @@ class _SEOnly(nn.Module):
 def test_a_product_of_tensors_is_refused_as_gating():
     with pytest.raises(ValueError, match=r"multiplies two tensors \(gating or attention"):
         Topology.from_torch(_SEOnly())
+
+
+def test_a_residual_state_dict_alone_points_to_the_model():
+    state = torchvision_resnet(18, n_classes=4).state_dict()
+    with pytest.raises(ValueError, match=r"does not chain.*pass the model and the state dict, "
+                                         r"Topology.from_torch\(model, state_dict=state\)"):
+        Topology.from_torch(state)
+
+
+class _AddsToItsInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.out = nn.Conv2d(3, 3, 3, padding=1), nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        return self.out(x + self.a(x))
+
+
+def test_a_layer_adding_into_the_input_is_scored_by_identity():
+    from sparsetopo.nnstd import nnstd
+
+    t = Topology.from_torch(_AddsToItsInput())
+    assert t.streams == ((0, 0), (0, 1))
+    rng = np.random.default_rng(0)
+    a, b = (Topology([rng.random(t.layer_mask(k).shape) < 0.5 for k in range(2)], streams=t.streams)
+            for _ in range(2))
+    res = nnstd(a, b)
+    assert res.solvers[0] == "identity" and np.array_equal(res.matchings[0], np.arange(3))

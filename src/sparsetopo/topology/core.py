@@ -354,7 +354,14 @@ class Topology:
                 f"got {type(module_or_state_dict).__name__}"
             )
         masks = [m.reshape(m.shape[0], -1) for m, _ in found]
-        return cls(masks, name=name, metadata={"source": "torch"}, kernels=[k for _, k in found], streams=streams)
+        try:
+            return cls(masks, name=name, metadata={"source": "torch"}, kernels=[k for _, k in found], streams=streams)
+        except SparsetopoError as exc:
+            if not isinstance(module_or_state_dict, Mapping):
+                raise
+            raise SparsetopoError(f"{exc}; a state dict has no graph, so its layers must form a chain: for a "
+                                  "residual network pass the model and the state dict, "
+                                  "Topology.from_torch(model, state_dict=state)") from None
 
     # --------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike) -> Path:
