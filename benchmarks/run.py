@@ -397,9 +397,17 @@ def bench_truly_sparse(quick: bool) -> None:
     bench(row, ok, quick)
 
 
+def bench_resnet(quick: bool) -> None:
+    """Issue 22's figures: NNSTD between ResNet topologies (benchmarks/resnet_bench.py)."""
+    from resnet_bench import bench
+
+    bench(row, ok, quick)
+
+
 SECTIONS = {"nnstd": bench_nnstd, "solvers": bench_solvers, "training": bench_training,
             "sparse-kernel": bench_sparse_kernel, "experiments": bench_experiments, "fidelity": bench_fidelity,
-            "parity": bench_parity, "cnn": bench_cnn, "truly-sparse": bench_truly_sparse}
+            "parity": bench_parity, "cnn": bench_cnn, "truly-sparse": bench_truly_sparse,
+            "resnet": bench_resnet}
 
 
 def main() -> None:

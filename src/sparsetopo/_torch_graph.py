@@ -1,12 +1,18 @@
-"""Reading a PyTorch model's topology: its Linear and Conv2d layers, checked to form a chain.
+"""Reading a PyTorch model's topology: its Linear and Conv2d layers and the streams that connect them.
 
-NNSTD carries each layer's matching to the next layer's inputs, which is only
-meaningful when every layer feeds exactly the next one. The model is traced
-with ``torch.fx``, so that what it really computes -- not the order in which
-its modules were registered -- decides; an operation that combines two tensors
-(a residual addition, a concatenation) or reads a value twice (a branch) is
-refused by name, and so is any layer or operation this module does not know.
-Nothing is ever dropped silently.
+NNSTD carries each layer's matching to the layers that read its outputs, which
+is only meaningful when it is known which channels feed which layer. The model
+is traced with ``torch.fx``, so that what it really computes -- not the order
+in which its modules were registered -- decides. Each tensor belongs to a
+*stream* (:mod:`sparsetopo.topology.graph`): a layer opens one, the sum of two
+tensors (a residual connection, ``out += identity``) merges theirs into one
+residual stream, and the operations below keep it. A chain of layers gives a
+chain topology, exactly as before; torchvision's ResNets (BasicBlock,
+Bottleneck with a projection ``downsample``), CIFAR ResNets and WideResNets
+give graphs. Any other operation combining tensors -- a concatenation
+(DenseNet), a product of two tensors (attention, squeeze-and-excitation
+gating) -- is refused by name, and so is any layer or operation this module
+does not know. Nothing is ever dropped silently.
 
 Supported between the layers -- an allow-list of operations known to keep every
 neuron (channel) in its place, so that the correspondence passes through them:
@@ -23,8 +29,10 @@ reorder or mix neurons. Before the first layer any view/reshape of the input pas
 A module of one's own that acts on each neuron alone joins the list by declaring the
 class attribute ``keeps_neurons = True`` (as ``sparsetopo.models.SeededDropout`` does).
 
-A layer called twice, or two layers sharing one weight parameter (tied weights),
-is refused by name. Grouped and depthwise convolutions are read as full
+A subclass of ``nn.Linear`` or ``nn.Conv2d`` (sparsetopo's masked layers) is read
+as a layer, not traced into. A layer called twice, or two layers sharing one
+weight parameter (tied weights), is refused by name; so is a layer whose output
+never reaches the model's output. Grouped and depthwise convolutions are read as full
 convolutions whose kernels are empty outside their group.
 """
 
@@ -37,7 +45,7 @@ import numpy as np
 
 from .errors import SparsetopoError
 
-__all__ = ["layers_from_module", "layers_from_state_dict"]
+__all__ = ["layers_from_module", "layers_from_state_dict", "trace_structure"]
 
 
 def _pass_modules():
@@ -70,9 +78,16 @@ def _trace(model):
 
     class Tracer(torch.fx.Tracer):
         def is_leaf_module(self, m, qualname):
-            return _declares_keeps_neurons(m) or super().is_leaf_module(m, qualname)
+            # a Linear/Conv2d of one's own (sparsetopo's masked layers) is a layer, not code to trace into
+            return _declares_keeps_neurons(m) or _is_layer(m) or super().is_leaf_module(m, qualname)
 
     return torch.fx.GraphModule(model, Tracer().trace(model))
+
+
+def _is_layer(module) -> bool:
+    from torch import nn
+
+    return isinstance(module, (nn.Linear, nn.Conv2d))
 
 
 def _pass_functions():
@@ -98,11 +113,6 @@ def _mask_of(module) -> np.ndarray:
     if arr.is_floating_point() and not torch.isfinite(arr).all():
         raise SparsetopoError(f"{type(module).__name__}: weights contain NaN or infinite values")
     return (arr != 0).numpy()
-
-
-def _conv_mask(module) -> np.ndarray:
-    """``(out, in, kh, kw)``: a grouped convolution's kernels are empty outside their group."""
-    return expand_groups(_mask_of(module), module.groups)
 
 
 def expand_groups(mask: np.ndarray, groups: int) -> np.ndarray:
@@ -144,8 +154,22 @@ def _describe(node) -> str:
     return f"{node.op} {target!r} (node {node.name!r})"
 
 
-def layers_from_module(model) -> list[tuple[np.ndarray, tuple[int, int] | None]]:
-    """``[(mask, kernel or None), ...]`` of a model whose Linear/Conv2d layers form a chain."""
+def layers_from_module(model, state_dict=None) -> tuple[list[tuple[np.ndarray, tuple[int, int] | None]],
+                                                         list[tuple[int, int]] | None]:
+    """``([(mask, kernel or None), ...], streams)`` of a model's Linear/Conv2d layers, in call order.
+
+    ``streams`` is ``None`` for a chain, else each layer's ``(read, write)`` stream (see
+    :mod:`sparsetopo.topology.graph`): an addition of two tensors merges their streams (a residual
+    connection), everything on the allow-list keeps a tensor's stream. With ``state_dict`` the masks
+    come from it (``<layer>.weight_mask`` buffers, else the exact zeros of ``<layer>.weight``) and
+    the model gives only the structure.
+    """
+    reader = _read_graph(model, state_dict)
+    return reader.layers, reader.streams()
+
+
+def _read_graph(model, state_dict, *, masks: bool = True) -> _GraphReader:
+    """``model`` traced and read: its layers (without their masks unless ``masks``), their calls and streams."""
     try:
         gm = _trace(model)
     except Exception as exc:  # tracing fails on data-dependent control flow, among others
@@ -154,74 +178,202 @@ def layers_from_module(model) -> list[tuple[np.ndarray, tuple[int, int] | None]]
             "pass its state_dict() to read its layers in registration order, without the chain check") from None
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
-        raise SparsetopoError(f"from_torch: {type(model).__name__} takes {len(placeholders)} inputs; a chain takes one")
-    name = type(model).__name__
-    layers: list[tuple[np.ndarray, tuple[int, int] | None]] = []
-    called: list[tuple[str, Any]] = []  # (target, module) of every layer call, in order
-    current = None
-    meta: set = set()
+        raise SparsetopoError(f"from_torch: {type(model).__name__} takes {len(placeholders)} inputs; a model "
+                              "read by from_torch takes one")
+    reader = _GraphReader(gm, type(model).__name__, state_dict, masks)
     for node in gm.graph.nodes:
-        if node.op == "placeholder":
-            current = node
-            continue
-        args = _node_args(node)
-        tensors = [a for a in args if a not in meta]
-        if node.op == "output":
-            if tensors != [current]:
-                raise SparsetopoError(f"from_torch: {name} does not return the end of one chain")
+        if reader.visit(node):
             break
-        if _is_meta(node, args, tensors, current):
-            meta.add(node)
-            continue
-        if node.op == "get_attr":
+    if not reader.layers:
+        raise SparsetopoError("from_torch found no Linear or Conv2d layer in the model")
+    check_no_shared_weights(reader.called, "from_torch")
+    return reader
+
+
+def trace_structure(model) -> tuple[list[str], list[tuple[int, int]] | None]:
+    """The qualified names of a model's layers in call order and their streams (``None``: a chain)."""
+    reader = _read_graph(model, None, masks=False)
+    return [target for target, _ in reader.called], reader.streams()
+
+
+class _GraphReader:
+    """Walks a traced graph, giving every tensor a stream (a union-find element) and every layer its pair."""
+
+    def __init__(self, gm, name: str, state_dict, masks: bool = True):
+        self.gm, self.name, self.state_dict, self.masks = gm, name, state_dict, masks
+        self.layers: list[tuple[np.ndarray, tuple[int, int] | None]] = []
+        self.called: list[tuple[str, Any]] = []  # (target, module) of every layer call, in order
+        self.io: list[tuple[int, int]] = []  # per layer, (read, write) union-find elements
+        self.parent: list[int] = [0]  # element 0: the network input
+        self.stream_of: dict[Any, int] = {}  # fx node -> element
+        self.meta: set = set()
+        self.layer_nodes: list[Any] = []
+        self.output = None
+
+    def find(self, e: int) -> int:
+        while self.parent[e] != e:
+            self.parent[e] = self.parent[self.parent[e]]
+            e = self.parent[e]
+        return e
+
+    def visit(self, node) -> bool:
+        """Read one node; ``True`` at the output."""
+        if node.op == "placeholder":
+            self.stream_of[node] = 0
+            return False
+        args = _node_args(node)
+        tensors = [a for a in args if a not in self.meta]
+        if node.op == "output":
+            self._finish(node, tensors)
+            return True
+        if _is_meta(node, args, tensors):
+            self.meta.add(node)
+        elif node.op == "get_attr":
             raise SparsetopoError(f"from_torch: {_describe(node)} uses a parameter, buffer or constant "
                                   "tensor outside a layer; only Linear and Conv2d layers may hold weights")
-        if len(tensors) != 1 or tensors[0] is not current:
-            what = ("combines several tensors (a residual connection, concatenation or product)"
-                    if len(tensors) > 1 else "reads an earlier value again (a branch)")
-            raise SparsetopoError(f"from_torch: {name} is not a chain: {_describe(node)} {what}; "
-                                  "only chains of layers are supported")
-        if node.op == "call_module":
-            mod = gm.get_submodule(node.target)
-            layer = _read_layer(mod)
-            if layer is not None:
-                for target, other in called:
-                    if other is mod:
-                        raise SparsetopoError(
-                            f"from_torch: layer {target!r} is called twice ({_describe(node)}): one weight "
-                            "parameter shared by two layers (tied weights), which a topology cannot express; "
-                            "give each call its own layer")
-                called.append((node.target, mod))
-                layers.append(layer)
-                current = node
-                continue
-        _check_passes(node, gm, after_a_layer=bool(layers))
-        current = node
-    if not layers:
-        raise SparsetopoError("from_torch found no Linear or Conv2d layer in the model")
-    check_no_shared_weights(called, "from_torch")
-    return layers
+        elif len(tensors) != 1:
+            self._combine(node, tensors)
+        elif not self._layer(node, tensors[0]):
+            _check_passes(node, self.gm, after_a_layer=bool(self.layers))
+            self.stream_of[node] = self.stream_of[tensors[0]]
+        return False
+
+    def _layer(self, node, source) -> bool:
+        """Read ``node`` if it calls a Linear or Conv2d layer: it reads ``source``'s stream and opens one."""
+        if node.op != "call_module":
+            return False
+        mod = self.gm.get_submodule(node.target)
+        if not _is_layer(mod):
+            return False
+        layer = _read_layer(mod, self.state_dict, node.target) if self.masks else (None, None)
+        for target, other in self.called:
+            if other is mod:
+                raise SparsetopoError(
+                    f"from_torch: layer {target!r} is called twice ({_describe(node)}): one weight "
+                    "parameter shared by two layers (tied weights), which a topology cannot express; "
+                    "give each call its own layer")
+        self.called.append((node.target, mod))
+        self.layers.append(layer)
+        self.layer_nodes.append(node)
+        self.parent.append(len(self.parent))
+        self.io.append((self.stream_of[source], len(self.parent) - 1))
+        self.stream_of[node] = len(self.parent) - 1
+        return True
+
+    def _combine(self, node, tensors) -> None:
+        """An operation on several tensors: a sum merges their streams; anything else is refused by name."""
+        if len(tensors) == 2 and _is_sum(node):
+            a, b = (self.find(self.stream_of[t]) for t in tensors)
+            self.parent[max(a, b)] = min(a, b)
+            self.stream_of[node] = min(a, b)
+            return
+        if not tensors:
+            raise SparsetopoError(f"from_torch: {_describe(node)} makes a new tensor inside the model; only "
+                                  "layers and operations on their outputs are supported")
+        raise SparsetopoError(f"from_torch: {self.name} has {_describe(node)}, which {_combination(node)}; "
+                              "only the sum of two tensors (a residual connection) may combine tensors")
+
+    def _finish(self, node, tensors) -> None:
+        if len(tensors) != 1:
+            raise SparsetopoError(f"from_torch: {self.name} returns {len(tensors)} tensors; a model read by "
+                                  "from_torch returns one")
+        self.output = tensors[0]
+        reaches = _ancestors(self.output)
+        for n in self.layer_nodes:
+            if n not in reaches:
+                raise SparsetopoError(f"from_torch: {self.name}: the output of layer {n.target!r} never reaches "
+                                      "the model's output (a branch that goes nowhere); remove it")
+
+    def streams(self) -> list[tuple[int, int]] | None:
+        """Each layer's ``(read, write)`` stream, numbered in order of first write (0: the input)."""
+        number: dict[int, int] = {self.find(0): 0}
+        pairs = []
+        for r, w in self.io:
+            w = number.setdefault(self.find(w), len(number))
+            pairs.append((number[self.find(r)], w))
+        return None if all(p == (k, k + 1) for k, p in enumerate(pairs)) else pairs
 
 
-def _is_meta(node, args, tensors, current) -> bool:
+def _is_sum(node) -> bool:
+    """Whether ``node`` adds (or subtracts) two tensors elementwise, channel by channel."""
+    import torch
+
+    if node.kwargs.get("alpha", 1) != 1 or len(node.args) != 2:
+        return False
+    if node.op == "call_function":
+        return node.target in (operator.add, operator.iadd, operator.sub, torch.add, torch.sub)
+    return node.op == "call_method" and node.target in ("add", "add_", "sub", "sub_")
+
+
+def _combination(node) -> str:
+    """What an operation on several tensors does, for the error message."""
+    import torch
+    import torch.nn.functional as F
+
+    target = node.target
+    name = target if isinstance(target, str) else getattr(target, "__name__", str(target))
+    if target in (torch.cat, torch.concat, torch.stack, torch.hstack, torch.vstack) or name in ("cat", "stack"):
+        return "concatenates tensors (DenseNet-style): the channels of several layers become one input"
+    if target is F.scaled_dot_product_attention or name in ("matmul", "bmm", "baddbmm", "einsum", "mm"):
+        return "is a matrix product of two tensors (attention), which mixes channels"
+    if target in (operator.mul, torch.mul, operator.truediv) or name in ("mul", "mul_", "div"):
+        return "multiplies two tensors (gating or attention, e.g. squeeze-and-excitation), which mixes channels"
+    return "combines several tensors in a way not known to keep every channel in its place"
+
+
+def _ancestors(node) -> set:
+    """``node`` and every node it is computed from."""
+    seen, stack = set(), [node]
+    while stack:
+        n = stack.pop()
+        if n not in seen:
+            seen.add(n)
+            stack.extend(n.all_input_nodes)
+    return seen
+
+
+def _is_meta(node, args, tensors) -> bool:
     """Whether ``node`` computes from shapes only (``x.size(0)``, ``x.shape[0] * 4``), not from values."""
     if node.op == "call_method" and node.target in _META_METHODS:
         return True
-    if node.op == "call_function" and node.target is getattr and tensors == [current]:
+    if node.op == "call_function" and node.target is getattr and len(tensors) == 1:
         return True
     # arithmetic on shapes only (operator.getitem, operator.mul, ...); torch.zeros(x.size()) makes a tensor
     plain = node.op == "call_function" and getattr(node.target, "__module__", None) in ("_operator", "builtins")
     return plain and bool(args) and not tensors
 
 
-def _read_layer(mod) -> tuple[np.ndarray, tuple[int, int] | None] | None:
+def _read_layer(mod, state_dict=None, target: str = "") -> tuple[np.ndarray, tuple[int, int] | None] | None:
     from torch import nn
 
+    if not isinstance(mod, (nn.Linear, nn.Conv2d)):
+        return None
+    mask = _mask_of(mod) if state_dict is None else _mask_from_state(state_dict, target, mod)
     if isinstance(mod, nn.Linear):
-        return _mask_of(mod), None
-    if isinstance(mod, nn.Conv2d):
-        return _conv_mask(mod), tuple(mod.kernel_size)
-    return None
+        return mask, None
+    return expand_groups(mask, mod.groups), tuple(mod.kernel_size)
+
+
+def _mask_from_state(state, target: str, mod) -> np.ndarray:
+    """Layer ``target``'s connections in a state dict: its ``weight_mask`` buffer (``torch.nn.utils.prune``'s
+    or ours) when there is one, else the exact zeros of its ``weight`` (or pruning's ``weight_orig``)."""
+    import torch
+
+    for key in ("weight_mask", "weight", "weight_orig"):
+        value = state.get(f"{target}.{key}")
+        if isinstance(value, torch.Tensor):
+            break
+    else:
+        raise SparsetopoError(f"from_torch: state_dict has no {target}.weight (nor {target}.weight_mask) for "
+                              f"layer {target!r} of the model")
+    expected = tuple(getattr(mod, "weight_orig", mod.weight).shape)
+    if tuple(value.shape) != expected:
+        raise SparsetopoError(f"from_torch: state_dict's {target}.{key} has shape {tuple(value.shape)}, but the "
+                              f"model's layer {target!r} has weights of shape {expected}")
+    arr = value.detach().to("cpu")
+    if arr.is_floating_point() and not torch.isfinite(arr).all():
+        raise SparsetopoError(f"layer {target}: weights contain NaN or infinite values")
+    return (arr != 0).numpy()
 
 
 #: Arithmetic that acts on every neuron alike when its other operand is a number.

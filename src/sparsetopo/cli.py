@@ -572,7 +572,7 @@ def _check_model(model: str | None) -> None:
     """--model names a registered model (models.MODELS, looked up now: the experiment imports torch anyway)."""
     from .config import check_value, registry
 
-    check_value("--model", model, str | None, {"choices": registry("models", "MODELS")})
+    check_value("--model", model, str | None, {"choices": registry("models_resnet", "MODELS")})
 
 
 @app.command()

@@ -113,6 +113,14 @@ CNN_PRESETS = {
                   input_scaling="standardize", init="he", lr=0.02, snapshot_weights=False, solver="auto"),
 }
 
+#: The evolution study on a CIFAR-style ResNet-20 (issue 22): ``channels`` is its first group's width.
+RESNET_PRESETS = {
+    "smoke": dict(CNN_PRESETS["smoke"], model="resnet20", channels=[4], networks=3, limit_train=512,
+                  limit_test=256),
+    "small": dict(CNN_PRESETS["small"], model="resnet20", channels=[16], networks=4, epochs=3,
+                  snapshot_epochs=[0, 1, 3], limit_train=6000, limit_test=2000),
+}
+
 PRESETS = {
     # smoke: a seconds-long miniature of the recipe (a higher lr so that it learns in 2 epochs); not comparable.
     "smoke": dict(PAPER_RECIPE, hidden=[64, 64, 64], density=0.05, networks=4, epochs=2, snapshot_epochs=[0, 1, 2],
@@ -444,6 +452,7 @@ def _findings(cfg: EvolutionConfig, res: _Results) -> list[str]:
 
 
 register(Experiment(
-    name="evolution", config_cls=EvolutionConfig, presets=PRESETS, run=_run, model_presets={"cnn": CNN_PRESETS},
+    name="evolution", config_cls=EvolutionConfig, presets=PRESETS, run=_run,
+    model_presets={"cnn": CNN_PRESETS, "resnet20": RESNET_PRESETS},
     help="Figure 4: a 1 %-perturbation chain of sparse topologies trained with SET; NNSTD per epoch and layer.",
 ))

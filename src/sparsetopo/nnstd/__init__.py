@@ -18,6 +18,11 @@ layer re-indexes the next layer's input channels, moving all kernel positions
 (or, for a fully connected layer after a flatten, the channel's block of
 flattened inputs) together -- see :attr:`Topology.blocks`.
 
+Residual networks (graph topologies, :attr:`Topology.streams`): a layer's inputs
+are re-indexed by the matching of the stream it reads; a residual stream is
+matched once, on the summed costs of the layers that open it, and every later
+layer writing into it is scored under that matching -- see :mod:`.graph`.
+
 All set sizes and intersections of a layer come from one sparse product
 ``A @ B'.T``; no Python loop ever runs over neuron pairs. Three exact solvers:
 

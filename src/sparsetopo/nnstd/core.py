@@ -14,6 +14,7 @@ import scipy.sparse as ss
 
 from ..errors import SparsetopoError
 from ..topology import Topology
+from .graph import match_graph
 from .solvers import (
     DEFAULT_MAX_DENSE_BYTES,
     SOLVER_FUNCS,
@@ -66,7 +67,9 @@ class NNSTDResult:
     matchings : tuple of ndarray
         ``matchings[k][i]`` is the neuron of B matched to neuron ``i`` of A in layer k.
     solvers : tuple of str
-        The solver used for each layer (``"dense"``, ``"sparse"`` or ``"identity"``).
+        The solver used for each layer (``"ssp"``, ``"dense"``, ``"sparse"`` or ``"identity"``; on a graph
+        also ``"joint"``: matched with the other openers of its stream, ``"carried"``: scored under the
+        matching of the stream it writes, see :mod:`.graph`).
     sparse_layers : tuple of int, optional
         The layers that count in :attr:`value` (:func:`sparse_layers`); ``None``: every layer.
     """
@@ -134,6 +137,9 @@ def match_layer(a: ss.spmatrix, b: ss.spmatrix, *, solver: Solver = "auto",
 def _check_comparable(a: Topology, b: Topology) -> None:
     if not isinstance(a, Topology) or not isinstance(b, Topology):
         raise TypeError("nnstd compares two Topology objects")
+    if a.streams != b.streams:
+        raise SparsetopoError(f"cannot compare topologies of different graphs: {a.name or 'A'} has streams "
+                              f"{a.streams}, {b.name or 'B'} has {b.streams} (None: a chain)")
     if a.shapes != b.shapes or a.kernels != b.kernels:
         raise SparsetopoError(
             f"cannot compare topologies of different shapes: {a.name or 'A'} has layers "
@@ -144,6 +150,9 @@ def _check_comparable(a: Topology, b: Topology) -> None:
 
 def _match_layers(a: Topology, b: Topology, solver: str, match_outputs: bool) -> NNSTDResult:
     """The layer-by-layer matching from A to B, in this direction."""
+    if a.is_graph:  # residual streams: one matching per stream (nnstd/graph.py)
+        per_layer, matchings, used = match_graph(a, b, solver, match_outputs, _reindex_inputs)
+        return NNSTDResult(per_layer=per_layer, matchings=matchings, solvers=used)
     per_layer = np.empty(len(a), dtype=np.float64)
     matchings, used = [], []
     previous: np.ndarray | None = None  # layer 0's inputs correspond by identity

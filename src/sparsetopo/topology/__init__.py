@@ -12,6 +12,7 @@ One module per concern:
 ``densities``   how dense each layer is (``DISTRIBUTIONS``: Erdős–Rényi, ERK, uniform), and
                 ``check_density``, the package's one check of a density
 ``generators``  random topologies and perturbations
+``graph``       graph topologies (residual networks): the stream each layer reads and writes
 
 This package deliberately imports neither torch nor matplotlib: computing
 distances between saved topologies must stay light. (``Topology.from_torch``

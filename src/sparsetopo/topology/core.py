@@ -16,6 +16,7 @@ import numpy as np
 import scipy.sparse as ss
 
 from ..errors import FileFormatError, SparsetopoError
+from . import graph as _graph
 from . import io as _io
 
 __all__ = ["Topology"]
@@ -127,6 +128,11 @@ class Topology:
         (run, epoch, method, ...). Saved alongside the layers.
     kernels : sequence of (kh, kw) or None, optional
         For layers given already flattened (2-D): which are convolutions.
+    streams : sequence of (read, write) pairs, optional
+        A graph instead of a chain (:mod:`.graph`): layer ``k`` reads stream
+        ``read`` (0 is the network input) and adds into stream ``write``; layers
+        writing one stream form a residual stream. ``None`` or ``(k, k + 1)`` for
+        every layer is a chain, stored as before.
 
     Examples
     --------
@@ -136,18 +142,24 @@ class Topology:
     ((3, 3), (2, 3))
     """
 
-    __slots__ = ("_layers", "name", "_metadata", "_kernels", "_blocks")
+    __slots__ = ("_layers", "name", "_metadata", "_kernels", "_blocks", "_streams")
 
     def __init__(self, layers: Sequence[Any], *, name: str | None = None,
                  metadata: Mapping[str, Any] | None = None,
-                 kernels: Sequence[tuple[int, int] | None] | None = None):
+                 kernels: Sequence[tuple[int, int] | None] | None = None,
+                 streams: Sequence[Sequence[int]] | None = None):
         if len(layers) == 0:
             raise SparsetopoError("layers must hold at least one layer; got none")
         kernels = list(kernels) if kernels is not None else [None] * len(layers)
         if len(kernels) != len(layers):
             raise SparsetopoError(f"kernels must have one entry per layer ({len(layers)}); got {len(kernels)}")
         csr, kerns = _flat_layers(layers, kernels)
-        blocks = _chain_blocks(csr, kerns)
+        if streams is not None:
+            streams = _graph.check_streams(streams, len(csr))
+            if _graph.is_chain(streams):
+                streams = None  # a chain is stored, saved and compared as it always was
+        blocks = _chain_blocks(csr, kerns) if streams is None else _graph.graph_blocks(csr, kerns, streams)
+        self._streams = streams
         self._layers = csr
         self._kernels = kerns
         self._blocks = blocks
@@ -187,6 +199,16 @@ class Topology:
         return self._blocks
 
     @property
+    def streams(self) -> tuple[tuple[int, int], ...] | None:
+        """Per layer, the stream ``(read, write)`` it reads and adds into (:mod:`.graph`); ``None`` for a chain."""
+        return self._streams
+
+    @property
+    def is_graph(self) -> bool:
+        """Whether the layers form a graph (residual streams) rather than a chain."""
+        return self._streams is not None
+
+    @property
     def is_convolutional(self) -> bool:
         return any(k is not None for k in self._kernels)
 
@@ -222,7 +244,8 @@ class Topology:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Topology):
             return NotImplemented
-        return self.shapes == other.shapes and self._kernels == other._kernels and all(
+        return self.shapes == other.shapes and self._kernels == other._kernels \
+            and self._streams == other._streams and all(
             np.array_equal(a.indptr, b.indptr) and np.array_equal(a.indices, b.indices)
             for a, b in zip(self._layers, other._layers)
         )
@@ -240,6 +263,7 @@ class Topology:
         t._layers = self._layers
         t._kernels = self._kernels
         t._blocks = self._blocks
+        t._streams = self._streams
         t.name = name
         t._metadata = {**self._metadata, **metadata}
         return t
@@ -255,6 +279,8 @@ class Topology:
             h.update(np.asarray(m.shape, dtype=np.int64).tobytes())
             h.update(np.asarray(m.indptr, dtype=np.int64).tobytes())
             h.update(np.asarray(m.indices, dtype=np.int64).tobytes())
+        if self._streams is not None:  # chains hash as they always did
+            h.update(b"streams" + np.asarray(self._streams, dtype=np.int64).tobytes())
         return h.hexdigest()[:20]
 
     def to_dense(self) -> list[np.ndarray]:
@@ -285,26 +311,42 @@ class Topology:
             raise SparsetopoError(f"{directory}: {exc}") from None
 
     @classmethod
-    def from_torch(cls, module_or_state_dict: Any, *, name: str | None = None) -> Topology:
+    def from_torch(cls, module_or_state_dict: Any, *, name: str | None = None,
+                   state_dict: Mapping[str, Any] | None = None) -> Topology:
         """Read the topology of a PyTorch model (Linear and Conv2d layers) or state dict.
 
-        A model is traced with ``torch.fx`` and must be a chain (see
-        :mod:`sparsetopo._torch_graph`): a residual connection, a concatenation,
-        tied weights (a layer called twice, two layers sharing one weight) or an
-        operation between layers not known to keep every neuron in its place
-        (indexing, permute, ...) is refused, naming it. A grouped convolution is
-        read as its full block-diagonal mask. A state dict is read in
-        its order, 2-D weights as Linear and 4-D as Conv2d layers. A ``*_mask``
-        buffer (ours, ``torch.nn.utils.prune``'s) decides a layer's connections
-        when present, else its non-zero weights do.
+        A model is traced with ``torch.fx`` (see :mod:`sparsetopo._torch_graph`):
+        a chain of layers gives a chain; residual additions (ResNets, WideResNets,
+        torchvision's ``resnet18``/``resnet50`` layout) give a graph topology whose
+        streams say which layers add into one residual stream. A concatenation,
+        attention or a product of tensors, tied weights (a layer called twice, two
+        layers sharing one weight) or an operation between layers not known to keep
+        every channel in its place (indexing, permute, ...) is refused, naming it. A
+        grouped convolution is read as its full block-diagonal mask. A
+        ``weight_mask`` buffer (ours, ``torch.nn.utils.prune``'s) decides a layer's
+        connections when present, else its non-zero weights do.
+
+        Parameters
+        ----------
+        module_or_state_dict : torch.nn.Module or mapping
+            A model, or a state dict read in its order (2-D weights as Linear, 4-D as
+            Conv2d layers; a chain only, since a state dict has no graph).
+        name : str, optional
+        state_dict : mapping, optional
+            With a model: take the masks from this state dict (a plain checkpoint's
+            exact zeros, or its ``*.weight_mask`` buffers) and only the structure from
+            the model, e.g. ``Topology.from_torch(resnet50(), state_dict=torch.load(f))``.
         """
         import torch  # lazy: topology code must not need torch
 
         from .._torch_graph import layers_from_module, layers_from_state_dict
 
+        streams = None
         if isinstance(module_or_state_dict, torch.nn.Module):
-            found = layers_from_module(module_or_state_dict)
+            found, streams = layers_from_module(module_or_state_dict, state_dict)
         elif isinstance(module_or_state_dict, Mapping):
+            if state_dict is not None:
+                raise SparsetopoError("from_torch: state_dict is for a model's masks; pass the model first")
             found = layers_from_state_dict(module_or_state_dict)
         else:
             raise TypeError(
@@ -312,12 +354,20 @@ class Topology:
                 f"got {type(module_or_state_dict).__name__}"
             )
         masks = [m.reshape(m.shape[0], -1) for m, _ in found]
-        return cls(masks, name=name, metadata={"source": "torch"}, kernels=[k for _, k in found])
+        try:
+            return cls(masks, name=name, metadata={"source": "torch"}, kernels=[k for _, k in found], streams=streams)
+        except SparsetopoError as exc:
+            if not isinstance(module_or_state_dict, Mapping):
+                raise
+            raise SparsetopoError(f"{exc}; a state dict has no graph, so its layers must form a chain: for a "
+                                  "residual network pass the model and the state dict, "
+                                  "Topology.from_torch(model, state_dict=state)") from None
 
     # --------------------------------------------------------------------- I/O
     def save(self, path: str | os.PathLike) -> Path:
         """Save to one ``.npz`` file at exactly ``path`` (written to a temporary name, then renamed)."""
-        return _io.write_npz(path, self._layers, self._kernels, name=self.name, metadata=self._metadata)
+        return _io.write_npz(path, self._layers, self._kernels, name=self.name, metadata=self._metadata,
+                             streams=self._streams)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Topology:
@@ -329,7 +379,8 @@ class Topology:
         path = Path(path)
         layers, kernels, header = _io.read_npz(path)
         try:
-            return cls(layers, name=header["name"], metadata=header["metadata"], kernels=kernels)
+            return cls(layers, name=header["name"], metadata=header["metadata"], kernels=kernels,
+                       streams=header.get("streams"))
         except ValueError as exc:
             raise FileFormatError(path, str(exc)) from None
 

@@ -20,12 +20,16 @@ __all__ = ["erdos_renyi", "perturb", "perturbation_chain", "random_topology"]
 
 
 def random_topology(shapes: Sequence[tuple[int, ...]], densities: Sequence[float], seed: SeedLike = None, *,
-                    name: str | None = None) -> Topology:
+                    name: str | None = None, streams: Sequence[tuple[int, int]] | None = None) -> Topology:
     """Layers with ``round(density * size)`` connections each, placed uniformly at random.
 
     ``shapes`` are weight shapes: ``(n_out, n_in)`` or ``(out, in, kh, kw)``
-    (convolutions keep their kernels).
+    (convolutions keep their kernels); ``streams`` makes a graph topology (``Topology``'s
+    parameter, e.g. a ResNet's ``Topology.from_torch(model).streams``), by default those of
+    ``shapes`` when it is a :class:`~sparsetopo.topology.graph.LayerShapes`.
     """
+    if streams is None:
+        streams = getattr(shapes, "streams", None)
     rng = as_generator(seed)
     layers, kernels = [], []
     for shape, d in zip(shapes, densities):
@@ -35,8 +39,8 @@ def random_topology(shapes: Sequence[tuple[int, ...]], densities: Sequence[float
         rows, cols = np.divmod(flat, rest)
         layers.append(ss.csr_matrix((np.ones(count, dtype=bool), (rows, cols)), shape=(n_out, rest)))
         kernels.append(tuple(shape[2:]) if len(shape) == 4 else None)
-    return Topology(layers, name=name, kernels=kernels, metadata={"generator": "random",
-                                                                   "densities": [float(d) for d in densities]})
+    return Topology(layers, name=name, kernels=kernels, streams=streams,
+                    metadata={"generator": "random", "densities": [float(d) for d in densities]})
 
 
 def _sample_positions(rng: np.random.Generator, total: int, k: int,
@@ -149,7 +153,7 @@ def perturb(topology: Topology, fraction: float, seed: SeedLike = None, *,
         rows, cols = np.divmod(merged, n_in)
         layers.append(ss.csr_matrix((np.ones(len(merged), dtype=bool), (rows, cols)), shape=m.shape))
     meta = {**topology.metadata, "perturbed_fraction": fraction}
-    return Topology(layers, name=name, metadata=meta, kernels=topology.kernels)
+    return Topology(layers, name=name, metadata=meta, kernels=topology.kernels, streams=topology.streams)
 
 
 def perturbation_chain(base: Topology, n: int, fraction: float, seed: SeedLike = None, *,

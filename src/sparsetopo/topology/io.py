@@ -1,4 +1,4 @@
-"""Topology files: our ``.npz`` format (versions 1 and 2) and the NNSTD paper's official layout.
+"""Topology files: our ``.npz`` format (versions 1 to 3) and the NNSTD paper's official layout.
 
 Everything here works on plain layer lists (boolean CSR matrices and kernels)
 so that it needs no :class:`~sparsetopo.topology.Topology`; the class's
@@ -7,7 +7,8 @@ so that it needs no :class:`~sparsetopo.topology.Topology`; the class's
 Our format: one ``.npz`` holding a JSON ``header`` (``format``, ``version``,
 ``n_layers``, ``name``, ``metadata``) and per layer ``k`` the CSR arrays
 ``l{k}_indptr``, ``l{k}_indices``, ``l{k}_shape`` and, for a convolution,
-``l{k}_kernel``. Every array is size-checked before it is inflated, since a
+``l{k}_kernel``; a graph topology (version 3) adds ``streams``, the flattened
+``(read, write)`` stream of every layer. Every array is size-checked before it is inflated, since a
 file may be damaged or forged.
 """
 
@@ -31,9 +32,11 @@ __all__ = ["read_npz", "read_official", "write_npz"]
 
 _FORMAT = "sparsetopo.topology"
 #: 1: fully connected layers; 2 adds ``l{k}_kernel`` for convolutions (written only when there are some,
-#: so fully connected topologies stay readable by older versions).
+#: so fully connected topologies stay readable by older versions); 3 adds ``streams`` for graphs (written only
+#: for graphs: every chain keeps version 1 or 2 and stays readable by older versions).
 _FORMAT_VERSION = 2
-_READABLE_VERSIONS = (1, 2)
+_GRAPH_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
 _OFFICIAL_RE = re.compile(r"^weight_l([0-9]+)\.npz$")  # ASCII digits: int() also reads other scripts'
 #: The arrays of a saved topology's layer ``k``: ``l{k}_indptr`` and so on (``kernel`` only for convolutions).
 _LAYER_MEMBER_RE = re.compile(r"^l([0-9]+)_(indptr|indices|shape|kernel)$")
@@ -42,7 +45,8 @@ _MAX_HEADER_DEPTH = 64
 
 
 def write_npz(path, layers: Sequence[ss.csr_matrix], kernels: Sequence[tuple[int, int] | None], *,
-              name: str | None, metadata: Mapping[str, Any]) -> Path:
+              name: str | None, metadata: Mapping[str, Any],
+              streams: Sequence[tuple[int, int]] | None = None) -> Path:
     """Save layers to one ``.npz`` file at exactly ``path`` (written to a temporary name, then renamed)."""
     path = Path(path)
     arrays: dict[str, np.ndarray] = {}
@@ -52,9 +56,13 @@ def write_npz(path, layers: Sequence[ss.csr_matrix], kernels: Sequence[tuple[int
         arrays[f"l{k}_shape"] = np.asarray(m.shape, dtype=np.int64)
         if kernels[k] is not None:
             arrays[f"l{k}_kernel"] = np.asarray(kernels[k], dtype=np.int64)
+    version = _FORMAT_VERSION if any(k is not None for k in kernels) else 1
+    if streams is not None:
+        arrays["streams"] = np.asarray(streams, dtype=np.int64).reshape(-1)
+        version = _GRAPH_VERSION
     header = {
         "format": _FORMAT,
-        "version": _FORMAT_VERSION if any(k is not None for k in kernels) else 1,
+        "version": version,
         "n_layers": len(layers),
         "name": name,
         "metadata": dict(metadata),
@@ -93,14 +101,28 @@ def read_npz(path: Path) -> tuple[list[ss.csr_matrix], list[tuple[int, int] | No
                 if min(kern) < 1:
                     raise FileFormatError(path, f"layer {k}: kernel must be two integers >= 1, got {kern}")
             kernels.append(kern)
+        header["streams"] = _read_streams(path, z, header)
+    feeds = _feeding_outputs(layers, header["streams"])
     for k, m in enumerate(layers):
-        # An input count that is not the previous layer's output count is a bare header number.
-        if k == 0 or m.shape[1] != layers[k - 1].shape[0]:
+        # An input count that is not the feeding layer's output count is a bare header number.
+        if feeds[k] is None or m.shape[1] != feeds[k]:
             limit = input_limit(m.nnz)
             if m.shape[1] > limit:
                 raise FileFormatError(path, f"layer {k}: {m.shape[1]} inputs for {m.nnz} connections is more "
                                             f"than the {limit} a file can describe: corrupt or forged shape")
     return layers, kernels, header
+
+
+def _feeding_outputs(layers: Sequence[ss.csr_matrix], streams) -> list[int | None]:
+    """Per layer, the output count of the layer whose outputs it reads (``None`` for the network input)."""
+    if streams is None:
+        return [None] + [m.shape[0] for m in layers[:-1]]
+    writer: dict[int, int] = {}
+    found: list[int | None] = []
+    for k, (r, w) in enumerate(streams):
+        found.append(writer.get(r) if r else None)
+        writer.setdefault(w, layers[k].shape[0])
+    return found
 
 
 def read_official(directory: Path) -> list[ss.csr_matrix]:
@@ -154,11 +176,13 @@ def _official_files(directory: Path) -> list[Path]:
 
 def _check_members(path: Path, z: NpzArchive, n_layers: int) -> None:
     """Refuse arrays the header does not account for: more layers than ``n_layers``, or unknown names."""
-    unknown = sorted(set(z.others) | {n for n in z.names if n != "header" and not _LAYER_MEMBER_RE.match(n)})
+    unknown = sorted(set(z.others) | {n for n in z.names
+                                      if n not in ("header", "streams") and not _LAYER_MEMBER_RE.match(n)})
     if unknown:
         shown = ", ".join(map(repr, unknown[:5])) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
         raise FileFormatError(path, f"unknown members {shown}; a sparsetopo topology holds only 'header' and "
-                                    f"l<k>_indptr, l<k>_indices, l<k>_shape and l<k>_kernel arrays")
+                                    f"l<k>_indptr, l<k>_indices, l<k>_shape and l<k>_kernel arrays (and 'streams' "
+                                    f"for a graph)")
     present = {int(m.group(1)) for m in map(_LAYER_MEMBER_RE.match, z.names) if m}
     if present and max(present) >= n_layers:
         raise FileFormatError(path, f"holds arrays of {len(present)} layers (l0 .. l{max(present)}) but its "
@@ -225,4 +249,20 @@ def _read_header(path: Path, raw: np.ndarray) -> dict[str, Any]:
         raise FileFormatError(path, f"header field name must be a string, got {name!r}")
     if not isinstance(metadata, dict):
         raise FileFormatError(path, f"header field metadata must be a JSON object, got {type(metadata).__name__}")
-    return {"n_layers": n, "name": name, "metadata": metadata}
+    return {"n_layers": n, "name": name, "metadata": metadata, "version": header["version"]}
+
+
+def _read_streams(path: Path, z: NpzArchive, header: dict[str, Any]) -> list[tuple[int, int]] | None:
+    """The ``(read, write)`` stream of each layer of a graph (version 3), ``None`` for a chain."""
+    n = header["n_layers"]
+    if header["version"] != _GRAPH_VERSION:
+        if "streams" in z:
+            raise FileFormatError(path, f"holds 'streams' but is version {header['version']}; "
+                                        f"only version {_GRAPH_VERSION} files are graphs")
+        return None
+    if "streams" not in z:
+        raise FileFormatError(path, f"version {_GRAPH_VERSION} (a graph) needs a 'streams' array; it has none")
+    flat = z.int_array("streams", length=2 * n)
+    if (flat < 0).any() or (flat > 2 * n).any():
+        raise FileFormatError(path, f"streams must be stream numbers in [0, {2 * n}]: corrupt or forged")
+    return [(int(flat[2 * k]), int(flat[2 * k + 1])) for k in range(n)]

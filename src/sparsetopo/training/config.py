@@ -61,10 +61,12 @@ class TrainConfig(LotterySettings, SparsitySettings):
                                             "standard location).")
     input_scaling: str = option("standardize", choices=registry("data", "INPUT_SCALINGS"),
                                help="standardize (per-pixel mean/std of the training split) or unit (pixels / 255).")
-    model: str = option("mlp", choices=registry("models", "MODELS"),
+    model: str = option("mlp", choices=registry("models_resnet", "MODELS"),  # models' and the ResNets
                        help="mlp (fully connected: --hidden) or cnn (a small VGG-style network: 3x3 convolutions "
                             "--channels with a 2x2 max-pool after every second one, then --hidden fully connected "
-                            "layers; e.g. --model cnn --hidden 128).")
+                            "layers; e.g. --model cnn --hidden 128), resnet20 or resnet32 (CIFAR-style "
+                            "residual networks whose groups have W, 2W and 4W channels, W the first value of "
+                            "--channels: 16 by default).")
     engine: str = option("masked", choices=ENGINES,
                         help="masked (dense weight tensors with masks: every method, MLPs and CNNs) or truly-sparse "
                              "(weights, gradients and optimizer state only for the existing connections, so memory "
@@ -158,7 +160,7 @@ class TrainConfig(LotterySettings, SparsitySettings):
         ``topology`` (default: the method's random initial topology, sampled without any dense matrix)."""
         if self.engine == "truly-sparse":
             return _truly_sparse_mlp(self, data, topology)
-        from ..models import MODELS
+        from ..models_resnet import MODELS  # models.MODELS with the ResNets registered
 
         return MODELS[self.model](self, data)
 

@@ -1,0 +1,263 @@
+"""Residual networks: the CIFAR-style ResNet-20/32, WideResNets, and torchvision's ResNet layout.
+
+:class:`CifarResNet` is a masked network (:mod:`sparsetopo.masking`) built from
+:class:`~sparsetopo.models.MaskedConv2d` and :class:`~sparsetopo.models.MaskedLinear`:
+He et al.'s CIFAR ResNet (depth ``6n + 2``: a 3x3 stem, three groups of ``n``
+basic blocks at ``width``, ``2 width`` and ``4 width`` channels, global average
+pooling, a linear classifier), with 1x1 projection shortcuts where the shape
+changes (option B, as most sparse-training code uses). ``preact=True`` gives
+Zagoruyko and Komodakis' pre-activation WideResNet (depth ``6n + 4``, widen
+factor ``widen``: :func:`wide_resnet`, e.g. WRN-22-2). Its topology is a graph
+(:mod:`sparsetopo.topology.graph`): every block adds into its group's residual stream.
+
+:func:`torchvision_resnet` builds the layout of ``torchvision.models.resnet18/34/50/101/152``
+(same module names, BasicBlock and Bottleneck, ``downsample`` projections) from plain torch layers,
+so that ``Topology.from_torch(torchvision_resnet(50), state_dict=checkpoint)`` reads a checkpoint's
+masks where torchvision is not installed, and benchmarks have a ResNet-50 to measure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .errors import SparsetopoError
+from .models import MODELS, MaskedConv2d, MaskedLinear, _MaskedNetwork, register_model
+from .topology import Topology
+from .topology.graph import LayerShapes
+
+__all__ = ["MODELS", "CifarResNet", "torchvision_resnet", "wide_resnet"]
+
+
+def _conv(cin: int, cout: int, k: int, stride: int, gen, init: str, init_std: float) -> MaskedConv2d:
+    conv = MaskedConv2d(cin, cout, k, padding=k // 2, generator=gen, init=init, init_std=init_std)
+    conv.stride = (stride, stride)  # MaskedConv2d takes no stride argument; Conv2d reads this attribute
+    conv.bias = None  # batch norm follows (or precedes) every convolution: a bias would be redundant
+    return conv
+
+
+class _Block(nn.Module):
+    """A basic block: two 3x3 convolutions added into the residual stream (a projection if the shape changes)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, preact: bool, gen, init: str, init_std: float):
+        super().__init__()
+        self.preact = preact
+        self.conv1 = _conv(cin, cout, 3, stride, gen, init, init_std)
+        self.bn1 = nn.BatchNorm2d(cin if preact else cout)
+        self.conv2 = _conv(cout, cout, 3, 1, gen, init, init_std)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU()
+        self.shortcut = _conv(cin, cout, 1, stride, gen, init, init_std) if stride != 1 or cin != cout else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.preact:  # BN-ReLU-conv; the projection reads the activated input, as in the WRN code
+            x = self.relu(self.bn1(x))
+            out = self.conv2(self.relu(self.bn2(self.conv1(x))))
+            return out + (x if self.shortcut is None else self.shortcut(x))
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        return self.relu(out + (x if self.shortcut is None else self.shortcut(x)))
+
+
+class CifarResNet(_MaskedNetwork):
+    """A CIFAR-style residual network of masked layers (ResNet-20/32/56, WideResNet).
+
+    Parameters
+    ----------
+    image_shape : (channels, height, width)
+    n_classes : int
+    depth : int
+        ``6n + 2`` (post-activation ResNet: 20, 32, 44, 56) or, with ``preact``, ``6n + 4`` (WRN-22, WRN-28).
+    width : int
+        Channels of the first group (16 in He et al.); the groups have ``width``, ``2 width``, ``4 width``
+        times ``widen``.
+    widen : int
+        WideResNet's widen factor ``k``.
+    preact : bool
+        Pre-activation blocks and a final BN-ReLU (WideResNet).
+    """
+
+    def __init__(self, image_shape: Sequence[int], n_classes: int, *, depth: int = 20, width: int = 16,
+                 widen: int = 1, preact: bool = False, init_seed: int = 0, dropout_seed: int = 0, init: str = "he",
+                 init_std: float = 0.1):
+        super().__init__()
+        n = _blocks_per_group(depth, preact)
+        c, h, w = (int(v) for v in image_shape)
+        self.image_shape, self.init = (c, h, w), init
+        gen = torch.Generator().manual_seed(int(init_seed))
+        # no dropout here; the trainer checkpoints every network's dropout generator all the same
+        self.dropout_generator = torch.Generator().manual_seed(int(dropout_seed))
+        self.conv1 = _conv(c, width, 3, 1, gen, init, init_std)
+        self.bn1 = nn.BatchNorm2d(width)
+        blocks, cin = [], width
+        for g, cout in enumerate((width * widen, 2 * width * widen, 4 * width * widen)):
+            for b in range(n):
+                blocks.append(_Block(cin, cout, 2 if g and not b else 1, preact, gen, init, init_std))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.bn_out = nn.BatchNorm2d(cin) if preact else nn.Identity()
+        self.relu, self.preact = nn.ReLU(), preact
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = MaskedLinear(cin, int(n_classes), generator=gen, init=init, init_std=init_std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.view(x.shape[0], *self.image_shape)
+        x = self.conv1(x)
+        x = self.blocks(x if self.preact else self.relu(self.bn1(x)))
+        x = self.relu(self.bn_out(x)) if self.preact else x
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+    def _graph(self) -> tuple[list[str], list[tuple[int, int]] | None]:
+        """The layers in call order and their streams, traced once (the structure never changes)."""
+        if "_traced" not in self.__dict__:
+            from ._torch_graph import trace_structure
+
+            self.__dict__["_traced"] = trace_structure(self)
+        return self.__dict__["_traced"]
+
+    @property
+    def masked_layers(self) -> list[nn.Module]:
+        return [self.get_submodule(t) for t in self._graph()[0]]
+
+    @property
+    def layer_shapes(self) -> LayerShapes:
+        """The masked layers' weight shapes, with their streams (so a random start is a graph)."""
+        return LayerShapes(super().layer_shapes, self.streams)
+
+    @property
+    def streams(self) -> list[tuple[int, int]] | None:
+        """Each masked layer's ``(read, write)`` stream (:mod:`sparsetopo.topology.graph`)."""
+        return self._graph()[1]
+
+    def topology(self, *, nonzero: bool = False, **metadata) -> Topology:
+        """The masks as a graph topology; with ``nonzero`` only connections whose weight is not exactly zero."""
+        chain = super().topology(nonzero=nonzero, **metadata) if self.streams is None else None
+        if chain is not None:
+            return chain
+        masks = []
+        for layer in self.masked_layers:
+            m = layer.weight_mask.detach() != 0
+            if nonzero:
+                m &= layer.weight.detach() != 0
+            masks.append(m.cpu().numpy())
+        return Topology(masks, metadata=metadata, streams=self.streams)
+
+
+def _blocks_per_group(depth: int, preact: bool) -> int:
+    extra = 4 if preact else 2
+    if not isinstance(depth, int) or depth < 6 + extra or (depth - extra) % 6:
+        kind = "6n + 4 for a WideResNet (preact): 10, 16, 22, 28" if preact else "6n + 2 for a ResNet: 8, 14, 20, 32"
+        raise SparsetopoError(f"depth must be {kind}, ...; got {depth!r}")
+    return (depth - extra) // 6
+
+
+def wide_resnet(image_shape: Sequence[int], n_classes: int, *, depth: int = 22, widen: int = 2,
+                **kwargs) -> CifarResNet:
+    """WRN-``depth``-``widen`` (Zagoruyko and Komodakis): pre-activation blocks of 16/32/64 x ``widen`` channels."""
+    return CifarResNet(image_shape, n_classes, depth=depth, width=16, widen=widen, preact=True, **kwargs)
+
+
+# ------------------------------------------------------------------ torchvision's layout
+class BasicBlock(nn.Module):
+    """torchvision's ``BasicBlock`` (module names included)."""
+
+    expansion = 1
+
+    def __init__(self, cin: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x)))))
+        out += x if self.downsample is None else self.downsample(x)  # torchvision's call order
+        return self.relu(out)
+
+
+class Bottleneck(nn.Module):
+    """torchvision's ``Bottleneck`` (ResNet v1.5: the stride on the 3x3 convolution)."""
+
+    expansion = 4
+
+    def __init__(self, cin: int, planes: int, stride: int = 1, downsample: nn.Module | None = None):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn3(self.conv3(self.relu(self.bn2(self.conv2(out)))))
+        out += x if self.downsample is None else self.downsample(x)
+        return self.relu(out)
+
+
+_TORCHVISION = {18: (BasicBlock, (2, 2, 2, 2)), 34: (BasicBlock, (3, 4, 6, 3)), 50: (Bottleneck, (3, 4, 6, 3)),
+                101: (Bottleneck, (3, 4, 23, 3)), 152: (Bottleneck, (3, 8, 36, 3))}
+
+
+class TorchvisionResNet(nn.Module):
+    """torchvision's ``ResNet`` module tree (``conv1``, ``bn1``, ``layer1`` .. ``layer4``, ``fc``)."""
+
+    def __init__(self, block, layers: Sequence[int], n_classes: int = 1000):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        cin = 64
+        for g, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
+            stride = 1 if g == 0 else 2
+            blocks = []
+            for b in range(n):
+                down = None
+                if b == 0 and (stride != 1 or cin != planes * block.expansion):
+                    down = nn.Sequential(nn.Conv2d(cin, planes * block.expansion, 1, stride, bias=False),
+                                         nn.BatchNorm2d(planes * block.expansion))
+                blocks.append(block(cin, planes, stride if b == 0 else 1, down))
+                cin = planes * block.expansion
+            setattr(self, f"layer{g + 1}", nn.Sequential(*blocks))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(cin, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+def torchvision_resnet(depth: int = 50, n_classes: int = 1000) -> TorchvisionResNet:
+    """The structure of ``torchvision.models.resnet{depth}()`` (no weights), for reading checkpoints."""
+    if depth not in _TORCHVISION:
+        raise SparsetopoError(f"depth must be one of {', '.join(map(str, _TORCHVISION))}; got {depth!r}")
+    block, layers = _TORCHVISION[depth]
+    return TorchvisionResNet(block, layers, n_classes)
+
+
+# ------------------------------------------------------------------ registry
+# Importing this module adds these to sparsetopo.models.MODELS (the config looks models up here, so that
+# models.py, which this module builds on, need not import it back).
+def _cifar_builder(depth: int):
+    def build(config, data) -> CifarResNet:
+        if data.image_shape is None:
+            raise SparsetopoError(f"model resnet{depth} needs image data (its image_shape); "
+                                  f"dataset {getattr(data, 'name', '?')!r} has none")
+        # --channels: its first value is the first group's width (16 by default, He et al.'s)
+        return CifarResNet(data.image_shape, data.n_classes, depth=depth, width=int(config.channels[0]),
+                           init_seed=config.named_seed("init"), dropout_seed=config.named_seed("dropout"),
+                           init=config.init, init_std=config.init_std)
+    return build
+
+
+for _depth in (20, 32):
+    register_model(f"resnet{_depth}")(_cifar_builder(_depth))
