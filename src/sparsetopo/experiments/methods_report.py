@@ -50,7 +50,10 @@ def layer_rows(finals) -> list[dict]:
         per_layer = np.mean([f.topology.densities for f in fs], axis=0)
         rows.append({"model": part, "method": method, "target_density": density,
                      **{f"layer_{k}": float(v) for k, v in enumerate(per_layer)}})
-    return rows
+    # The MLP and the CNN have different layer counts: one table, blanks where a model has no such layer.
+    n = max((len(r) for r in rows), default=0)
+    keys = next((list(r) for r in rows if len(r) == n), [])
+    return [{k: r.get(k, "") for k in keys} for r in rows]
 
 
 def moved_rows(finals, moved: dict[int, float]) -> list[dict]:
@@ -196,19 +199,25 @@ def _moved_finding(finals, moved) -> str | None:
             "topology to compare with.")
 
 
-def _layer_finding(finals) -> str | None:
+def _layer_finding(cfg, finals) -> str | None:
+    """Which methods end with other per-layer densities than the distribution gives every layerwise method."""
+    from ..methods import get_method
+    from .methods import plan_config
+
     spread = []
     for r in layer_rows(finals):
-        ks = [k for k in r if k.startswith("layer_")][:-1]  # the dense output layer is left out
-        vals = [r[k] for k in ks]
-        if vals and max(vals) - min(vals) > 0.2 * r["target_density"]:
+        vals = [r[k] for k in r if k.startswith("layer_") and r[k] != ""]
+        shapes = next(f.topology.shapes for f in finals if (f.run.part, f.run.method) == (r["model"], r["method"]))
+        ref = get_method(plan_config(cfg, r["model"], "static", r["target_density"], 0)).densities(shapes)
+        if max(abs(v - w) for v, w in zip(vals, ref)) > 0.01 * r["target_density"]:
             spread.append(f"{r['model'].upper()} {r['method']} at {_pct(r['target_density'])}: "
-                          + "/".join(f"{100 * v:.3g}" for v in vals) + " %")
+                          + "/".join(f"{100 * v:.3g}" for v in vals) + " % (layerwise: "
+                          + "/".join(f"{100 * w:.3g}" for w in ref) + " %)")
     if not spread:
-        return "Every method ends with the same density in each sparse layer, so the maps compare like for like."
+        return "Every method ends with the same density in each layer, so the maps compare like for like."
     return ("Methods with a global scope end with other per-layer densities than the layerwise ones (" + _SCOPE_NOTE
-            + "), so their subnetworks differ from the others partly by where the connections are, not only by "
-            "which: " + "; ".join(spread) + ". The per-layer density table has every method.")
+            + "; the same total connection count), so their subnetworks differ from the others partly by where "
+            "the connections are, not only by which: " + "; ".join(spread) + ".")
 
 
 def findings(cfg, finals, maps, moved) -> list[str]:
@@ -217,7 +226,7 @@ def findings(cfg, finals, maps, moved) -> list[str]:
     out = _accuracy_findings(finals)
     for m in maps:
         out += map_findings(m)
-    out += [x for x in (_moved_finding(finals, moved), _layer_finding(finals)) if x]
+    out += [x for x in (_moved_finding(finals, moved), _layer_finding(cfg, finals)) if x]
     if any(not method_has(f.run.method, "starts_sparse") and f.run.method != "dense" for f in finals):
         out.append("Training FLOPs count every epoch a method trains, dense phases included (magnitude's dense "
                    "training, lottery's pruning rounds); the table's parameters are the final network's.")
