@@ -201,17 +201,19 @@ def _moved_finding(finals, moved) -> str | None:
 
 def _layer_finding(cfg, finals) -> str | None:
     """Which methods end with other per-layer densities than the distribution gives every layerwise method."""
-    from ..methods import get_method
     from .methods import plan_config
 
+    rows = layer_rows(finals)
+    vals = {id(r): [r[k] for k in r if k.startswith("layer_") and r[k] != ""] for r in rows}
+    layerwise = [r for r in rows if getattr(plan_config(cfg, r["model"], r["method"], r["target_density"], 0),
+                                            "scope", "layerwise") == "layerwise"]
     spread = []
-    for r in layer_rows(finals):
-        vals = [r[k] for k in r if k.startswith("layer_") and r[k] != ""]
-        shapes = next(f.topology.shapes for f in finals if (f.run.part, f.run.method) == (r["model"], r["method"]))
-        ref = get_method(plan_config(cfg, r["model"], "static", r["target_density"], 0)).densities(shapes)
-        if max(abs(v - w) for v, w in zip(vals, ref)) > 0.01 * r["target_density"]:
+    for r in rows:
+        ref = next((vals[id(q)] for q in layerwise
+                    if (q["model"], q["target_density"]) == (r["model"], r["target_density"])), None)
+        if ref is not None and max(abs(v - w) for v, w in zip(vals[id(r)], ref)) > 0.01 * r["target_density"]:
             spread.append(f"{r['model'].upper()} {r['method']} at {_pct(r['target_density'])}: "
-                          + "/".join(f"{100 * v:.3g}" for v in vals) + " % (layerwise: "
+                          + "/".join(f"{100 * v:.3g}" for v in vals[id(r)]) + " % (layerwise: "
                           + "/".join(f"{100 * w:.3g}" for w in ref) + " %)")
     if not spread:
         return "Every method ends with the same density in each layer, so the maps compare like for like."
