@@ -101,7 +101,7 @@ SOURCES = {
     "methods": "issue 20; scopes as their papers: gmp (Zhu & Gupta 2017) and magnitude layerwise, SNIP (Lee "
                "et al. 2019), GraSP (Wang et al. 2020) and SynFlow (Tanaka et al. 2020) global, lottery "
                "(Frankle & Carbin 2019) layerwise IMP; static, SET, RigL at the distribution's layer densities",
-    "prune_rate": "Lottery Ticket Hypothesis: 20 % of the remaining weights per round",
+    "prune_rate": "Lottery Ticket Hypothesis (Frankle & Carbin, 2019): 20 % of the remaining weights per round",
     "round_epochs": "guess",
     "finetune_epochs": "guess (magnitude prunes after --epochs of dense training, then fine-tunes)",
     "end_epoch": "Zhu & Gupta: the target is reached well before the end (3/4 of the epochs)",
