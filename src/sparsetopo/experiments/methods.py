@@ -237,7 +237,8 @@ def _run(cfg: MethodsConfig, out: Path, ctx: Context) -> dict:
     moved = initial_distances(cfg, ctx, finals)
     tables = report.tables(cfg, finals, moved, out)
     figures = report.figures(cfg, finals, maps, out)
-    findings = report.findings(cfg, finals, maps, moved)
+    findings = report.findings(cfg, finals, maps, moved, paper=PRESETS["paper"], scope=lambda part, method, d:
+                               getattr(plan_config(cfg, part, method, d, 0), "scope", "layerwise"))
     settings_table(cfg, SOURCES, out / "tables" / "settings.csv")
     return {
         "title": "A topological map of sparse training and pruning methods (issue 20)",

@@ -199,14 +199,12 @@ def _moved_finding(finals, moved) -> str | None:
             "topology to compare with.")
 
 
-def _layer_finding(cfg, finals) -> str | None:
-    """Which methods end with other per-layer densities than the distribution gives every layerwise method."""
-    from .methods import plan_config
-
+def _layer_finding(scope, finals) -> str | None:
+    """Which methods end with other per-layer densities than the distribution gives every layerwise method;
+    ``scope(part, method, density)`` is a run's scope."""
     rows = layer_rows(finals)
     vals = {id(r): [r[k] for k in r if k.startswith("layer_") and r[k] != ""] for r in rows}
-    layerwise = [r for r in rows if getattr(plan_config(cfg, r["model"], r["method"], r["target_density"], 0),
-                                            "scope", "layerwise") == "layerwise"]
+    layerwise = [r for r in rows if scope(r["model"], r["method"], r["target_density"]) == "layerwise"]
     spread = []
     for r in rows:
         ref = next((vals[id(q)] for q in layerwise
@@ -222,17 +220,16 @@ def _layer_finding(cfg, finals) -> str | None:
             "the connections are, not only by which: " + "; ".join(spread) + ".")
 
 
-def findings(cfg, finals, maps, moved) -> list[str]:
-    from .methods import PRESETS
-
+def findings(cfg, finals, maps, moved, *, paper: dict, scope) -> list[str]:
+    """The study's findings; ``paper`` is the paper preset, ``scope(part, method, density)`` a run's scope."""
     out = _accuracy_findings(finals)
     for m in maps:
         out += map_findings(m)
-    out += [x for x in (_moved_finding(finals, moved), _layer_finding(cfg, finals)) if x]
+    out += [x for x in (_moved_finding(finals, moved), _layer_finding(scope, finals)) if x]
     if any(not method_has(f.run.method, "starts_sparse") and f.run.method != "dense" for f in finals):
         out.append("Training FLOPs count every epoch a method trains, dense phases included (magnitude's dense "
                    "training, lottery's pruning rounds); the table's parameters are the final network's.")
-    out.append(budget_gap(cfg, PRESETS["paper"], ("hidden", "densities", "seeds", "epochs", "limit_train",
+    out.append(budget_gap(cfg, paper, ("hidden", "densities", "seeds", "epochs", "limit_train",
                                                   "cnn_methods")))
     out.append("Where these numbers compare with published ones: the accuracies of the methods' papers come from "
                "other networks, budgets and data (CIFAR, ImageNet), so they cannot be set beside ours; ours "
