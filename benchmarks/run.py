@@ -404,10 +404,17 @@ def bench_resnet(quick: bool) -> None:
     bench(row, ok, quick)
 
 
+def bench_methods(quick: bool) -> None:
+    """Issue 20: each pruning method's scoring time and the methods study's small wall time."""
+    from methods_bench import bench
+
+    bench(row, ok, quick)
+
+
 SECTIONS = {"nnstd": bench_nnstd, "solvers": bench_solvers, "training": bench_training,
             "sparse-kernel": bench_sparse_kernel, "experiments": bench_experiments, "fidelity": bench_fidelity,
             "parity": bench_parity, "cnn": bench_cnn, "truly-sparse": bench_truly_sparse,
-            "resnet": bench_resnet}
+            "resnet": bench_resnet, "methods": bench_methods}
 
 
 def main() -> None:

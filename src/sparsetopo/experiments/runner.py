@@ -25,7 +25,8 @@ def _train_one(task: tuple[dict, str, int]) -> str:
 
     if threads:
         torch.set_num_threads(threads)
-    train(TrainConfig(**config_dict), out_dir, progress=False, log=lambda msg: None,
+    # from_dict: a method's own settings (a pruning method's scope...) are keys of its composed config class.
+    train(TrainConfig.from_dict(config_dict, source=out_dir), out_dir, progress=False, log=lambda msg: None,
           command=f"sparsetopo experiment (run {Path(out_dir).name})")
     return out_dir
 
