@@ -74,7 +74,7 @@ def test_prefix_must_be_positive():
 
 def test_a_wide_sparse_layer_pair():
     """Layers as the scale bench draws them (epsilon 20), small enough for the explicit solver."""
-    ta = erdos_renyi([3000, 3000], epsilon=20, seed=0)
-    tb = erdos_renyi([3000, 3000], epsilon=20, seed=1)
+    ta = erdos_renyi([3000, 3000], epsilon=20, seed=0, dense_output=False)
+    tb = erdos_renyi([3000, 3000], epsilon=20, seed=1, dense_output=False)
     a, b = int_csr(ta[0]), int_csr(tb[0])
     assert _solve_ssp(a, b)[0] == _solve_ssp_explicit(a, b)[0]
