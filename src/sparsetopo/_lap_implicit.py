@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _lap
 from ._numba_cache import choose_cache_dir
 
 __all__ = ["PREFIX", "solve_implicit", "kernels"]
@@ -39,8 +40,6 @@ def kernels():
     """The compiled parts (imports numba on first use; cached on disk like :func:`sparsetopo._lap.solver`)."""
     choose_cache_dir(Path(__file__).parent, "the compiled NNSTD solver")
     import numba
-
-    from . import _lap
 
     _lap.solver()  # compiles (inlines) the shared heap helpers
     jit = numba.njit(cache=True, nogil=True)
@@ -392,3 +391,10 @@ def _solve_py(graph, n_in, k, dummy_cost):  # pragma: no cover - compiled by num
     if not _search_all(graph, n, k, dummy_cost, st, scratch):
         return col4row, np.inf
     return col4row, _total(graph, n, n_in, dummy_cost, col4row)
+
+
+# Plain-Python stand-ins, replaced by their compiled versions in :func:`kernels` (the module imports without numba).
+_ned1, _candidates, _sort_edges, _full_row, _edge = _ned1_py, _candidates_py, _sort_edges_py, _full_row_py, _edge_py
+_warm_start, _row_duals, _scan, _pop, _finish = _warm_start_py, _row_duals_py, _scan_py, _pop_py, _finish_py
+_search_all, _total = _search_all_py, _total_py
+_sift_up, _sift_down = _lap._sift_up_py, _lap._sift_down_py
