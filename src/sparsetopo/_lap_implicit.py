@@ -13,8 +13,8 @@ neurons using it), counting shared inputs, and sorted the same way. So the match
 total (summed over rows in index order), are those of the explicit solver to the last bit.
 
 Memory: the prefixes (16 bytes per kept edge), A's CSR and B's inverted index, and O(n)
-vectors. The prefixes are built in parallel (numba ``prange``); the searches themselves are
-sequential, as successive shortest paths are.
+vectors. One layer is solved on one thread (successive shortest paths are sequential); the
+kernels release the GIL, so several layers or pairs run in parallel on threads.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ from . import _lap
 from ._numba_cache import choose_cache_dir
 
 __all__ = ["PREFIX", "solve_implicit", "kernels"]
-
-prange = range  # numba's prange once compiled (see kernels)
 
 #: Edges kept per row (the cheapest, in search order); the rest is generated again when read.
 PREFIX = 128
@@ -48,8 +46,9 @@ def kernels():
     for name in ("_ned1", "_candidates", "_sort_edges", "_full_row", "_edge", "_warm_start", "_row_duals",
                  "_scan", "_pop", "_finish", "_search_all", "_total"):
         g[name] = jit(g[name + "_py"])
-    g["prange"] = numba.prange
-    g["_prefixes"] = numba.njit(cache=True, nogil=True, parallel=True)(_prefixes_py)
+    # Not ``parallel=True``: callers solve layers on several threads at once (pairwise NNSTD), and
+    # numba's workqueue threading layer aborts the process on concurrent parallel launches.
+    g["_prefixes"] = jit(_prefixes_py)
     return g["_prefixes"], jit(_solve_py)
 
 
@@ -143,7 +142,7 @@ def _prefixes_py(a_ptr, a_idx, bt_ptr, bt_idx, sb, forced, k, dummy_cost):  # pr
     plen = np.zeros(n, np.int64)
     deg = np.zeros(n, np.int64)
     n_chunks = min(n, 64)
-    for c in prange(n_chunks):
+    for c in range(n_chunks):
         cnt = np.zeros(n, np.int32)
         cols = np.empty(n, np.int64)
         costs = np.empty(n)
