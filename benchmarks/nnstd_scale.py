@@ -5,7 +5,7 @@ Two independent ``n x n`` layers (``n_in = n_out = n``) at epsilon 20, i.e. dens
 O(connections) memory. Each run is a fresh process: it draws the layers, loads the compiled
 kernel on a tiny layer, then times ``match_layer(a, b)`` (``solver="auto"``); its peak RSS is the
 child's ``ru_maxrss`` (drawing included). ``workers`` is the number of numba threads
-(``NUMBA_NUM_THREADS``): the layer's rows are prepared in parallel, the searches are sequential.
+(``NUMBA_NUM_THREADS``): one layer is solved on one thread, so the second worker shows what a busy neighbour costs.
 
     python benchmarks/nnstd_scale.py [--sizes 20000,50000] [--runs 3] [--workers 1,2] [--timeout 1800]
 """
