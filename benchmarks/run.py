@@ -390,6 +390,13 @@ def bench_cnn(quick: bool) -> None:
             "about a minute or less", ok(r["s"] <= 75))
 
 
+def bench_nnstd_scale(quick: bool) -> None:
+    """Issue 21's figures: one wide layer pair at epsilon 20; see benchmarks/nnstd_scale.py."""
+    from nnstd_scale import bench
+
+    bench(row, ok, quick)
+
+
 def bench_truly_sparse(quick: bool) -> None:
     """Issue 18's figures (a)-(d): see benchmarks/truly_sparse_bench.py."""
     from truly_sparse_bench import bench
@@ -414,7 +421,7 @@ def bench_methods(quick: bool) -> None:
 SECTIONS = {"nnstd": bench_nnstd, "solvers": bench_solvers, "training": bench_training,
             "sparse-kernel": bench_sparse_kernel, "experiments": bench_experiments, "fidelity": bench_fidelity,
             "parity": bench_parity, "cnn": bench_cnn, "truly-sparse": bench_truly_sparse,
-            "resnet": bench_resnet, "methods": bench_methods}
+            "resnet": bench_resnet, "methods": bench_methods, "nnstd-scale": bench_nnstd_scale}
 
 
 def main() -> None:

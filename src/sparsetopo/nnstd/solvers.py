@@ -127,12 +127,47 @@ def _solve_sparse(a: ss.csr_matrix, b: ss.csr_matrix) -> tuple[float, np.ndarray
     return total, col_of
 
 
-def _solve_ssp(a: ss.csr_matrix, b: ss.csr_matrix) -> tuple[float, np.ndarray]:
-    """Exact successive shortest paths on the overlap graph (:mod:`sparsetopo._lap`).
+def _empty_pairs(sa: np.ndarray, sb: np.ndarray) -> np.ndarray:
+    """``forced[i] = j``: A's empty neurons paired with B's, in index order (cost 0; -1 elsewhere).
 
-    Memory and time follow the connections: the only arrays are the overlap
-    graph (one sparse product) and O(n) vectors.
+    Two empty neurons cost 0 and any other partner 1, so pairing empties with empties is optimal.
     """
+    empty_a, empty_b = np.flatnonzero(sa == 0), np.flatnonzero(sb == 0)
+    k = min(len(empty_a), len(empty_b))
+    forced = np.full(len(sa), -1, dtype=np.int64)
+    forced[empty_a[:k]] = empty_b[:k]
+    return forced
+
+
+def _fill_dummies(col: np.ndarray) -> np.ndarray:
+    """Rows on their dummies share no input with any column left over (else the optimum would
+    pair them), so any pairing of them costs 1 per pair: give them those columns in order."""
+    n = len(col)
+    dummy = col >= n
+    used = np.zeros(n, dtype=bool)
+    used[col[~dummy]] = True
+    col[dummy] = np.flatnonzero(~used)
+    return col
+
+
+def _solve_ssp(a: ss.csr_matrix, b: ss.csr_matrix) -> tuple[float, np.ndarray]:
+    """Exact successive shortest paths on the implicit overlap graph (:mod:`sparsetopo._lap_implicit`).
+
+    Memory follows the connections: each row keeps its cheapest edges, the rest is generated
+    again from B's inverted index when a search reads it; the matching and the total are those
+    of the explicit solver (:func:`_solve_ssp_explicit`) to the last bit.
+    """
+    from .._lap_implicit import solve_implicit
+
+    sa, sb = np.diff(a.indptr).astype(np.int64), np.diff(b.indptr).astype(np.int64)
+    col, total = solve_implicit(a.indptr.astype(np.int64), a.indices.astype(np.int64), b.indptr.astype(np.int64),
+                                b.indices.astype(np.int64), a.shape[1], _empty_pairs(sa, sb))
+    return total, _fill_dummies(col)
+
+
+def _solve_ssp_explicit(a: ss.csr_matrix, b: ss.csr_matrix) -> tuple[float, np.ndarray]:
+    """The same solver on the overlap graph stored as a CSR (one sparse product): the reference
+    the implicit one is tested against; memory O(overlapping pairs)."""
     from .._lap import solve_sparse_lap
 
     n = a.shape[0]
@@ -142,29 +177,20 @@ def _solve_ssp(a: ss.csr_matrix, b: ss.csr_matrix) -> tuple[float, np.ndarray]:
     rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(prod.indptr))
     ned = _ned(sa[rows], sb[prod.indices], prod.data.astype(np.int64))
     indptr, indices = prod.indptr.astype(np.int64), prod.indices.astype(np.int64)
-    # Two empty neurons cost 0 and any other partner 1: pair empties with empties up front,
-    # as one zero-cost edge each (an empty neuron has no other edge).
-    empty_a, empty_b = np.flatnonzero(sa == 0), np.flatnonzero(sb == 0)
-    k = min(len(empty_a), len(empty_b))
-    if k:
-        extra = np.zeros(n, dtype=np.int64)
-        extra[empty_a[:k]] = 1
+    # Each empty-empty pair is one zero-cost edge (an empty neuron has no other edge).
+    forced = _empty_pairs(sa, sb)
+    if (forced >= 0).any():
+        extra = (forced >= 0).astype(np.int64)
         indptr = np.concatenate([[0], np.cumsum(np.diff(indptr) + extra)])
-        new_indices = np.empty(indptr[-1], dtype=np.int64)
-        new_costs = np.empty(indptr[-1], dtype=np.float64)
-        old_pos = np.ones(indptr[-1], dtype=bool)
-        old_pos[indptr[empty_a[:k]]] = False
-        new_indices[old_pos], new_costs[old_pos] = indices, ned
-        new_indices[~old_pos], new_costs[~old_pos] = empty_b[:k], 0.0
+        at = indptr[:-1][forced >= 0]
+        keep = np.ones(indptr[-1], dtype=bool)
+        keep[at] = False
+        new_indices, new_costs = np.empty(indptr[-1], dtype=np.int64), np.empty(indptr[-1])
+        new_indices[keep], new_costs[keep] = indices, ned
+        new_indices[at], new_costs[at] = forced[forced >= 0], 0.0
         indices, ned = new_indices, new_costs
     col, total = solve_sparse_lap(indptr, indices, ned, 1.0)
-    # Rows on their dummies share no input with any column left over (else the
-    # optimum would pair them), so any pairing of them costs 1 per pair.
-    dummy = col >= n
-    used = np.zeros(n, dtype=bool)
-    used[col[~dummy]] = True
-    col[dummy] = np.flatnonzero(~used)
-    return total, col
+    return total, _fill_dummies(col)
 
 
 def _solve_identity(a: ss.csr_matrix, b: ss.csr_matrix) -> tuple[float, np.ndarray]:

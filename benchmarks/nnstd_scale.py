@@ -1,0 +1,112 @@
+"""``make bench`` section ``nnstd-scale`` (issue 21): exact NNSTD of one wide layer at SET's epsilon 20.
+
+Two independent ``n x n`` layers (``n_in = n_out = n``) at epsilon 20, i.e. density ``40 / n``
+(40 inputs per neuron), drawn by :func:`sparsetopo.truly_sparse.model.sample_topology` in
+O(connections) memory. Each run is a fresh process: it draws the layers, loads the compiled
+kernel on a tiny layer, then times ``match_layer(a, b)`` (``solver="auto"``); its peak RSS is the
+child's ``ru_maxrss`` (drawing included). ``workers`` is the number of numba threads
+(``NUMBA_NUM_THREADS``): one layer is solved on one thread, so the second worker shows what a busy neighbour costs.
+
+    python benchmarks/nnstd_scale.py [--sizes 20000,50000] [--runs 3] [--workers 1,2] [--timeout 1800]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+
+SIZES = (20_000, 50_000, 100_000, 600_000)
+#: The issue's targets (seconds, MB) where it states them.
+TARGETS = {50_000: (30, 1024), 600_000: (1800, 8192)}
+
+_CHILD = textwrap.dedent("""
+    import json, resource, sys, time
+    from sparsetopo.nnstd import match_layer
+    from sparsetopo.truly_sparse.model import sample_topology
+    n = int(sys.argv[1])
+    a, b = (sample_topology([(n, n)], [40 * n], seed=s)[0] for s in (0, 1))
+    tiny = sample_topology([(50, 50)], [400], seed=0)[0]
+    match_layer(tiny, tiny)  # compile or load the kernels outside the timing
+    t = time.perf_counter()
+    value, _ = match_layer(a, b)
+    print(json.dumps({"s": time.perf_counter() - t, "value": value,
+                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+""")
+
+
+def one_run(n: int, workers: int, timeout: float) -> dict | None:
+    """One fresh process on the ``n``-neuron pair: seconds, layer value, peak RSS; ``None`` past ``timeout``."""
+    env = dict(os.environ, NUMBA_NUM_THREADS=str(workers), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    try:
+        out = subprocess.run([sys.executable, "-c", _CHILD, str(n)], env=env, capture_output=True, text=True,
+                             timeout=timeout, check=True)
+    except subprocess.TimeoutExpired:
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure(n: int, workers: int, runs: int, timeout: float) -> dict | None:
+    """The median seconds and the largest peak RSS over ``runs`` runs (all values must agree)."""
+    results = []
+    for _ in range(runs):
+        r = one_run(n, workers, timeout)
+        if r is None:
+            return None
+        results.append(r)
+    values = {r["value"] for r in results}
+    if len(values) != 1:
+        raise RuntimeError(f"n={n}: runs disagree on the layer value: {sorted(values)}")
+    return {"s": statistics.median(r["s"] for r in results), "rss_mb": max(r["rss_mb"] for r in results),
+            "value": results[0]["value"], "runs": runs}
+
+
+def _target(n: int) -> str:
+    if n not in TARGETS:
+        return "(measure)"
+    s, mb = TARGETS[n]
+    return f"<= {s / 60:g} min and <= {mb / 1024:g} GB" if s >= 600 else f"<= {s} s and <= {mb / 1024:g} GB"
+
+
+def bench(row, ok, quick: bool, sizes=SIZES, workers=(1, 2), timeout: float = 1800) -> None:
+    """The section's rows through ``run.py``'s ``row``/``ok``."""
+    print("NNSTD at scale: one n x n layer pair at epsilon 20 (40 inputs per neuron), solver auto", flush=True)
+    for n in sizes:
+        runs = 1 if (quick or n > 50_000) else 3
+        for w in workers:
+            res = measure(n, w, runs, timeout)
+            what = f"{n:,}-neuron layer @eps 20, {w} worker{'s' * (w > 1)} ({runs} run{'s' * (runs > 1)})"
+            if res is None:
+                row(what, f"did not finish within {timeout:.0f} s", _target(n), "MISSED" if n in TARGETS else "")
+                continue
+            verdict = ""
+            if n in TARGETS:
+                verdict = ok(res["s"] <= TARGETS[n][0] and res["rss_mb"] <= TARGETS[n][1])
+            row(what, f"{res['s']:.1f} s, peak RSS {res['rss_mb']:.0f} MB (layer value {res['value']:.6f})",
+                _target(n), verdict)
+    row("1,000,000-neuron layer @eps 20 with --max-seconds 600: bounds and gap",
+        "not built yet (issue 21 item 2, certified bounds)", "bounds and gap within 600 s", "")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="comma-separated neuron counts")
+    parser.add_argument("--workers", default="1,2", help="comma-separated numba thread counts")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per run before it is given up")
+    parser.add_argument("--quick", action="store_true", help="one run per case")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    workers = [int(w) for w in args.workers.split(",")]
+
+    def row(what, measured, target, verdict=""):
+        print(f"| {what} | {measured} | {target} | {verdict} |", flush=True)
+
+    bench(row, lambda flag: "met" if flag else "MISSED", args.quick, sizes, workers, args.timeout)
+
+
+if __name__ == "__main__":
+    main()
