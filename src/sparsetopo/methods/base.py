@@ -154,6 +154,12 @@ class Method:
     schedule: UpdateSchedule | None = None
 
     def __init__(self, config: SparsitySettings):
+        own = type(self).settings_cls
+        if own is not None and dataclasses.is_dataclass(config) and not isinstance(config, own):
+            # A config built without this method's fields (``TrainConfig(method="gmp")`` in Python
+            # rather than from_dict or the CLI): the same settings with the method's defaults added.
+            composed = settings_class(type(config), self.name)
+            config = composed(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
         self.config = config
 
     @property
