@@ -24,6 +24,7 @@ says so once if neither is (each process then compiles anew).
 
 from __future__ import annotations
 
+import threading
 from functools import cache
 from pathlib import Path
 
@@ -34,9 +35,21 @@ from ._numba_cache import choose_cache_dir
 __all__ = ["solve_sparse_lap", "solver"]
 
 
-@cache
+#: Held while numba is imported and the kernels are set up: pairwise NNSTD solves layers on several
+#: threads, and two threads importing numba at once failed ("cannot access submodule 'config' of module
+#: 'numba.core' (most likely due to a circular import)"). Re-entrant: the implicit solver's set-up calls
+#: :func:`solver` under it.
+COMPILE_LOCK = threading.RLock()
+
+
 def solver():
-    """The compiled kernel (imports numba on first use and chooses where its cache lives)."""
+    """The compiled kernel (imports numba on first use and chooses where its cache lives); thread-safe."""
+    with COMPILE_LOCK:
+        return _solver()
+
+
+@cache
+def _solver():
     choose_cache_dir(Path(__file__).parent, "the compiled NNSTD solver")
     import numba
 

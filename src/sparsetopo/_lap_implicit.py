@@ -33,9 +33,15 @@ __all__ = ["PREFIX", "solve_implicit", "kernels"]
 PREFIX = 128
 
 
-@cache
 def kernels():
-    """The compiled parts (imports numba on first use; cached on disk like :func:`sparsetopo._lap.solver`)."""
+    """The compiled parts (imports numba on first use; cached on disk like :func:`sparsetopo._lap.solver`);
+    thread-safe (:data:`sparsetopo._lap.COMPILE_LOCK`)."""
+    with _lap.COMPILE_LOCK:
+        return _kernels()
+
+
+@cache
+def _kernels():
     choose_cache_dir(Path(__file__).parent, "the compiled NNSTD solver")
     import numba
 
