@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as ss
-from scipy.optimize import linear_sum_assignment
 
 from ..topology import Topology
 from ..topology.graph import openers
@@ -51,6 +50,8 @@ def _open(pairs: list[tuple[ss.csr_matrix, ss.csr_matrix]], solver: str) -> tupl
         chosen = pick_solver(solver)
         return SOLVER_FUNCS[chosen](*pairs[0])[1], chosen
     cost = sum(layer_cost_matrix(la, lb) for la, lb in pairs)
+    from scipy.optimize import linear_sum_assignment  # imported when used: `train` never needs it
+
     _, col = linear_sum_assignment(cost)
     return col.astype(np.int64), "joint"
 

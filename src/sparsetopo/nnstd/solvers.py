@@ -15,8 +15,6 @@ from typing import Literal
 
 import numpy as np
 import scipy.sparse as ss
-from scipy.optimize import linear_sum_assignment
-from scipy.sparse.csgraph import min_weight_full_bipartite_matching
 
 from ..errors import SparsetopoError
 
@@ -75,6 +73,8 @@ def _dense_cost(a: ss.csr_matrix, b: ss.csr_matrix) -> np.ndarray:
 
 def _solve_dense(a: ss.csr_matrix, b: ss.csr_matrix) -> tuple[float, np.ndarray]:
     cost = _dense_cost(a, b)
+    from scipy.optimize import linear_sum_assignment  # here: importing scipy.optimize costs `train` 0.3-0.7 s
+
     row, col = linear_sum_assignment(cost)
     return float(cost[row, col].sum()), col.astype(np.int64)
 
@@ -112,6 +112,8 @@ def _solve_sparse(a: ss.csr_matrix, b: ss.csr_matrix) -> tuple[float, np.ndarray
             ),
             shape=(r, 2 * r),
         )
+        from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+
         g_row, g_col = min_weight_full_bipartite_matching(graph)
         real = g_col < r
         col_of[rows_left[g_row[real]]] = cols_left[g_col[real]]
