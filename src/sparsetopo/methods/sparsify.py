@@ -353,10 +353,26 @@ class Sparsifier(MaskedNetwork):
         return self.schedule.drop_fraction(self.config.zeta, t)
 
     def topology(self, **metadata) -> Topology:
-        """The current masks as a Topology, one layer per masked module in execution order (the layers
-        must chain). A grouped or depthwise convolution is expanded to its full ``(out, in, kh, kw)``
-        mask, empty outside its groups, exactly as :meth:`Topology.from_torch` reads it."""
-        return Topology.from_masks(self._full_masks(), metadata=metadata or None)
+        """The current masks as a Topology, one layer per masked module in execution order. A residual
+        network's streams (which layers add into which channels) are traced once with torch.fx, as
+        :meth:`Topology.from_torch` does; a chain needs none. A grouped or depthwise convolution is
+        expanded to its full ``(out, in, kh, kw)`` mask, empty outside its groups, as ``from_torch``
+        reads it."""
+        return Topology(self._full_masks(), metadata=metadata or None, streams=self._streams())
+
+    def _streams(self):
+        """The model's streams in this sparsifier's layer order, or ``None`` (a chain, or a model fx
+        cannot trace: then the layers must chain, and Topology says so if they do not)."""
+        if not hasattr(self, "_traced_streams"):
+            from .._torch_graph import trace_structure
+
+            try:
+                names, streams = trace_structure(self.model)
+            except Exception:  # noqa: BLE001 - untraceable models are treated as chains, as before
+                names, streams = None, None
+            mine = [n if n != "<root>" else "" for n in self.layer_names]
+            self._traced_streams = streams if streams is not None and list(names) == mine else None
+        return self._traced_streams
 
     def _full_masks(self) -> list:
         if self.engine == "truly-sparse":
@@ -379,7 +395,7 @@ class Sparsifier(MaskedNetwork):
         prev = self._last_snapshot
         kept = [1.0 if prev is None else float((a & b).sum()) / max(int(b.sum()), 1)
                 for a, b in zip(masks, prev or masks)]
-        Topology.from_masks(self._full_masks(), metadata={"steps": self.steps}).save(path)
+        self.topology(steps=self.steps).save(path)
         self._last_snapshot = [m.clone() for m in masks]
         return {"itop_rate": self.itop_rate(), "kept_since_last_snapshot": kept}
 
