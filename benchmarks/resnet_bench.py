@@ -5,18 +5,6 @@ Targets: two ResNet-50s (torchvision's layout) within 30 s on 2 cores, two CIFAR
 
 from __future__ import annotations
 
-import statistics
-import time
-
-
-def median_time(fn, runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
 
 def erk_pair(model, density: float = 0.1):
     """Two random topologies of ``model``'s structure at ERK densities (``density`` overall), seeds 1 and 2."""
@@ -31,6 +19,7 @@ def erk_pair(model, density: float = 0.1):
 def bench(row, ok, quick: bool) -> None:
     from threadpoolctl import threadpool_limits
 
+    from run import median_time  # the bench's own timer (benchmarks/run.py imports this module)
     from sparsetopo.models_resnet import CifarResNet, torchvision_resnet
     from sparsetopo.nnstd import nnstd
 

@@ -240,7 +240,8 @@ class MaskedNetwork:
                 rescale_to_fan_in(layer.weight, layer.weight_mask)
 
     def topology(self, *, nonzero: bool = False, **metadata) -> Topology:
-        """The masks as a Topology; with ``nonzero`` only connections whose weight is not exactly zero."""
+        """The masks as a Topology (a graph when the network has ``streams``, e.g. a residual one);
+        with ``nonzero`` only connections whose weight is not exactly zero."""
         from .topology import Topology
 
         masks = []
@@ -249,4 +250,4 @@ class MaskedNetwork:
             if nonzero:
                 m &= layer.weight.detach() != 0
             masks.append(m.cpu().numpy())
-        return Topology.from_masks(masks, metadata=metadata)
+        return Topology(masks, metadata=metadata or None, streams=getattr(self, "streams", None))

@@ -25,7 +25,6 @@ from torch import nn
 
 from .errors import SparsetopoError
 from .models import MODELS, MaskedConv2d, MaskedLinear, _MaskedNetwork, register_model
-from .topology import Topology
 from .topology.graph import LayerShapes
 
 __all__ = ["MODELS", "CifarResNet", "torchvision_resnet", "wide_resnet"]
@@ -130,18 +129,6 @@ class CifarResNet(_MaskedNetwork):
         """Each masked layer's ``(read, write)`` stream (:mod:`sparsetopo.topology.graph`)."""
         return self._graph()[1]
 
-    def topology(self, *, nonzero: bool = False, **metadata) -> Topology:
-        """The masks as a graph topology; with ``nonzero`` only connections whose weight is not exactly zero."""
-        chain = super().topology(nonzero=nonzero, **metadata) if self.streams is None else None
-        if chain is not None:
-            return chain
-        masks = []
-        for layer in self.masked_layers:
-            m = layer.weight_mask.detach() != 0
-            if nonzero:
-                m &= layer.weight.detach() != 0
-            masks.append(m.cpu().numpy())
-        return Topology(masks, metadata=metadata, streams=self.streams)
 
 
 def _blocks_per_group(depth: int, preact: bool) -> int:
