@@ -32,7 +32,8 @@ data:
 		|| echo "warning: could not install dataset-fashion-mnist; set SPARSETOPO_DATA to your copy"; \
 	else echo "warning: no apt-get; put Fashion-MNIST in $(DATA_DIR) or set SPARSETOPO_DATA"; fi
 
-test: setup
+# The docs extra too: tests/test_docs.py builds the site strictly (and checks a broken reference fails).
+test: setup $(DOCS_STAMP)
 	$(PY) -m pytest -q
 
 # The main job: the paper's topology-evolution study (Figure 4) at the `small`
