@@ -534,14 +534,20 @@ app.add_command(click.Command("demo", params=chain.params, callback=_demo, hidde
 @click.option("--cluster", default=None,
               help="Run training runs and NNSTD pairs on Dask: a scheduler address (tcp://host:8786) or local:N.")
 @click.option("--model", default=None, metavar="NAME",
-              help="evolution: the network (default mlp, the paper's study; cnn: a small VGG-style CNN, "
-                   "presets smoke and small).")
+              help="evolution: the network (default mlp, the paper's study; cnn: a small VGG-style CNN; resnet20, "
+                   "resnet32, resnet: CIFAR-style ResNets; wrn: a WideResNet; presets smoke and small).")
+@click.option("--width", type=int, default=None, metavar="W",
+              help="evolution with a residual --model: resnet20/resnet32/resnet: the first group's channels "
+                   "(groups of W, 2W, 4W); wrn: the widening factor k (16k, 32k, 64k). Default: the preset's.")
+@click.option("--depth", type=int, default=None, metavar="D",
+              help="evolution with --model resnet: 6k+2 (8, 14, 20, 32, 44, 56, 110; default 20); with --model "
+                   "wrn: 6k+4 (10, 16, 22, 28, 40). resnet20 and resnet32 have their own depth.")
 @click.option("--device", default=None, metavar="DEVICE",
               help="Where the training runs compute: auto (CUDA when present, else the CPU), cpu, cuda, cuda:N or "
                    "mps (default: the config's, else auto). NNSTD runs on the CPU.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars.")
 @friendly
-def experiment(name, preset, config_file, out, jobs, cluster, model, device, quiet) -> None:
+def experiment(name, preset, config_file, out, jobs, cluster, model, width, depth, device, quiet) -> None:
     """Run one of the paper's studies: evolution (Figure 4), sparse-vs-dense (RQ2) or tickets (RQ4-5).
 
     Every step skips work whose outputs exist, so a stopped experiment continues
@@ -551,12 +557,14 @@ def experiment(name, preset, config_file, out, jobs, cluster, model, device, qui
     from .parallel import parse_cluster
 
     _check_jobs(jobs)
-    _check_model(model)
+    _check_model(model, width, depth)
+    _check_study_shape(name, model, width, depth, config_file)
     check_distinct_paths({"--out": out}, [("--config", config_file)])
     if cluster is not None:
         parse_cluster(cluster)
     ctx = Context(n_jobs=jobs, cluster=cluster, progress=not quiet, log=lambda m: click.echo(m, err=True))
-    overrides = {k: v for k, v in (("model", model), ("device", device)) if v} or None
+    given = (("model", model), ("width", width), ("depth", depth), ("device", device))
+    overrides = {k: v for k, v in given if v is not None} or None
     if device:
         from .training.device import resolve_device
 
@@ -568,11 +576,47 @@ def experiment(name, preset, config_file, out, jobs, cluster, model, device, qui
         click.echo(f"  - {f}")
 
 
-def _check_model(model: str | None) -> None:
-    """--model names a registered model (models.MODELS, looked up now: the experiment imports torch anyway)."""
+def _check_model(model: str | None, width: int | None = None, depth: int | None = None) -> None:
+    """--model names a registered model (models.MODELS, looked up now: the experiment imports torch anyway);
+    --width and --depth are positive and, with --model on the command line, fit it (named as flags here;
+    a model from a --config file is checked with the study's config, by key)."""
+    import dataclasses
+
     from .config import check_value, registry
+    from .training import TrainConfig
 
     check_value("--model", model, str | None, {"choices": registry("models_resnet", "MODELS")})
+    ranges = {f.name: f.metadata for f in dataclasses.fields(TrainConfig)}  # the bounds train's flags have
+    check_value("--width", width, int | None, ranges["width"])
+    check_value("--depth", depth, int | None, ranges["depth"])
+    if model is not None:
+        from .models_resnet import check_width_depth
+
+        check_width_depth(model, width, depth, lambda field: "--" + field)
+
+
+def _check_study_shape(name: str, model: str | None, width: int | None, depth: int | None,
+                       config_file: Path | None) -> None:
+    """--width and --depth go to a study with a model choice, and fit the model it will train: --model,
+    else (no --config that could name one) the study's default model. (The width study's own ``depth``
+    key, its MLPs' hidden layers, is another setting: these flags do not reach it.)"""
+    import dataclasses
+
+    from .experiments import EXPERIMENTS
+
+    def takes(exp, flag: str) -> bool:
+        return {"model", flag} <= {f.name for f in dataclasses.fields(exp.config_cls)}
+
+    for flag, value in (("width", width), ("depth", depth)):
+        if value is not None and not takes(EXPERIMENTS[name], flag):
+            able = [n for n, e in EXPERIMENTS.items() if takes(e, flag)]
+            raise SparsetopoError(f"--{flag} applies to experiment {' and '.join(able)} (with a residual --model); "
+                                  f"got experiment {name}")
+    if model is None and config_file is None and (width is not None or depth is not None):
+        from .experiments.base import DEFAULT_MODEL
+        from .models_resnet import check_width_depth
+
+        check_width_depth(DEFAULT_MODEL, width, depth, lambda field: "--" + field)
 
 
 @app.command()

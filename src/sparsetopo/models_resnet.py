@@ -10,6 +10,10 @@ Zagoruyko and Komodakis' pre-activation WideResNet (depth ``6n + 4``, widen
 factor ``widen``: :func:`wide_resnet`, e.g. WRN-22-2). Its topology is a graph
 (:mod:`sparsetopo.topology.graph`): every block adds into its group's residual stream.
 
+Registered as ``--model`` (:data:`RESIDUAL_MODELS`): ``resnet20``, ``resnet32``, ``resnet`` (any ``--depth``
+6k+2) and ``wrn`` (WRN-``--depth``-``--width``); :func:`check_residual_options` holds the rules for
+``--width`` and ``--depth``.
+
 :func:`torchvision_resnet` builds the layout of ``torchvision.models.resnet18/34/50/101/152``
 (same module names, BasicBlock and Bottleneck, ``downsample`` projections) from plain torch layers,
 so that ``Topology.from_torch(torchvision_resnet(50), state_dict=checkpoint)`` reads a checkpoint's
@@ -18,7 +22,9 @@ masks where torchvision is not installed, and benchmarks have a ResNet-50 to mea
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -27,7 +33,8 @@ from .errors import SparsetopoError
 from .models import MODELS, MaskedConv2d, MaskedLinear, _MaskedNetwork, register_model
 from .topology.graph import LayerShapes
 
-__all__ = ["MODELS", "CifarResNet", "torchvision_resnet", "wide_resnet"]
+__all__ = ["DEPTH_RULES", "MODELS", "RESIDUAL_MODELS", "CifarResNet", "ResidualModel", "blocks_per_group",
+           "check_residual_options", "check_width_depth", "torchvision_resnet", "wide_resnet"]
 
 
 def _conv(cin: int, cout: int, k: int, stride: int, gen, init: str, init_std: float) -> MaskedConv2d:
@@ -81,7 +88,7 @@ class CifarResNet(_MaskedNetwork):
                  widen: int = 1, preact: bool = False, init_seed: int = 0, dropout_seed: int = 0, init: str = "he",
                  init_std: float = 0.1):
         super().__init__()
-        n = _blocks_per_group(depth, preact)
+        n = blocks_per_group(depth, preact)
         c, h, w = (int(v) for v in image_shape)
         self.image_shape, self.init = (c, h, w), init
         gen = torch.Generator().manual_seed(int(init_seed))
@@ -131,11 +138,19 @@ class CifarResNet(_MaskedNetwork):
 
 
 
-def _blocks_per_group(depth: int, preact: bool) -> int:
+#: What a depth must be, with examples, as messages say it: He et al.'s ResNets (two convolutions per block,
+#: a stem and a classifier) and Zagoruyko and Komodakis' WideResNets (plus a 1x1 projection counted in the name).
+DEPTH_RULES = {False: "6k+2 (8, 14, 20, 32, 44, 56, 110)", True: "6k+4 (10, 16, 22, 28, 40)"}
+
+
+def blocks_per_group(depth, preact: bool = False, label: str = "depth", model: str = "") -> int:
+    """The basic blocks per group of a ResNet (``6k + 2``) or, with ``preact``, a WideResNet (``6k + 4``) of
+    ``depth``; a depth that is neither is refused naming ``label`` (``--depth`` on the command line) and
+    ``model`` (the option that chose the network) if given."""
     extra = 4 if preact else 2
-    if not isinstance(depth, int) or depth < 6 + extra or (depth - extra) % 6:
-        kind = "6n + 4 for a WideResNet (preact): 10, 16, 22, 28" if preact else "6n + 2 for a ResNet: 8, 14, 20, 32"
-        raise SparsetopoError(f"depth must be {kind}, ...; got {depth!r}")
+    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 6 + extra or (depth - extra) % 6:
+        raise SparsetopoError(f"{label} must be {DEPTH_RULES[preact]}{' for ' + model if model else ''}; "
+                              f"got {depth!r}")
     return (depth - extra) // 6
 
 
@@ -232,19 +247,97 @@ def torchvision_resnet(depth: int = 50, n_classes: int = 1000) -> TorchvisionRes
 
 
 # ------------------------------------------------------------------ registry
-# Importing this module adds these to sparsetopo.models.MODELS (the config looks models up here, so that
-# models.py, which this module builds on, need not import it back).
-def _cifar_builder(depth: int):
+@dataclass(frozen=True)
+class ResidualModel:
+    """What ``--depth`` and ``--width`` mean for one registered residual network.
+
+    ``fixed_depth``: the name says the depth (``resnet20``), so a different ``--depth`` is refused rather
+    than silently building another network under that name. ``widen``: ``--width`` is WideResNet's
+    widening factor ``k`` (WRN-``depth``-``k``, groups of 16k, 32k, 64k channels after a 16-channel stem),
+    else the first group's channels ``W`` (groups of W, 2W, 4W, the stem W too).
+    """
+
+    depth: int
+    width: int
+    fixed_depth: bool = False
+    widen: bool = False
+
+    @property
+    def preact(self) -> bool:
+        return self.widen  # the WideResNets are the pre-activation ones
+
+
+#: The registered residual networks (``--model``) and their defaults. ``resnet`` takes any ``--depth``.
+RESIDUAL_MODELS = {
+    "resnet20": ResidualModel(20, 16, fixed_depth=True),
+    "resnet32": ResidualModel(32, 16, fixed_depth=True),
+    "resnet": ResidualModel(20, 16),
+    "wrn": ResidualModel(22, 2, widen=True),
+}
+
+
+def _channels_given(config) -> bool:
+    """Whether ``config.channels`` differs from its field's default (so it was set, by a flag or a key)."""
+    field = {f.name: f for f in dataclasses.fields(config)}["channels"]
+    return list(config.channels) != list(field.default_factory())
+
+
+def check_width_depth(model: str, width: int | None, depth: int | None, name=lambda field: field) -> None:
+    """Refuse a ``width`` or ``depth`` for a ``model`` that takes none, and a depth the model cannot have
+    (``name`` spells a field as the user does: ``--depth`` on the command line, ``depth`` in a study's config)."""
+    spec = RESIDUAL_MODELS.get(model)
+    if spec is None:
+        given = [f for f, v in (("width", width), ("depth", depth)) if v is not None]
+        if given:
+            raise SparsetopoError(f"{name(given[0])} applies to the residual networks ({name('model')} "
+                                  f"{', '.join(RESIDUAL_MODELS)}); got {name('model')} {model}")
+        return
+    if depth is not None:
+        if spec.fixed_depth and depth != spec.depth:
+            raise SparsetopoError(f"{name('depth')} {depth} contradicts {name('model')} {model} (a "
+                                  f"ResNet-{spec.depth}): give {name('model')} resnet {name('depth')} {depth}, "
+                                  f"or leave {name('depth')} out")
+        blocks_per_group(depth, spec.preact, name("depth"), f"{name('model')} {model}" if spec.preact else "")
+
+
+def check_residual_options(config, name=lambda field: field) -> None:
+    """:func:`check_width_depth` on ``config.model``, ``width`` and ``depth``, and refuse ``channels`` that
+    contradict them. Reads only those four attributes, so that a training config and a study's config
+    are checked by the same rules."""
+    check_width_depth(config.model, config.width, config.depth, name)
+    spec = RESIDUAL_MODELS.get(config.model)
+    if spec is None or not _channels_given(config):
+        return
+    model, channels = f"{name('model')} {config.model}", " ".join(map(str, config.channels))
+    if spec.widen:
+        raise SparsetopoError(f"{name('channels')} does not apply to {model}: its groups have 16k, 32k and 64k "
+                              f"channels, k given by {name('width')}; got {name('channels')} {channels}")
+    if config.width is not None and config.channels[0] != config.width:
+        raise SparsetopoError(f"{name('width')} {config.width} and {name('channels')} {channels} both set the "
+                              f"first group's width of {model}; give {name('width')} alone")
+
+
+def _residual_builder(model: str):
+    spec = RESIDUAL_MODELS[model]
+
     def build(config, data) -> CifarResNet:
         if data.image_shape is None:
-            raise SparsetopoError(f"model resnet{depth} needs image data (its image_shape); "
+            raise SparsetopoError(f"model {model} needs image data (its image_shape); "
                                   f"dataset {getattr(data, 'name', '?')!r} has none")
-        # --channels: its first value is the first group's width (16 by default, He et al.'s)
-        return CifarResNet(data.image_shape, data.n_classes, depth=depth, width=int(config.channels[0]),
-                           init_seed=config.named_seed("init"), dropout_seed=config.named_seed("dropout"),
-                           init=config.init, init_std=config.init_std)
+        depth = config.depth if config.depth is not None else spec.depth
+        seeds = dict(init_seed=config.named_seed("init"), dropout_seed=config.named_seed("dropout"),
+                     init=config.init, init_std=config.init_std)
+        if spec.widen:
+            return wide_resnet(data.image_shape, data.n_classes, depth=depth,
+                               widen=config.width if config.width is not None else spec.width, **seeds)
+        # Without --width the first value of --channels is the width, as before --width existed: the runs
+        # saved then resume with the network they started with (the default channels start with 16).
+        width = config.width if config.width is not None else int(config.channels[0])
+        return CifarResNet(data.image_shape, data.n_classes, depth=depth, width=width, **seeds)
     return build
 
 
-for _depth in (20, 32):
-    register_model(f"resnet{_depth}")(_cifar_builder(_depth))
+# Importing this module adds these to sparsetopo.models.MODELS (the config looks models up here, so that
+# models.py, which this module builds on, need not import it back).
+for _name in RESIDUAL_MODELS:
+    register_model(_name)(_residual_builder(_name))

@@ -51,8 +51,16 @@ class EvolutionConfig(CommonConfig):
     #: valid value; the study runs on those it has presets for (``Experiment.model_presets``).
     model: str = train_field("model")
     channels: list[int] = train_field("channels")
+    #: The residual networks' width and depth (``--width``, ``--depth``: see TrainConfig).
+    width: int | None = train_field("width")
+    depth: int | None = train_field("depth")
     distribution: str = train_field("distribution")
 
+    def validate(self) -> None:
+        """``width`` and ``depth`` fit ``model`` (the training runs' rules, named as keys)."""
+        from ..models_resnet import check_residual_options
+
+        check_residual_options(self)
 
 
 #: The training recipe of the paper's evolution study, as recovered from its
@@ -113,13 +121,17 @@ CNN_PRESETS = {
                   input_scaling="standardize", init="he", lr=0.02, snapshot_weights=False, solver="auto"),
 }
 
-#: The evolution study on a CIFAR-style ResNet-20 (issue 22): ``channels`` is its first group's width.
+#: The evolution study on a CIFAR-style ResNet-20 (issue 22): ``width`` is its first group's channels.
+#: The same presets serve ``resnet32`` and ``resnet`` (``depth``), whose model replaces this one. The CNN's
+#: ``channels`` are left out: with ``width`` they would contradict it.
 RESNET_PRESETS = {
-    "smoke": dict(CNN_PRESETS["smoke"], model="resnet20", channels=[4], networks=3, limit_train=512,
-                  limit_test=256),
-    "small": dict(CNN_PRESETS["small"], model="resnet20", channels=[16], networks=4, epochs=3,
-                  snapshot_epochs=[0, 1, 3], limit_train=6000, limit_test=2000),
+    "smoke": dict({k: v for k, v in CNN_PRESETS["smoke"].items() if k != "channels"}, model="resnet20",
+                  width=4, networks=3, limit_train=512, limit_test=256),
+    "small": dict({k: v for k, v in CNN_PRESETS["small"].items() if k != "channels"}, model="resnet20",
+                  width=16, networks=4, epochs=3, snapshot_epochs=[0, 1, 3], limit_train=6000, limit_test=2000),
 }
+#: A WideResNet's presets: WRN-10-1 (16, 32, 64 channels), the smallest there is.
+WRN_PRESETS = {p: dict(v, model="wrn", width=1, depth=10) for p, v in RESNET_PRESETS.items()}
 
 PRESETS = {
     # smoke: a seconds-long miniature of the recipe (a higher lr so that it learns in 2 epochs); not comparable.
@@ -261,7 +273,8 @@ def _tables(cfg: EvolutionConfig, res: _Results, out: Path) -> dict[str, str]:
 def _set_config(cfg: EvolutionConfig, **settings) -> TrainConfig:
     """The training settings of the study's networks (``settings``: what differs between them)."""
     return cfg.train_config(method=METHOD, hidden=list(cfg.hidden), density=cfg.density, epsilon=None,
-                            model=cfg.model, channels=list(cfg.channels), distribution=cfg.distribution, **settings)
+                            model=cfg.model, channels=list(cfg.channels), width=cfg.width, depth=cfg.depth,
+                            distribution=cfg.distribution, **settings)
 
 
 def _initial_topologies(cfg: EvolutionConfig, out: Path, names: list[str]) -> list[Topology]:
@@ -453,6 +466,7 @@ def _findings(cfg: EvolutionConfig, res: _Results) -> list[str]:
 
 register(Experiment(
     name="evolution", config_cls=EvolutionConfig, presets=PRESETS, run=_run,
-    model_presets={"cnn": CNN_PRESETS, "resnet20": RESNET_PRESETS},
+    model_presets={"cnn": CNN_PRESETS, "resnet20": RESNET_PRESETS, "resnet32": RESNET_PRESETS,
+                   "resnet": RESNET_PRESETS, "wrn": WRN_PRESETS},
     help="Figure 4: a 1 %-perturbation chain of sparse topologies trained with SET; NNSTD per epoch and layer.",
 ))

@@ -62,11 +62,11 @@ class TrainConfig(LotterySettings, SparsitySettings):
     input_scaling: str = option("standardize", choices=registry("data", "INPUT_SCALINGS"),
                                help="standardize (per-pixel mean/std of the training split) or unit (pixels / 255).")
     model: str = option("mlp", choices=registry("models_resnet", "MODELS"),  # models' and the ResNets
-                       help="mlp (fully connected: --hidden) or cnn (a small VGG-style network: 3x3 convolutions "
+                       help="mlp (fully connected: --hidden); cnn (a small VGG-style network: 3x3 convolutions "
                             "--channels with a 2x2 max-pool after every second one, then --hidden fully connected "
-                            "layers; e.g. --model cnn --hidden 128), resnet20 or resnet32 (CIFAR-style "
-                            "residual networks whose groups have W, 2W and 4W channels, W the first value of "
-                            "--channels: 16 by default).")
+                            "layers; e.g. --model cnn --hidden 128); resnet20, resnet32 or resnet (CIFAR-style "
+                            "ResNets of depth 20, 32 or --depth, groups of W, 2W and 4W channels, W = --width); "
+                            "wrn (WideResNet WRN-d-k, d = --depth, k = --width).")
     engine: str = option("masked", choices=ENGINES,
                         help="masked (dense weight tensors with masks: every method, MLPs and CNNs) or truly-sparse "
                              "(weights, gradients and optimizer state only for the existing connections, so memory "
@@ -75,7 +75,16 @@ class TrainConfig(LotterySettings, SparsitySettings):
                               help="Hidden layer sizes, e.g. --hidden 1000 1000 1000 (with --model cnn: the fully "
                                    "connected layers after the convolutions).")
     channels: list[int] = option(factory=lambda: [16, 16, 32, 32], min=1, max=100_000, nonempty=True,
-                                help="--model cnn: output channels of the 3x3 convolutions.")
+                                help="--model cnn: output channels of the 3x3 convolutions. (The ResNets read "
+                                     "its first value as --width when --width is not given.)")
+    width: int | None = option(None, min=1, max=100_000,
+                              help="--model resnet20, resnet32, resnet: the first group's channels W (groups of "
+                                   "W, 2W, 4W; 16 by default, He et al.'s); --model wrn: the widening factor k "
+                                   "(groups of 16k, 32k, 64k channels; 2 by default, WRN-22-2).")
+    depth: int | None = option(None, min=1, max=1202,
+                              help="--model resnet: layers, 6k+2 (8, 14, 20, 32, 44, 56, 110; 20 by default); "
+                                   "--model wrn: 6k+4 (10, 16, 22, 28, 40; 22 by default). resnet20 and resnet32 "
+                                   "have their depth: a different --depth is refused (use --model resnet).")
     activation: str = option("relu", help="relu, tanh, sigmoid, gelu or leaky_relu.",
                             choices=registry("models", "ACTIVATIONS"))
     dropout: float = option(0.0, min=0.0, lt=1.0, help="Dropout after each hidden layer, in [0, 1).")
@@ -187,6 +196,9 @@ class TrainConfig(LotterySettings, SparsitySettings):
             if not Path(self.initial_topology).is_file():
                 raise SparsetopoError(f"{name('initial_topology')}: {self.initial_topology} is not a file")
         _check_engine(self, method, name)
+        from ..models_resnet import check_residual_options  # the model registry's rules (imports torch)
+
+        check_residual_options(self, name)
         _check_watching(self, name)
         if self.update_every is not None and not method.works_with_sparsify:
             raise SparsetopoError(f"{name('update_every')} applies to methods with step updates, not "
