@@ -128,9 +128,9 @@ def test_experiment_model_is_checked_against_the_models_registry(tmp_path):
     pytest.importorskip("torch")
     from sparsetopo.models import MODELS
 
-    res = runner.invoke(app, ["experiment", "evolution", "--model", "resnet", "--out", str(tmp_path / "x")])
+    res = runner.invoke(app, ["experiment", "evolution", "--model", "resnet21", "--out", str(tmp_path / "x")])
     assert res.exit_code == 2
-    assert f"--model must be one of {', '.join(MODELS)}; got 'resnet'" in res.output
+    assert f"--model must be one of {', '.join(MODELS)}; got 'resnet21'" in res.output
     assert not (tmp_path / "x").exists()
 
 

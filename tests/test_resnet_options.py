@@ -1,6 +1,7 @@
 """--width and --depth of the residual networks (issue 22, item 4): the network built, its streams, the
 refusals, YAML keys, the train command and the evolution study."""
 
+import importlib.util
 import json
 from types import SimpleNamespace
 
@@ -209,3 +210,31 @@ def test_evolution_study_with_width_and_depth(tmp_path, tiny_data):
     assert (run["model"], run["width"], run["depth"]) == ("resnet", 2, 8)
     t = Topology.load(out / "runs" / "net1" / "topology" / "epoch_001.npz")
     assert t.is_graph and _canonical(t.streams) == _canonical(_expected_streams(2, [2, 4, 8], 1))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None, reason="torchvision is not installed")
+def test_a_pruned_torchvision_resnet18_reads_as_the_local_layout_and_compares(tmp_path):
+    """Real torchvision (PyPI's default torch + torchvision pair; the CPU torch's wheel index cannot be
+    reached here): masks from torch.nn.utils.prune, read from the module and from a saved state dict."""
+    import torch
+    import torchvision
+    from torch import nn
+    from torch.nn.utils import prune
+
+    from sparsetopo.models_resnet import torchvision_resnet
+
+    gen = torch.Generator().manual_seed(0)
+    m = torchvision.models.resnet18()
+    layers = [mod for mod in m.modules() if isinstance(mod, (nn.Conv2d, nn.Linear))]
+    for mod in layers:
+        with torch.no_grad():
+            mod.weight.copy_(torch.randn(mod.weight.shape, generator=gen))
+        prune.l1_unstructured(mod, "weight", amount=0.9)
+    t = Topology.from_torch(m)
+    assert t.is_graph and len(t) == 21 and abs(t.density - 0.1) < 0.001
+    torch.save(m.state_dict(), tmp_path / "sd.pt")
+    local = Topology.from_torch(torchvision_resnet(18), state_dict=torch.load(tmp_path / "sd.pt"))
+    assert local == t
+    t.save(tmp_path / "a.npz")
+    res = CliRunner().invoke(app, ["distance", str(tmp_path / "a.npz"), str(tmp_path / "a.npz"), "--json"])
+    assert res.exit_code == 0 and json.loads(res.output)["per_layer"] == [0.0] * 21, res.output

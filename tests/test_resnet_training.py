@@ -78,9 +78,9 @@ def test_train_command_with_resnet20(tmp_path, tiny_data):
 
 
 def test_bad_resnet_depth_is_refused_by_name():
-    with pytest.raises(ValueError, match=r"depth must be 6n \+ 2 for a ResNet: 8, 14, 20, 32, ...; got 21"):
+    with pytest.raises(ValueError, match=r"depth must be 6k\+2 \(8, 14, 20, 32, 44, 56, 110\); got 21"):
         CifarResNet((3, 32, 32), 10, depth=21)
-    with pytest.raises(ValueError, match=r"depth must be 6n \+ 4 for a WideResNet \(preact\).*; got 20"):
+    with pytest.raises(ValueError, match=r"depth must be 6k\+4 \(10, 16, 22, 28, 40\); got 20"):
         CifarResNet((3, 32, 32), 10, depth=20, preact=True)
 
 
