@@ -71,8 +71,8 @@ def test_the_network_has_the_asked_depth_width_and_streams(settings, stem, group
     assert t.is_graph and t.shapes[-1] == (4, groups[-1])
     expected = _expected_streams(stem, groups, n)
     assert len(t) == len(expected) and _canonical(t.streams) == _canonical(expected)
-    # the depth in the name counts the stem, two convolutions per block and the classifier (a WRN's name
-    # counts two more: 6k + 4, as Zagoruyko and Komodakis write it)
+    # a ResNet's depth counts the stem, two convolutions per block and the classifier; a WRN's two more
+    # (6k + 4, as Zagoruyko and Komodakis count it)
     depth = settings.get("depth") or {"resnet32": 32, "wrn": 22}.get(settings["model"], 20)
     assert 2 * len(m.blocks) + (4 if m.preact else 2) == depth
 

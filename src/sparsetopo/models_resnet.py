@@ -139,7 +139,7 @@ class CifarResNet(_MaskedNetwork):
 
 
 #: What a depth must be, with examples, as messages say it: He et al.'s ResNets (two convolutions per block,
-#: a stem and a classifier) and Zagoruyko and Komodakis' WideResNets (plus a 1x1 projection counted in the name).
+#: a stem and a classifier: 6k + 2) and Zagoruyko and Komodakis' WideResNets (6k + 4, as they count it).
 DEPTH_RULES = {False: "6k+2 (8, 14, 20, 32, 44, 56, 110)", True: "6k+4 (10, 16, 22, 28, 40)"}
 
 
@@ -302,8 +302,8 @@ def check_width_depth(model: str, width: int | None, depth: int | None, name=lam
 
 def check_residual_options(config, name=lambda field: field) -> None:
     """:func:`check_width_depth` on ``config.model``, ``width`` and ``depth``, and refuse ``channels`` that
-    contradict them. Reads only those four attributes, so that a training config and a study's config
-    are checked by the same rules."""
+    contradict them. Reads those four fields of a dataclass (and ``channels``' default), so that a
+    training config and a study's config are checked by the same rules."""
     check_width_depth(config.model, config.width, config.depth, name)
     spec = RESIDUAL_MODELS.get(config.model)
     if spec is None or not _channels_given(config):
