@@ -12,7 +12,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 DATA_DIR := /usr/share/datasets/fashion-mnist
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data test demo bench gpu-check lint docs clean
+.PHONY: setup data test demo bench gpu-check check-torchvision lint docs clean
 
 setup: $(STAMP) data
 
@@ -60,8 +60,21 @@ $(DOCS_STAMP): $(STAMP)
 gpu-check: setup
 	$(PY) benchmarks/gpu_check.py
 
+# The tests that read a real torchvision (pruned resnet18/50), which `make test` skips: PyPI's torchvision
+# wheels are CUDA builds whose extension needs CUDA torch's libraries, so they cannot sit beside the CPU
+# torch of .venv. This makes a separate venv with PyPI's default torch 2.13.0 (+cu130, runs on a CPU) and
+# torchvision 0.28.0: about 5 GB and a few minutes to download. Not part of CI.
+TV_VENV ?= .venv-torchvision
+TV_PIP  := env -u PIP_FIND_LINKS PIP_CONFIG_FILE=/dev/null $(TV_VENV)/bin/python -m pip
+check-torchvision:
+	[ -x $(TV_VENV)/bin/python ] || $(PYTHON) -m venv $(TV_VENV)
+	$(TV_PIP) install --quiet --index-url https://pypi.org/simple $(TORCH) torchvision==0.28.0
+	$(TV_PIP) install --quiet --index-url https://pypi.org/simple -e '.[test]'
+	$(TV_VENV)/bin/python -c "import torchvision.extension as e; assert e._has_ops(), 'torchvision _C did not load'"
+	$(TV_VENV)/bin/python -m pytest -q -k torchvision tests/test_resnet_topology.py tests/test_resnet_options.py
+
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) demo_out site .pytest_cache
+	rm -rf $(VENV) $(TV_VENV) demo_out site .pytest_cache
