@@ -35,7 +35,7 @@ _CHILD = textwrap.dedent("""
                 return int(line.split()[1]) / 1024
     path_a, path_b, digest_a, digest_b, n, limit = sys.argv[1:7]
     n, limit = int(n), float(limit)
-    tiny = erdos_renyi([50, 50], density=0.2, seed=0).layers[0]  # (no torch import: a worker has none)
+    tiny = erdos_renyi([50, 50, 5], epsilon=5, seed=0).layers[0]  # (no torch import: a worker has none)
     layer_task(tiny, tiny, None, 1, "ssp")  # load the compiled kernel outside the measurement
     previous = np.random.default_rng(2).permutation(n)
     base = status("VmRSS")
@@ -65,7 +65,9 @@ def measure(n: int, d: int, max_seconds: float, folder: Path) -> dict:
         digests.append(layer_digest(t.layers[0]))
         del t
     out = subprocess.run([sys.executable, "-c", _CHILD, *paths, *digests, str(n), str(max_seconds)],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"n={n}, d={d}: the measuring process failed:\n{out.stderr}")
     res = json.loads(out.stdout.strip().splitlines()[-1])
     res.update(n=n, inputs=d, connections=n * d)
     res["bytes_per_connection"] = (res["peak_mb"] - res["base_mb"]) * 2**20 / (n * d)

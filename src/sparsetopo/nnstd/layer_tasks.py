@@ -25,11 +25,13 @@ what the client read is refused), else scattered to the workers once per layer.
 Results (a total and a matching, 8 bytes per neuron) come back to the client,
 which writes the cache, so the cache directory need not be shared.
 
-Memory of one task (peak RSS of a worker; ``benchmarks/RESULTS.md``): the two
-layers as read (a boolean CSR: 5 bytes per connection each), their int32
-copies and B's re-indexed inputs, the int64 arrays the ``ssp`` kernel takes and
-its per-row candidate lists: about ``MEMORY_BYTES_PER_CONNECTION`` bytes per
-connection of one layer, plus the interpreter (~150 MB).
+Memory of one task (a worker's peak RSS above its interpreter, ~150 MB without
+torch; ``benchmarks/layer_task_memory.py``): the two layers as read (boolean
+CSR), their int32 copies and B's re-indexed inputs, the int64 arrays the
+``ssp`` kernel takes -- together about ``MEMORY_BYTES_PER_CONNECTION`` bytes per
+connection of one layer -- and the kernel's 128 candidate edges per row,
+``MEMORY_BYTES_PER_NEURON`` bytes per output neuron. Fitted on 5,000 x 40,
+20,000 x 4 and 20,000 x 40 layers (inputs per neuron); see ``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -50,11 +52,12 @@ from .cache import LayerProgress, PairCache
 from .core import _reindex_inputs, nnstd
 from .solvers import SOLVER_FUNCS, int_csr, pick_solver
 
-__all__ = ["MEMORY_BYTES_PER_CONNECTION", "LayerFile", "PairJob", "layer_digest", "layer_step", "run_pair_jobs"]
+__all__ = ["MEMORY_BYTES_PER_CONNECTION", "MEMORY_BYTES_PER_NEURON", "LayerFile", "PairJob", "layer_digest", "layer_step", "run_pair_jobs"]
 
-#: Peak bytes per connection (of one of the two layers) of a layer-pair task with the ``ssp`` solver,
-#: measured at 100,000 neurons x 40 inputs (``benchmarks/RESULTS.md``, issue 21 item 3).
-MEMORY_BYTES_PER_CONNECTION = 100
+#: A layer-pair task's peak memory with the ``ssp`` solver, per connection of one of the two layers and per
+#: output neuron (measured, ``benchmarks/layer_task_memory.py``): about 60 * connections + 2,250 * neurons bytes.
+MEMORY_BYTES_PER_CONNECTION = 60
+MEMORY_BYTES_PER_NEURON = 2250
 
 
 def layer_digest(m: ss.csr_matrix) -> str:
