@@ -52,7 +52,8 @@ from .cache import LayerProgress, PairCache
 from .core import _reindex_inputs, nnstd
 from .solvers import SOLVER_FUNCS, int_csr, pick_solver
 
-__all__ = ["MEMORY_BYTES_PER_CONNECTION", "MEMORY_BYTES_PER_NEURON", "LayerFile", "PairJob", "layer_digest", "layer_step", "run_pair_jobs"]
+__all__ = ["MEMORY_BYTES_PER_CONNECTION", "MEMORY_BYTES_PER_NEURON", "LayerFile", "PairJob", "layer_digest",
+           "layer_step", "run_pair_jobs"]
 
 #: A layer-pair task's peak memory with the ``ssp`` solver, per connection of one of the two layers and per
 #: output neuron (measured, ``benchmarks/layer_task_memory.py``): about 60 * connections + 2,250 * neurons bytes.
