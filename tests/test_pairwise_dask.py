@@ -272,3 +272,14 @@ def test_killed_matrix_command_resumes_from_its_cache(tmp_path):
     assert len(solves) == left  # the finished layer pairs were not recomputed
     resumed, _ = load_matrix(str(tmp_path / "resumed.npz"))
     np.testing.assert_array_equal(resumed, _expected(tops))
+
+
+def test_pairs_of_different_depths_in_one_call(tmp_path):
+    """nnstd_many may mix networks of different depths (the methods study: MLP and CNN runs)."""
+    shallow = [erdos_renyi([30, 20, 4], epsilon=2, seed=s) for s in range(2)]
+    deep = [erdos_renyi([30, 20, 20, 20, 4], epsilon=2, seed=s) for s in range(2)]
+    pairs = [tuple(shallow), tuple(deep)]
+    for _ in range(2):  # computed, then read back from the cache
+        got = nnstd_many(pairs, cache_dir=tmp_path)
+        for (a, b), g in zip(pairs, got):
+            np.testing.assert_array_equal(g, nnstd(a, b).per_layer)

@@ -128,7 +128,7 @@ class PairJob:
     """One pair to compute, in the direction ``a -> b`` that its cache key ``key`` names.
 
     ``paths``: the files ``a`` and ``b`` were read from (``None``: not known), ``label`` names the pair in the
-    progress bar, ``done`` is what the cache already holds.
+    progress bar, ``done`` is what ``cache`` (the cache for its layer count) already holds.
     """
 
     key: tuple[str, str]
@@ -137,6 +137,7 @@ class PairJob:
     paths: tuple[str | None, str | None] = (None, None)
     label: str = ""
     done: LayerProgress = field(default_factory=lambda: LayerProgress([]))
+    cache: PairCache = field(default_factory=lambda: PairCache(None, "", 0))
 
     @property
     def split(self) -> bool:
@@ -157,15 +158,15 @@ def layer_solvers(n_layers: int, solver: str, match_outputs: bool) -> list[str]:
 class _Chains:
     """The bookkeeping shared by both back ends: cache writes, per-layer results, the progress bar."""
 
-    def __init__(self, jobs: list[PairJob], cache: PairCache, bar, on_pair: Callable[[int, np.ndarray], None]):
-        self.jobs, self.cache, self.bar, self.on_pair = jobs, cache, bar, on_pair
+    def __init__(self, jobs: list[PairJob], bar, on_pair: Callable[[int, np.ndarray], None]):
+        self.jobs, self.bar, self.on_pair = jobs, bar, on_pair
         self.totals = [list(j.done.totals) for j in jobs]
         self.digests = [j.done.digest for j in jobs]
         self.lock = threading.Lock()
 
     def layer_done(self, j: int, k: int, total: float, matching: np.ndarray) -> None:
         job = self.jobs[j]
-        self.digests[j] = self.cache.put_layer(job.key, k, total, matching, self.digests[j])
+        self.digests[j] = job.cache.put_layer(job.key, k, total, matching, self.digests[j])
         self.totals[j].append(total)
         with self.lock:
             self.bar.set_postfix_str(f"{job.label} layer {k + 1}/{len(job.a)}", refresh=False)
@@ -174,11 +175,11 @@ class _Chains:
             self.pair_done(j, job.per_layer(self.totals[j]))
 
     def pair_done(self, j: int, per_layer: np.ndarray) -> None:
-        self.cache.put(self.jobs[j].key, per_layer)
+        self.jobs[j].cache.put(self.jobs[j].key, per_layer)
         self.on_pair(j, per_layer)
 
 
-def _run_local(chains: _Chains, solvers: list[str], graph_task, n_jobs: int | None) -> None:
+def _run_local(chains: _Chains, solvers: Callable[[int], list[str]], graph_task, n_jobs: int | None) -> None:
     from ..parallel import map_tasks
 
     def run(j: int) -> None:
@@ -192,16 +193,16 @@ def _run_local(chains: _Chains, solvers: list[str], graph_task, n_jobs: int | No
         start = len(job.done.totals)
         if start == len(job.a):  # every layer was cached, the pair entry was not (killed in between)
             chains.pair_done(j, job.per_layer(job.done.totals))
-        previous = job.done.matching
+        previous, chosen = job.done.matching, solvers(len(job.a))
         for k in range(start, len(job.a)):
-            total, previous = layer_step(job.a.layers[k], job.b.layers[k], previous, job.a.blocks[k], solvers[k])
+            total, previous = layer_step(job.a.layers[k], job.b.layers[k], previous, job.a.blocks[k], chosen[k])
             chains.layer_done(j, k, total, previous)
 
     for _ in map_tasks(run, list(range(len(chains.jobs))), n_jobs=n_jobs):
         pass
 
 
-def _run_dask(chains: _Chains, solvers: list[str], cluster: str, graph_kw: dict) -> None:
+def _run_dask(chains: _Chains, solvers: Callable[[int], list[str]], cluster: str, graph_kw: dict) -> None:
     from distributed import as_completed
 
     from ..parallel import dask_client
@@ -231,12 +232,12 @@ def _run_dask(chains: _Chains, solvers: list[str], cluster: str, graph_kw: dict)
             if start == len(job.a):
                 chains.pair_done(j, job.per_layer(job.done.totals))
                 continue
-            previous = job.done.matching
+            previous, chosen = job.done.matching, solvers(len(job.a))
             if previous is not None:
                 previous = client.scatter(previous, hash=False)
             for k in range(start, len(job.a)):
                 previous = client.submit(layer_task, source(job.a, job.paths[0], k), source(job.b, job.paths[1], k),
-                                         previous, job.a.blocks[k], solvers[k], key=f"nnstd-layer-{tag}-{k}")
+                                         previous, job.a.blocks[k], chosen[k], key=f"nnstd-layer-{tag}-{k}")
                 futures[previous] = (j, k)
         # A chain's layers finish in order (k + 1 reads k's result), so each arrives after the one before.
         for fut in as_completed(list(futures)):
@@ -253,9 +254,9 @@ def _run_dask(chains: _Chains, solvers: list[str], cluster: str, graph_kw: dict)
 
 
 def run_pair_jobs(jobs: Sequence[PairJob], *, solver: str, match_outputs: bool, reference: bool,
-                  cache: PairCache, n_jobs: int | None = 1, cluster: str | None = None, progress: bool = False,
+                  n_jobs: int | None = 1, cluster: str | None = None, progress: bool = False,
                   desc: str = "NNSTD") -> list[np.ndarray]:
-    """Per-layer NNSTD of each job, layer pair by layer pair, resuming from and filling ``cache``.
+    """Per-layer NNSTD of each job, layer pair by layer pair, resuming from and filling its cache.
 
     Locally the pairs run on ``n_jobs`` joblib threads, each pair's layers in order; with ``cluster``
     (``local:N`` or a scheduler address, :func:`sparsetopo.parallel.dask_client`) every layer pair is
@@ -266,11 +267,12 @@ def run_pair_jobs(jobs: Sequence[PairJob], *, solver: str, match_outputs: bool, 
     jobs = list(jobs)
     if not jobs:
         return []
-    n_layers = len(jobs[0].a)
-    solvers = layer_solvers(n_layers, solver, match_outputs)
+    def solvers(n_layers: int) -> list[str]:  # pairs of different networks may differ in depth
+        return layer_solvers(n_layers, solver, match_outputs)
+
     results: list[np.ndarray | None] = [None] * len(jobs)
     resumed = sum(len(j.done.totals) for j in jobs)
-    todo = len(jobs) * n_layers - resumed
+    todo = sum(len(j.a) for j in jobs) - resumed
     bar = _progress(None, todo, desc, progress, unit="layer pair")
     if progress and resumed:
         bar.write(f"{desc}: {resumed} of {resumed + todo} layer pairs from the cache")
@@ -278,7 +280,7 @@ def run_pair_jobs(jobs: Sequence[PairJob], *, solver: str, match_outputs: bool, 
     def on_pair(j: int, per_layer: np.ndarray) -> None:
         results[j] = per_layer
 
-    chains = _Chains(jobs, cache, bar, on_pair)
+    chains = _Chains(jobs, bar, on_pair)
     graph_kw = dict(match_outputs=match_outputs, solver=solver, reference=reference)
     try:
         if cluster is not None:

@@ -155,24 +155,24 @@ def nnstd_many(pairs: Sequence[tuple[Topology, Topology]], *, match_outputs: boo
         return []
     if paths is not None and len(paths) != len(pairs):
         raise SparsetopoError(f"paths must give one (path A, path B) per pair ({len(pairs)}); got {len(paths)}")
-    n_layers = len(pairs[0][0])
-    cache = PairCache(cache_dir, cache_tag(solver, match_outputs, reference), n_layers)
+    tag, caches = cache_tag(solver, match_outputs, reference), {}
     jobs, results = [], [None] * len(pairs)
     for i, (a, b) in enumerate(pairs):
         pa, pb = paths[i] if paths is not None else (None, None)
         pa, pb = (str(p) if p is not None else None for p in (pa, pb))
         fa, fb = a.fingerprint(), b.fingerprint()
+        cache = caches.setdefault(len(a), PairCache(cache_dir, tag, len(a)))  # pairs may differ in depth
         if not reference and fb < fa:  # the canonical direction, as nnstd(symmetric=True) takes it
             a, b, fa, fb, pa, pb = b, a, fb, fa, pb, pa
         if (cached := cache.get((fa, fb))) is not None:
             results[i] = cached
             continue
-        job = PairJob((fa, fb), a, b, (pa, pb), labels[i] if labels is not None else f"pair {i}")
+        job = PairJob((fa, fb), a, b, (pa, pb), labels[i] if labels is not None else f"pair {i}", cache=cache)
         if job.split:
             job.done = cache.layers(job.key, [m.shape[0] for m in a.layers])
         jobs.append((i, job))
     computed = run_pair_jobs([j for _, j in jobs], solver=solver, match_outputs=match_outputs, reference=reference,
-                             cache=cache, n_jobs=n_jobs, cluster=cluster, progress=progress, desc=desc)
+                             n_jobs=n_jobs, cluster=cluster, progress=progress, desc=desc)
     for (i, _), per_layer in zip(jobs, computed):
         results[i] = per_layer
     return results
