@@ -409,9 +409,18 @@ def _distance_table(a: Path, b: Path, shapes, res, reference: bool) -> list[str]
               help=_SOLVER_HELP)
 @click.option("--reference", is_flag=True, help=_REFERENCE_HELP)
 @click.option("--identity-outputs", is_flag=True, help="Compare output neurons by identity.")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep finished pairs, and the finished layers of unfinished ones, in this directory: "
+                   "run the same command again after it was stopped and it resumes each pair from its last "
+                   "finished layer; adding a network computes only its new pairs.")
+@click.option("--cluster", default=None,
+              help="Compute on Dask, one task per layer pair: a scheduler address (tcp://host:8786) or local:N "
+                   "(N single-threaded worker processes). Workers read the layers from PATHS, so they must see "
+                   "them. Overrides --jobs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @friendly
-def matrix(paths, out, csv, plot, include_dense, jobs, solver, reference, identity_outputs, quiet) -> None:
+def matrix(paths, out, csv, plot, include_dense, jobs, solver, reference, identity_outputs, cache_dir, cluster,
+           quiet) -> None:
     """Compute the pairwise NNSTD matrix of PATHS (saved topologies or official-layout directories).
 
     Networks are labelled by the shortest part of their paths that tells them apart
@@ -427,12 +436,17 @@ def matrix(paths, out, csv, plot, include_dense, jobs, solver, reference, identi
     if include_dense and plot is None:
         raise SparsetopoError("--include-dense changes the --plot figure; give --plot too")
     _check_jobs(jobs)
+    if cluster is not None:
+        from .parallel import parse_cluster
+
+        parse_cluster(cluster)
     solver = _solver_for(reference, solver)
     check_distinct_paths({"--out": out, "--csv": csv, "--plot": plot}, [("PATHS", p) for p in paths])
     tops = [_read_topology(p) for p in paths]
     d = pairwise_nnstd(tops, n_jobs=jobs, solver=solver, match_outputs=not identity_outputs,
                        progress=not quiet, reference=reference, names=_labels(paths),
-                       desc=f"NNSTD of {len(tops)} networks")
+                       desc=f"NNSTD of {len(tops)} networks", cache_dir=cache_dir, cluster=cluster,
+                       paths=[p.resolve() for p in paths])
     save_matrix(d, d.names, npz=str(out) if out else None, csv=str(csv) if csv else None)
     if plot:
         _plot_matrix(d, plot, include_dense)

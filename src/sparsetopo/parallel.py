@@ -6,6 +6,7 @@ and yields results in input order, so callers never care where they ran.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -114,10 +115,16 @@ def parse_cluster(cluster: str) -> tuple[str, int | None]:
     return cluster, None
 
 
-def _dask_map(fn: Callable[[Any], R], items: list, cluster: str, *, progress: bool,
-              desc: str, unit: str = "task") -> Iterator[R]:
+@contextlib.contextmanager
+def dask_client(cluster: str) -> Iterator[Any]:
+    """A ``distributed.Client`` for ``--cluster`` (``local:N``: a local cluster of N single-threaded worker
+    processes, closed afterwards; else a scheduler address), closed when the block ends.
+
+    Local workers get one thread each, and dask's nannies set ``OMP_NUM_THREADS`` (and MKL's, OpenBLAS's)
+    to 1 in them, so N workers use N cores; the NNSTD kernels are serial numba (no ``parallel=True``).
+    """
     try:
-        from distributed import Client, LocalCluster, as_completed
+        from distributed import Client, LocalCluster
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise RuntimeError(
             "--cluster needs dask.distributed: pip install 'sparsetopo[cluster]'"
@@ -136,6 +143,18 @@ def _dask_map(fn: Callable[[Any], R], items: list, cluster: str, *, progress: bo
                                   f"{CONNECT_TIMEOUT_S} s ({type(exc).__name__}); start it "
                                   "(dask scheduler) or check the address") from None
     try:
+        yield client
+    finally:
+        client.close()
+        if local is not None:
+            local.close()
+
+
+def _dask_map(fn: Callable[[Any], R], items: list, cluster: str, *, progress: bool,
+              desc: str, unit: str = "task") -> Iterator[R]:
+    from distributed import as_completed
+
+    with dask_client(cluster) as client:
         futures = client.map(fn, items, pure=False)
         index = {f.key: i for i, f in enumerate(futures)}
         results: dict[int, R] = {}
@@ -146,7 +165,3 @@ def _dask_map(fn: Callable[[Any], R], items: list, cluster: str, *, progress: bo
         bar.close()
         for i in range(len(items)):
             yield results[i]
-    finally:
-        client.close()
-        if local is not None:
-            local.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Sequence
 
@@ -11,7 +10,7 @@ import numpy as np
 from ..errors import SparsetopoError
 from ..topology import Topology
 from .cache import PairCache, cache_tag
-from .core import nnstd, sparse_layers
+from .core import sparse_layers
 from .solvers import DEFAULT_MAX_DENSE_BYTES, Solver, reference_solver
 from .table import PairwiseNNSTD
 
@@ -59,7 +58,8 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
                    solver: Solver = "auto", n_jobs: int | None = 1, progress: bool = False,
                    max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES, cache_dir: str | os.PathLike | None = None,
                    cluster: str | None = None, reference: bool = False, names: Sequence[str] | None = None,
-                   desc: str = "NNSTD pairs") -> PairwiseNNSTD:
+                   desc: str = "NNSTD pairs",
+                   paths: Sequence[str | os.PathLike] | None = None) -> PairwiseNNSTD:
     """NNSTD between every pair of topologies.
 
     Returns a :class:`~sparsetopo.nnstd.PairwiseNNSTD`: an array ``D`` of shape
@@ -71,12 +71,20 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
     progress bar (say what the pairs are: ``"NNSTD epoch 10"``).
 
     Each pair is computed in a canonical direction (by content fingerprint), so
-    the matrix does not depend on the order of the list. Pairs run in parallel
-    with joblib threads (``n_jobs``; the sparse products and the assignment
-    solvers release the GIL) or on a Dask cluster (``cluster``, see
-    :func:`sparsetopo.parallel.map_tasks`). With ``cache_dir`` every pair's
-    result is stored under the two fingerprints, so adding a network to a
-    study computes only the new pairs.
+    the matrix does not depend on the order of the list. The unit of work is a
+    layer pair (:mod:`.layer_tasks`): a pair's layers run in order (each
+    matching re-indexes the next layer's inputs), different pairs in parallel,
+    on joblib threads (``n_jobs``; the sparse products and the assignment
+    solvers release the GIL) or as Dask tasks (``cluster``: ``"local:N"`` or a
+    scheduler address, :func:`sparsetopo.parallel.dask_client`), so at most as
+    many tasks run at once as there are pairs left. ``paths`` (the files the
+    topologies were read from, in the same order) lets Dask workers read the
+    two layers a task needs themselves, so this process sends them nothing
+    large. With ``cache_dir`` every pair's result is stored under the two
+    fingerprints, so adding a network to a study computes only the new pairs,
+    and while a pair runs its finished layers are stored too, so a killed
+    matrix resumes each pair from its last finished layer. Graph topologies
+    (residual streams) are not split: one task per pair.
 
     With ``reference=True`` the matrix reproduces the implementation published
     with the paper instead: solver ``dense``, and pair ``(i, j)`` with
@@ -89,18 +97,23 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
     topologies = list(topologies)
     _check_same_shapes(topologies)
     names = _names(topologies, names)
+    if paths is not None and len(paths) != len(topologies):
+        raise SparsetopoError(f"paths must give one path per topology ({len(topologies)}); got {len(paths)}")
     n, n_layers = len(topologies), len(topologies[0].shapes)
     prints = [t.fingerprint() for t in topologies]
     by_print = dict(zip(prints, topologies))
     pair_keys = _pair_keys(prints, reference)
     cache = PairCache(cache_dir, cache_tag(solver, match_outputs, reference), n_layers)
     results, todo = _known(pair_keys.values(), cache, n_layers, reference)
+    by_name = dict(zip(prints, names))
+    path_of = dict(zip(prints, paths)) if paths is not None else {}
     computed = nnstd_many([(by_print[a], by_print[b]) for a, b in todo], match_outputs=match_outputs,
                           solver=solver, n_jobs=n_jobs, progress=progress, max_dense_bytes=max_dense_bytes,
-                          cluster=cluster, reference=reference, desc=desc)
+                          cluster=cluster, reference=reference, desc=desc, cache_dir=cache_dir,
+                          paths=[(path_of.get(a), path_of.get(b)) for a, b in todo] if paths is not None else None,
+                          labels=[f"{by_name[a]}~{by_name[b]}" for a, b in todo])
     for key, per_layer in zip(todo, computed):
-        results[key] = per_layer
-        cache.put(key, per_layer)
+        results[key] = per_layer  # nnstd_many stored it in the cache as it finished
     out = np.zeros((n, n, n_layers), dtype=np.float64)
     for (i, j), key in pair_keys.items():
         out[i, j] = out[j, i] = results[key]
@@ -119,24 +132,47 @@ def _names(topologies: list[Topology], names: Sequence[str] | None) -> list[str]
 def nnstd_many(pairs: Sequence[tuple[Topology, Topology]], *, match_outputs: bool = True,
                solver: Solver = "auto", n_jobs: int | None = 1, progress: bool = False,
                max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES, cluster: str | None = None,
-               reference: bool = False, desc: str = "NNSTD pairs") -> list[np.ndarray]:
+               reference: bool = False, desc: str = "NNSTD pairs", cache_dir: str | os.PathLike | None = None,
+               paths: Sequence[tuple[str | os.PathLike | None, str | os.PathLike | None]] | None = None,
+               labels: Sequence[str] | None = None) -> list[np.ndarray]:
     """Per-layer NNSTD of many ``(A, B)`` pairs, in parallel; results in input order.
 
-    ``reference=True`` computes each pair as :func:`nnstd` does with it: solver
-    ``dense``, in the direction A -> B.
+    Each pair is computed as :func:`nnstd` computes it (in its canonical direction; ``reference=True``:
+    solver ``dense``, A -> B), one layer pair per task (:mod:`.layer_tasks`): a pair's layers run in
+    order, different pairs in parallel on ``n_jobs`` threads or, with ``cluster``, as Dask tasks.
+
+    ``cache_dir`` keeps every finished layer of an unfinished pair and every finished pair
+    (:class:`.cache.PairCache`), so a killed call resumes each pair from its last finished layer.
+    ``paths`` gives per pair the files A and B were read from: Dask workers then read the layers
+    they need from there instead of receiving them from this process. ``labels`` name the pairs
+    in the progress bar, which counts layer pairs.
     """
-    from ..parallel import map_tasks
+    from .layer_tasks import PairJob, run_pair_jobs
 
     solver = reference_solver(reference, solver)
-    task = functools.partial(_pair_task, match_outputs=match_outputs, solver=solver,
-                             max_dense_bytes=max_dense_bytes, reference=reference)
-    return list(map_tasks(task, list(pairs), n_jobs=n_jobs, progress=progress, cluster=cluster,
-                          desc=desc, unit="pair"))
-
-
-def _pair_task(pair: tuple[Topology, Topology], *, match_outputs: bool, solver: str,
-               max_dense_bytes: int, reference: bool = False) -> np.ndarray:
-    """One pair's per-layer NNSTD; module-level so that Dask and joblib can ship it."""
-    a, b = pair
-    return nnstd(a, b, match_outputs=match_outputs, solver=solver, max_dense_bytes=max_dense_bytes,
-                 reference=reference).per_layer
+    pairs = list(pairs)
+    if not pairs:
+        return []
+    if paths is not None and len(paths) != len(pairs):
+        raise SparsetopoError(f"paths must give one (path A, path B) per pair ({len(pairs)}); got {len(paths)}")
+    tag, caches = cache_tag(solver, match_outputs, reference), {}
+    jobs, results = [], [None] * len(pairs)
+    for i, (a, b) in enumerate(pairs):
+        pa, pb = paths[i] if paths is not None else (None, None)
+        pa, pb = (str(p) if p is not None else None for p in (pa, pb))
+        fa, fb = a.fingerprint(), b.fingerprint()
+        cache = caches.setdefault(len(a), PairCache(cache_dir, tag, len(a)))  # pairs may differ in depth
+        if not reference and fb < fa:  # the canonical direction, as nnstd(symmetric=True) takes it
+            a, b, fa, fb, pa, pb = b, a, fb, fa, pb, pa
+        if (cached := cache.get((fa, fb))) is not None:
+            results[i] = cached
+            continue
+        job = PairJob((fa, fb), a, b, (pa, pb), labels[i] if labels is not None else f"pair {i}", cache=cache)
+        if job.split:
+            job.done = cache.layers(job.key, [m.shape[0] for m in a.layers])
+        jobs.append((i, job))
+    computed = run_pair_jobs([j for _, j in jobs], solver=solver, match_outputs=match_outputs, reference=reference,
+                             n_jobs=n_jobs, cluster=cluster, progress=progress, desc=desc)
+    for (i, _), per_layer in zip(jobs, computed):
+        results[i] = per_layer
+    return results
