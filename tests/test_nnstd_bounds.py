@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import scipy.sparse as ss
 
-from sparsetopo import erdos_renyi, nnstd, perturbation_chain
+from sparsetopo import erdos_renyi, nnstd, pairwise_nnstd, perturbation_chain
 from sparsetopo.errors import SparsetopoError
-from sparsetopo.nnstd import NNSTDResult, layer_cost_matrix
+from sparsetopo.nnstd import NNSTDResult, layer_cost_matrix, load_matrix, save_matrix
 from sparsetopo.nnstd.core import STATUSES, _match_layers, _reindex_inputs
 from sparsetopo.nnstd.solvers import _solve_dense, _solve_ssp, int_csr, solve_ssp_bounded
 from sparsetopo.topology import Topology
@@ -198,3 +198,55 @@ def test_max_seconds_on_a_graph_is_refused():
     assert a.is_graph
     with pytest.raises(SparsetopoError, match="not supported for graph topologies"):
         nnstd(a, a, max_seconds=5)
+
+
+def _wide(n=1000, count=3):
+    from sparsetopo.truly_sparse.model import sample_topology
+
+    return [sample_topology([(n, n)], [40 * n], seed=s) for s in range(count)]
+
+
+def test_pairwise_generous_budget_equals_plain_and_caches(tmp_path):
+    a, b = _chain_pair(0)
+    c = perturbation_chain(a, 2, 0.1, seed=9)[1]
+    plain = pairwise_nnstd([a, b, c])
+    timed = pairwise_nnstd([a, b, c], max_seconds=600, cache_dir=tmp_path)
+    assert np.array_equal(np.asarray(plain), np.asarray(timed))
+    assert timed.exact.all() and (timed.status == "exact").all()
+    assert np.array_equal(timed.lower, plain) and np.array_equal(timed.upper, plain)
+    assert len(list(tmp_path.iterdir())) == 3  # exact pairs are cached
+
+
+def test_pairwise_tiny_budget_is_labelled_and_not_cached(tmp_path):
+    nets = _wide()
+    d = pairwise_nnstd(nets, max_seconds=1e-9, cache_dir=tmp_path)
+    off = ~np.eye(3, dtype=bool)
+    assert not d.exact[off].any() and d.exact[~off].all()
+    assert (d.status[off] == "bounded").all()
+    assert np.array_equal(np.asarray(d), d.upper)
+    assert (d.lower[off] < d.upper[off]).all() and (d.upper[off] - d.lower[off] < 0.05).all()
+    assert list(tmp_path.iterdir()) == []  # a bounded value is never cached as NNSTD
+    back = pickle.loads(pickle.dumps(d))
+    assert np.array_equal(back.lower, d.lower) and (back.status == d.status).all()
+    out, csv = tmp_path / "D.npz", tmp_path / "D.csv"
+    save_matrix(d, d.names, npz=str(out), csv=str(csv))
+    z = np.load(out)
+    assert np.array_equal(z["lower"], d.lower) and (z["status"] == d.status).all()
+    assert csv.read_text().splitlines()[0] == "a,b,layer,nnstd,lower,upper,status"
+    assert ",bounded" in csv.read_text()
+    assert np.array_equal(load_matrix(str(out))[0], np.asarray(d))
+
+
+def test_matrix_cli_max_seconds(tmp_path):
+    from click.testing import CliRunner
+
+    from sparsetopo.cli import app
+
+    paths = [t.save(tmp_path / f"w{i}.npz") for i, t in enumerate(_wide(count=2))]
+    res = CliRunner().invoke(app, ["matrix", *map(str, paths), "--out", str(tmp_path / "D.npz"), "-q", "-j", "1",
+                                   "--max-seconds", "1e-9"])
+    assert res.exit_code == 0, res.output
+    assert "bounds: 0 of 1 pairs exact; 1 not exact" in res.output and "largest gap" in res.output
+    res = CliRunner().invoke(app, ["matrix", *map(str, paths), "--out", str(tmp_path / "E.npz"), "-q",
+                                   "--max-seconds", "-1"])
+    assert res.exit_code == 2 and "--max-seconds must be a positive, finite number of seconds" in res.output

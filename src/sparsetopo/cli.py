@@ -455,8 +455,12 @@ def _bounds_cell(res, k: int) -> str:
 @click.option("--reference", is_flag=True, help=_REFERENCE_HELP)
 @click.option("--identity-outputs", is_flag=True, help="Compare output neurons by identity.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--max-seconds", type=float, default=None,
+              help=_MAX_SECONDS_HELP.format(per=" per pair") + " --out and --csv then also hold lower, upper "
+                   "and status; only exact pairs are cached.")
 @friendly
-def matrix(paths, out, csv, plot, include_dense, jobs, solver, reference, identity_outputs, quiet) -> None:
+def matrix(paths, out, csv, plot, include_dense, jobs, solver, reference, identity_outputs, quiet,
+           max_seconds) -> None:
     """Compute the pairwise NNSTD matrix of PATHS (saved topologies or official-layout directories).
 
     Networks are labelled by the shortest part of their paths that tells them apart
@@ -473,15 +477,17 @@ def matrix(paths, out, csv, plot, include_dense, jobs, solver, reference, identi
         raise SparsetopoError("--include-dense changes the --plot figure; give --plot too")
     _check_jobs(jobs)
     solver = _solver_for(reference, solver)
+    _check_max_seconds(max_seconds, solver, reference)
     check_distinct_paths({"--out": out, "--csv": csv, "--plot": plot}, [("PATHS", p) for p in paths])
     tops = [_read_topology(p) for p in paths]
+    _check_max_seconds(max_seconds, solver, reference, tops[0].is_graph)
     d = pairwise_nnstd(tops, n_jobs=jobs, solver=solver, match_outputs=not identity_outputs,
                        progress=not quiet, reference=reference, names=_labels(paths),
-                       desc=f"NNSTD of {len(tops)} networks")
+                       desc=f"NNSTD of {len(tops)} networks", max_seconds=max_seconds)
     save_matrix(d, d.names, npz=str(out) if out else None, csv=str(csv) if csv else None)
     if plot:
         _plot_matrix(d, plot, include_dense)
-    for line in _matrix_summary(d):
+    for line in _matrix_summary(d) + (_matrix_bounds(d) if max_seconds is not None else []):
         click.echo(line)
     for label, p in (("matrix", out), ("csv", csv), ("heatmap", plot)):
         if p:
@@ -508,6 +514,24 @@ def _matrix_summary(d) -> list[str]:
     return [f"{n} networks, {n * (n - 1) // 2} pairs; mean off-diagonal NNSTD over the sparse layers "
             f"({_layer_list(d.sparse_layers)}): {sparse.mean():.4f} (min {sparse.min():.4f}, max {sparse.max():.4f}); "
             f"over all {d.shape[2]} layers: {every.mean():.4f}"]
+
+
+def _matrix_bounds(d) -> list[str]:
+    """--max-seconds: how many pairs are exact, and the largest gap of the others."""
+    import numpy as np
+
+    n = d.shape[0]
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    inexact = [(i, j) for i, j in pairs if not d.exact[i, j]]
+    if not inexact:
+        return [f"bounds: all {len(pairs)} pairs exact (no layer stopped at --max-seconds)"]
+    gap = d.upper - d.lower
+    i, j, k = np.unravel_index(np.argmax(gap), gap.shape)
+    rel = f"{100 * gap[i, j, k] / d.upper[i, j, k]:.2f} %" if d.upper[i, j, k] > 0 else "-"
+    return [f"bounds: {len(pairs) - len(inexact)} of {len(pairs)} pairs exact; {len(inexact)} not exact (a layer "
+            f"stopped at --max-seconds: its value is that of the matching returned, within [lower, upper]; "
+            f"later layers conditional); largest gap {gap[i, j, k]:.2g} ({rel}), {d.names[i]} vs {d.names[j]} "
+            f"layer {k} [{d.lower[i, j, k]:.6f}, {d.upper[i, j, k]:.6f}]"]
 
 
 @app.command()

@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import SparsetopoError
 from ..topology import Topology
 from .cache import PairCache, cache_tag
-from .core import nnstd, sparse_layers
+from .core import check_max_seconds, nnstd, sparse_layers
 from .solvers import DEFAULT_MAX_DENSE_BYTES, Solver, reference_solver
 from .table import PairwiseNNSTD
 
@@ -59,7 +59,7 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
                    solver: Solver = "auto", n_jobs: int | None = 1, progress: bool = False,
                    max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES, cache_dir: str | os.PathLike | None = None,
                    cluster: str | None = None, reference: bool = False, names: Sequence[str] | None = None,
-                   desc: str = "NNSTD pairs") -> PairwiseNNSTD:
+                   desc: str = "NNSTD pairs", max_seconds: float | None = None) -> PairwiseNNSTD:
     """NNSTD between every pair of topologies.
 
     Returns a :class:`~sparsetopo.nnstd.PairwiseNNSTD`: an array ``D`` of shape
@@ -84,10 +84,15 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
     ``topologies[j]`` and mirrored to ``(j, i)``; it then depends on the order.
     Reference entries are cached apart from canonical ones, under the ordered
     pair.
+
+    ``max_seconds`` (bounds mode, see :func:`~sparsetopo.nnstd.nnstd`) is a time budget *per pair*;
+    the result then carries ``lower``, ``upper`` and ``status`` arrays (:class:`PairwiseNNSTD`) and
+    holds, for a pair not exact, the values of the matchings returned. Only exact pairs are cached.
     """
     solver = reference_solver(reference, solver)
     topologies = list(topologies)
     _check_same_shapes(topologies)
+    check_max_seconds(max_seconds, solver, reference, topologies[0].is_graph)
     names = _names(topologies, names)
     n, n_layers = len(topologies), len(topologies[0].shapes)
     prints = [t.fingerprint() for t in topologies]
@@ -97,14 +102,28 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
     results, todo = _known(pair_keys.values(), cache, n_layers, reference)
     computed = nnstd_many([(by_print[a], by_print[b]) for a, b in todo], match_outputs=match_outputs,
                           solver=solver, n_jobs=n_jobs, progress=progress, max_dense_bytes=max_dense_bytes,
-                          cluster=cluster, reference=reference, desc=desc)
+                          cluster=cluster, reference=reference, desc=desc, max_seconds=max_seconds)
+    bounds: dict[tuple[str, str], tuple] = {}  # bounds mode: (lower, upper, status) of the pairs computed
     for key, per_layer in zip(todo, computed):
+        if max_seconds is not None:
+            per_layer, lo, up, st = per_layer
+            bounds[key] = (lo, up, st)
         results[key] = per_layer
-        cache.put(key, per_layer)
+        if key not in bounds or all(st == "exact" for st in bounds[key][2]):
+            cache.put(key, per_layer)  # a bounded pair is never cached: the cache holds NNSTD values only
     out = np.zeros((n, n, n_layers), dtype=np.float64)
     for (i, j), key in pair_keys.items():
         out[i, j] = out[j, i] = results[key]
-    return PairwiseNNSTD(out, names, sparse_layers(*topologies))
+    if max_seconds is None:
+        return PairwiseNNSTD(out, names, sparse_layers(*topologies))
+    lower, upper = out.copy(), out.copy()
+    status = np.full(out.shape, "exact", dtype="<U19")
+    for (i, j), key in pair_keys.items():
+        if key in bounds:
+            lower[i, j] = lower[j, i] = bounds[key][0]
+            upper[i, j] = upper[j, i] = bounds[key][1]
+            status[i, j] = status[j, i] = bounds[key][2]
+    return PairwiseNNSTD(out, names, sparse_layers(*topologies), lower=lower, upper=upper, status=status)
 
 
 def _names(topologies: list[Topology], names: Sequence[str] | None) -> list[str]:
@@ -119,24 +138,27 @@ def _names(topologies: list[Topology], names: Sequence[str] | None) -> list[str]
 def nnstd_many(pairs: Sequence[tuple[Topology, Topology]], *, match_outputs: bool = True,
                solver: Solver = "auto", n_jobs: int | None = 1, progress: bool = False,
                max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES, cluster: str | None = None,
-               reference: bool = False, desc: str = "NNSTD pairs") -> list[np.ndarray]:
+               reference: bool = False, desc: str = "NNSTD pairs", max_seconds: float | None = None) -> list:
     """Per-layer NNSTD of many ``(A, B)`` pairs, in parallel; results in input order.
 
     ``reference=True`` computes each pair as :func:`nnstd` does with it: solver
-    ``dense``, in the direction A -> B.
+    ``dense``, in the direction A -> B. With ``max_seconds`` (per pair) each result is
+    ``(per_layer, lower, upper, status)`` (:class:`~sparsetopo.nnstd.NNSTDResult`'s fields).
     """
     from ..parallel import map_tasks
 
     solver = reference_solver(reference, solver)
     task = functools.partial(_pair_task, match_outputs=match_outputs, solver=solver,
-                             max_dense_bytes=max_dense_bytes, reference=reference)
+                             max_dense_bytes=max_dense_bytes, reference=reference, max_seconds=max_seconds)
     return list(map_tasks(task, list(pairs), n_jobs=n_jobs, progress=progress, cluster=cluster,
                           desc=desc, unit="pair"))
 
 
 def _pair_task(pair: tuple[Topology, Topology], *, match_outputs: bool, solver: str,
-               max_dense_bytes: int, reference: bool = False) -> np.ndarray:
-    """One pair's per-layer NNSTD; module-level so that Dask and joblib can ship it."""
+               max_dense_bytes: int, reference: bool = False, max_seconds: float | None = None):
+    """One pair's per-layer NNSTD (with ``max_seconds``: and its bounds); module-level so that Dask
+    and joblib can ship it."""
     a, b = pair
-    return nnstd(a, b, match_outputs=match_outputs, solver=solver, max_dense_bytes=max_dense_bytes,
-                 reference=reference).per_layer
+    res = nnstd(a, b, match_outputs=match_outputs, solver=solver, max_dense_bytes=max_dense_bytes,
+                reference=reference, max_seconds=max_seconds)
+    return res.per_layer if max_seconds is None else (res.per_layer, res.lower, res.upper, res.status)
