@@ -185,10 +185,12 @@ def solve_ssp_bounded(a: ss.csr_matrix, b: ss.csr_matrix, seconds: float | None,
     sa, sb = np.diff(a.indptr).astype(np.int64), np.diff(b.indptr).astype(np.int64)
     stop = np.zeros(1, dtype=np.int8)
     timer = None
-    if seconds is not None:
+    if seconds is not None and seconds <= 0:
+        stop[0] = 1  # no time left: stop before the first augmenting path, deterministically
+    elif seconds is not None:
         # The kernel releases the GIL, so this thread sets the flag while it runs; it reads the flag
         # before each augmenting path.
-        timer = threading.Timer(max(float(seconds), 0.0), stop.__setitem__, (0, 1))
+        timer = threading.Timer(float(seconds), stop.__setitem__, (0, 1))
         timer.daemon = True
         timer.start()
     try:
