@@ -349,13 +349,17 @@ def nnstd(a: Topology, b: Topology, *, match_outputs: bool = True, solver: Solve
         In the bounds mode check :attr:`~NNSTDResult.exact`: where it is False the value is that of
         the matchings returned (an upper bound where no layer is ``conditional``).
     """
+    started = time.monotonic()
     solver = reference_solver(reference, solver)
     if reference:
         symmetric = False  # the published double loop runs in the direction it is given
     _check_comparable(a, b)
     check_max_seconds(max_seconds, solver, reference, a.is_graph)
     counted = tuple(sparse_layers(a, b))
-    if symmetric and b.fingerprint() < a.fingerprint():
+    flip = symmetric and b.fingerprint() < a.fingerprint()
+    if max_seconds is not None:  # the budget is the whole call's: fingerprinting wide layers takes time too
+        max_seconds -= time.monotonic() - started
+    if flip:
         res = _match_layers(b, a, solver, match_outputs, max_seconds).reversed()
     else:
         res = _match_layers(a, b, solver, match_outputs, max_seconds)
