@@ -331,15 +331,8 @@ def nnstd(a: Topology, b: Topology, *, match_outputs: bool = True, solver: Solve
         ``dense`` and the direction given, A -> B (``symmetric`` is then
         ignored). Only ``solver="auto"`` or ``"dense"`` may be combined with it.
     max_seconds : float, optional
-        The bounds mode: a time budget for the whole call (solver ``auto``/``ssp`` on a chain; other
-        solvers, reference mode and graph topologies are refused). A layer whose exact search
-        would take longer is stopped and returns the matching found (completed greedily; its NED is
-        the layer's :attr:`~NNSTDResult.per_layer` and :attr:`~NNSTDResult.upper`) and a lower bound
-        certified by a feasible dual solution; layers after it are scored under that matching
-        (status ``conditional``). See :attr:`NNSTDResult.status`. The budget is split over the
-        layers by their connections, unused time passing on; each layer's edge lists and warm
-        start are built before its search can be stopped, so a call may run somewhat past the
-        budget. Layers that finish are bit-identical to a call without ``max_seconds``.
+        The bounds mode (solver ``auto``/``ssp``, chains): a time budget for the whole call, a layer
+        stopped on it returning certified bounds (:attr:`NNSTDResult.status`, :func:`_bounded_layers`).
 
     Returns
     -------
@@ -357,8 +350,8 @@ def nnstd(a: Topology, b: Topology, *, match_outputs: bool = True, solver: Solve
     check_max_seconds(max_seconds, solver, reference, a.is_graph)
     counted = tuple(sparse_layers(a, b))
     flip = symmetric and b.fingerprint() < a.fingerprint()
-    if max_seconds is not None:  # the budget is the whole call's: fingerprinting wide layers takes time too
-        max_seconds -= time.monotonic() - started
+    # The budget is the whole call's: fingerprinting wide layers takes time too.
+    max_seconds = None if max_seconds is None else max_seconds - (time.monotonic() - started)
     if flip:
         res = _match_layers(b, a, solver, match_outputs, max_seconds).reversed()
     else:

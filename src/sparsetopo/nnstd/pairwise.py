@@ -85,9 +85,8 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
     Reference entries are cached apart from canonical ones, under the ordered
     pair.
 
-    ``max_seconds`` (bounds mode, see :func:`~sparsetopo.nnstd.nnstd`) is a time budget *per pair*;
-    the result then carries ``lower``, ``upper`` and ``status`` arrays (:class:`PairwiseNNSTD`) and
-    holds, for a pair not exact, the values of the matchings returned. Only exact pairs are cached.
+    ``max_seconds``: :func:`~sparsetopo.nnstd.nnstd`'s bounds mode, per pair; the result then has ``lower``,
+    ``upper`` and ``status`` arrays (:class:`PairwiseNNSTD`). Only exact pairs are cached.
     """
     solver = reference_solver(reference, solver)
     topologies = list(topologies)
@@ -114,8 +113,12 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
     out = np.zeros((n, n, n_layers), dtype=np.float64)
     for (i, j), key in pair_keys.items():
         out[i, j] = out[j, i] = results[key]
-    if max_seconds is None:
-        return PairwiseNNSTD(out, names, sparse_layers(*topologies))
+    extra = {} if max_seconds is None else _bounds_arrays(out, pair_keys, bounds)
+    return PairwiseNNSTD(out, names, sparse_layers(*topologies), **extra)
+
+
+def _bounds_arrays(out: np.ndarray, pair_keys, bounds: dict) -> dict[str, np.ndarray]:
+    """The bounds mode's ``lower``, ``upper`` and ``status`` arrays (the values and "exact" where not computed)."""
     lower, upper = out.copy(), out.copy()
     status = np.full(out.shape, "exact", dtype="<U19")
     for (i, j), key in pair_keys.items():
@@ -123,7 +126,7 @@ def pairwise_nnstd(topologies: Sequence[Topology], *, match_outputs: bool = True
             lower[i, j] = lower[j, i] = bounds[key][0]
             upper[i, j] = upper[j, i] = bounds[key][1]
             status[i, j] = status[j, i] = bounds[key][2]
-    return PairwiseNNSTD(out, names, sparse_layers(*topologies), lower=lower, upper=upper, status=status)
+    return {"lower": lower, "upper": upper, "status": status}
 
 
 def _names(topologies: list[Topology], names: Sequence[str] | None) -> list[str]:
