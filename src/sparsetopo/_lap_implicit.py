@@ -99,9 +99,10 @@ def solve_implicit_bounded(a_ptr, a_idx, b_ptr, b_idx, n_in: int, forced: np.nda
     - stopped: every row left free takes the cheapest column among its edges still free, in row
       order, else its dummy (``col[i] >= n``); ``total`` is ``nan`` (the caller recomputes the cost
       of the complete matching once dummies are paired); ``lower`` is the dual bound
-      ``sum_i min(d - v[n+i], min_j (c_ij - v_j)) + sum_j v_j`` of the search's current column
-      prices ``v`` (never positive, so any such ``v`` gives a feasible dual of the LP "each row
-      once, each column at most once" on the n x 2n problem, whose optimum is the layer's).
+      ``sum_i min(d - v[n+i], min_j (c_ij - v_j)) + sum_j v_j`` of the search's column prices
+      ``v`` when stopped, or when the warm start ended if that is larger (prices are never
+      positive, so any such ``v`` gives a feasible dual of the LP "each row once, each column at
+      most once" on the n x 2n problem, whose optimum is the layer's).
     """
     if prefix < 1:
         raise ValueError(f"prefix must be >= 1; got {prefix}")
@@ -115,11 +116,13 @@ def solve_implicit_bounded(a_ptr, a_idx, b_ptr, b_idx, n_in: int, forced: np.nda
     build, _solve = kernels()
     pcol, pcost, plen, deg = build(a_ptr, a_idx, bt_ptr, bt_idx, sb, forced, prefix, dummy_cost)
     graph = (a_ptr, a_idx, bt_ptr, bt_idx, b_ptr, b_idx, sb, forced, pcol, pcost, plen, deg)
-    col, row4col, v, finished = _solve_bounded(graph, n_in, prefix, float(dummy_cost), stop, int(max_aug))
+    col, row4col, v, lower0, finished = _solve_bounded(graph, n_in, prefix, float(dummy_cost), stop, int(max_aug))
     if finished:
         total = float(_total(graph, n, n_in, float(dummy_cost), col))
         return col, total, total, True
-    lower = float(_lower_bound(graph, n, prefix, float(dummy_cost), v))
+    # Both are lower bounds; the one of the prices when stopped is not always the larger (the row
+    # minima are recomputed, not the search's row duals), so keep the better.
+    lower = max(float(lower0), float(_lower_bound(graph, n, prefix, float(dummy_cost), v)))
     _complete(graph, n, prefix, col, row4col)
     return col, float("nan"), lower, False
 
@@ -432,14 +435,15 @@ def _total_py(graph, n, n_in, dummy_cost, col4row):  # pragma: no cover - compil
 
 def _solve_py(graph, n_in, k, dummy_cost):  # pragma: no cover - compiled by numba
     # [bounds] the search is _solve_bounded's, never stopped
-    col4row, _row4col, _v, finished = _solve_bounded(graph, n_in, k, dummy_cost, np.zeros(1, np.int8), -1)
+    col4row, _row4col, _v, _lb, finished = _solve_bounded(graph, n_in, k, dummy_cost, np.zeros(1, np.int8), -1)
     if not finished:  # cannot happen: every row has its dummy
         return col4row, np.inf
     return col4row, _total(graph, len(graph[0]) - 1, n_in, dummy_cost, col4row)
 
 
 def _solve_bounded_py(graph, n_in, k, dummy_cost, stop, max_aug):  # pragma: no cover - compiled by numba
-    """[bounds] The warm start and the searches; returns ``(col4row, row4col, v, finished)``."""
+    """[bounds] The warm start and the searches; returns ``(col4row, row4col, v, lower, finished)``,
+    ``lower`` the dual bound of the prices the warm start left (the row duals are their row minima)."""
     n = len(graph[0]) - 1
     m = 2 * n  # columns: n real ones, then row i's dummy at n + i
     scratch = (np.full(1, -1, np.int64), np.zeros(n, np.int32), np.empty(n, np.int64), np.empty(n))
@@ -449,11 +453,12 @@ def _solve_bounded_py(graph, n_in, k, dummy_cost, stop, max_aug):  # pragma: no 
     row4col = np.full(m, -1, np.int64)
     _warm_start(graph, n, k, dummy_cost, v, col4row, row4col, scratch)
     _row_duals(graph, n, k, dummy_cost, u, v, scratch)
+    lower = u.sum() + v.sum()  # [bounds]
     st = (u, v, col4row, row4col, np.full(m, np.inf), np.full(m, -1, np.int64), np.zeros(m, np.bool_),
           np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m), np.empty(m, np.bool_),
           np.full(m, -1, np.int64))
     finished = _search_all(graph, n, k, dummy_cost, st, scratch, stop, max_aug)
-    return col4row, row4col, v, finished
+    return col4row, row4col, v, lower, finished
 
 
 def _lower_bound_py(graph, n, k, dummy_cost, v):  # pragma: no cover - compiled by numba
