@@ -250,3 +250,16 @@ def test_matrix_cli_max_seconds(tmp_path):
     res = CliRunner().invoke(app, ["matrix", *map(str, paths), "--out", str(tmp_path / "E.npz"), "-q",
                                    "--max-seconds", "-1"])
     assert res.exit_code == 2 and "--max-seconds must be a positive, finite number of seconds" in res.output
+
+
+def test_matrix_cli_generous_budget_says_all_exact(tmp_path):
+    from click.testing import CliRunner
+
+    from sparsetopo.cli import app
+
+    paths = [t.save(tmp_path / f"n{i}.npz") for i, t in enumerate(_chain_pair(0))]
+    res = CliRunner().invoke(app, ["matrix", *map(str, paths), "--csv", str(tmp_path / "D.csv"), "-q", "-j", "1",
+                                   "--max-seconds", "600"])
+    assert res.exit_code == 0, res.output
+    assert "bounds: all 1 pairs exact" in res.output
+    assert (tmp_path / "D.csv").read_text().splitlines()[0] == "a,b,layer,nnstd"  # the exact file, unchanged
