@@ -93,3 +93,52 @@ def test_chain(tmp_path):
     assert (tmp_path / "demo" / "heatmap.png").stat().st_size > 10_000
     assert len(list((tmp_path / "demo" / "topologies").glob("*.npz"))) == 4
     assert np.isfinite(d).all()
+
+
+@pytest.fixture(scope="module")
+def wide_pair(tmp_path_factory):
+    """A 1500-neuron layer pair at 40 inputs per neuron: its search cannot finish in a nanosecond."""
+    from sparsetopo.truly_sparse.model import sample_topology
+
+    d = tmp_path_factory.mktemp("wide")
+    return [sample_topology([(1500, 1500)], [60_000], seed=s).save(d / f"w{s}.npz") for s in (0, 1)]
+
+
+def test_distance_max_seconds_labels_bounded_layers(wide_pair):
+    res = runner.invoke(app, ["distance", *map(str, wide_pair), "--max-seconds", "1e-9"])
+    assert res.exit_code == 0, res.output
+    row = next(line for line in res.output.splitlines() if line.strip().startswith("0 "))
+    assert "bounded" in row and "gap" in row and "%" in row
+    assert "not exact: layer(s) 0 stopped at --max-seconds" in res.output
+    out = json.loads(runner.invoke(app, ["distance", *map(str, wide_pair), "--max-seconds", "1e-9", "--json"]).output)
+    assert out["status"] == ["bounded"] and out["exact"] is False
+    assert out["lower"][0] < out["upper"][0] == out["per_layer"][0]
+
+
+def test_distance_max_seconds_generous_is_exact_and_unchanged(saved):
+    plain = json.loads(runner.invoke(app, ["distance", str(saved[0]), str(saved[2]), "--json"]).output)
+    res = runner.invoke(app, ["distance", str(saved[0]), str(saved[2]), "--max-seconds", "600", "--json"])
+    out = json.loads(res.output)
+    assert out["exact"] is True and out["status"] == ["exact"] * 3
+    assert out["per_layer"] == plain["per_layer"] == out["lower"] == out["upper"]
+    table = runner.invoke(app, ["distance", str(saved[0]), str(saved[2]), "--max-seconds", "600"])
+    assert table.exit_code == 0 and "status" in table.output and "exact" in table.output
+    assert "not exact" not in table.output
+
+
+@pytest.mark.parametrize("value, message", [
+    ("0", "--max-seconds must be a positive, finite number of seconds; got 0.0"),
+    ("-3", "--max-seconds must be a positive, finite number of seconds; got -3.0"),
+    ("nan", "--max-seconds must be a positive, finite number of seconds; got nan"),
+    ("abc", "'abc' is not a valid float"),
+])
+def test_distance_bad_max_seconds(saved, value, message):
+    res = runner.invoke(app, ["distance", str(saved[0]), str(saved[1]), "--max-seconds", value])
+    assert res.exit_code == 2 and message in res.output, res.output
+
+
+def test_distance_max_seconds_with_dense_solver_is_refused(saved):
+    res = runner.invoke(app, ["distance", str(saved[0]), str(saved[1]), "--max-seconds", "5", "--solver", "dense"])
+    assert res.exit_code == 2 and "--max-seconds needs solver 'auto' or 'ssp'" in res.output, res.output
+    res = runner.invoke(app, ["distance", str(saved[0]), str(saved[1]), "--max-seconds", "5", "--reference"])
+    assert res.exit_code == 2 and "--max-seconds cannot be combined with reference mode" in res.output

@@ -27,7 +27,7 @@ import numpy as np
 from . import _lap
 from ._numba_cache import choose_cache_dir
 
-__all__ = ["PREFIX", "solve_implicit", "kernels"]
+__all__ = ["PREFIX", "solve_implicit", "solve_implicit_bounded", "kernels"]
 
 #: Edges kept per row (the cheapest, in search order); the rest is generated again when read.
 PREFIX = 128
@@ -50,7 +50,8 @@ def _kernels():
     g = globals()
     g["_sift_up"], g["_sift_down"] = _lap._sift_up, _lap._sift_down
     for name in ("_ned1", "_candidates", "_sort_edges", "_full_row", "_edge", "_warm_start", "_row_duals",
-                 "_scan", "_pop", "_finish", "_search_all", "_total"):
+                 "_scan", "_pop", "_finish", "_search_all", "_total",
+                 "_solve_bounded", "_lower_bound", "_complete"):  # [bounds] the last three
         g[name] = jit(g[name + "_py"])
     # Not ``parallel=True``: callers solve layers on several threads at once (pairwise NNSTD), and
     # numba's workqueue threading layer aborts the process on concurrent parallel launches.
@@ -81,6 +82,49 @@ def solve_implicit(a_ptr, a_idx, b_ptr, b_idx, n_in: int, forced: np.ndarray, pr
     graph = (a_ptr, a_idx, bt_ptr, bt_idx, b_ptr, b_idx, sb, forced, pcol, pcost, plen, deg)
     col, total = solve(graph, n_in, prefix, float(dummy_cost))
     return col, float(total)
+
+
+# [bounds] issue 21 item 2: the interruptible entry point (the search itself is the one above).
+def solve_implicit_bounded(a_ptr, a_idx, b_ptr, b_idx, n_in: int, forced: np.ndarray, stop: np.ndarray,
+                           max_aug: int = -1, prefix: int = PREFIX,
+                           dummy_cost: float = 1.0) -> tuple[np.ndarray, float, float, bool]:
+    """:func:`solve_implicit` that can be stopped, with a certified lower bound when it is.
+
+    The search stops before its next augmenting path once ``stop[0] != 0`` (an ``int8`` array of
+    size 1 another thread may set: the kernels release the GIL) or after ``max_aug`` augmentations
+    (``-1``: no limit; a deterministic stop for tests). Returns ``(col, total, lower, finished)``:
+
+    - finished: ``col`` and ``total`` exactly as :func:`solve_implicit` returns them (bit for bit:
+      the same kernels run), ``lower = total``;
+    - stopped: every row left free takes the cheapest column among its edges still free, in row
+      order, else its dummy (``col[i] >= n``); ``total`` is ``nan`` (the caller recomputes the cost
+      of the complete matching once dummies are paired); ``lower`` is the dual bound
+      ``sum_i min(d - v[n+i], min_j (c_ij - v_j)) + sum_j v_j`` of the search's column prices
+      ``v`` when stopped, or when the warm start ended if that is larger (prices are never
+      positive, so any such ``v`` gives a feasible dual of the LP "each row once, each column at
+      most once" on the n x 2n problem, whose optimum is the layer's).
+    """
+    if prefix < 1:
+        raise ValueError(f"prefix must be >= 1; got {prefix}")
+    n = len(a_ptr) - 1
+    sb = np.diff(b_ptr)
+    order = np.argsort(b_idx, kind="stable")  # B's inverted index, as in solve_implicit
+    bt_idx = np.repeat(np.arange(n, dtype=np.int64), sb)[order]
+    bt_ptr = np.zeros(n_in + 1, dtype=np.int64)
+    np.cumsum(np.bincount(b_idx, minlength=n_in), out=bt_ptr[1:])
+    del order
+    build, _solve = kernels()
+    pcol, pcost, plen, deg = build(a_ptr, a_idx, bt_ptr, bt_idx, sb, forced, prefix, dummy_cost)
+    graph = (a_ptr, a_idx, bt_ptr, bt_idx, b_ptr, b_idx, sb, forced, pcol, pcost, plen, deg)
+    col, row4col, v, lower0, finished = _solve_bounded(graph, n_in, prefix, float(dummy_cost), stop, int(max_aug))
+    if finished:
+        total = float(_total(graph, n, n_in, float(dummy_cost), col))
+        return col, total, total, True
+    # Both are lower bounds; the one of the prices when stopped is not always the larger (the row
+    # minima are recomputed, not the search's row duals), so keep the better.
+    lower = max(float(lower0), float(_lower_bound(graph, n, prefix, float(dummy_cost), v)))
+    _complete(graph, n, prefix, col, row4col)
+    return col, float("nan"), lower, False
 
 
 def _ned1_py(sa, sb, inter):  # pragma: no cover - compiled by numba
@@ -331,15 +375,23 @@ def _finish_py(r, sink, min_val, n_rows, n_touched, st, scanned_rows):  # pragma
         pos[j] = -1
 
 
-def _search_all_py(graph, n, k, dummy_cost, st, scratch):  # pragma: no cover - compiled by numba
-    """A shortest augmenting path for each row left free, in order of its row dual."""
+def _search_all_py(graph, n, k, dummy_cost, st, scratch, stop, max_aug):  # pragma: no cover - compiled
+    """A shortest augmenting path for each row left free, in order of its row dual.
+
+    [bounds] Returns False, leaving the rows not reached free, when ``stop[0] != 0`` or after
+    ``max_aug`` augmentations (``-1``: never); checked between augmentations, where the prices are
+    consistent (see :func:`solve_implicit_bounded`).
+    """
     u, _v, col4row, row4col, dist, _pred, scanned, _touched, heap, hkey, hfree, pos = st
     scanned_rows = np.empty(n + 1, np.int64)
     order = np.argsort(u, kind="mergesort")
+    n_aug = 0  # [bounds]
     for rr in range(n):
         r = order[rr]
         if col4row[r] != -1:
             continue
+        if stop[0] != 0 or n_aug == max_aug:  # [bounds]
+            return False
         n_touched, n_rows, size, i, min_val, sink, best_free = 0, 0, 0, r, 0.0, -1, np.inf
         while sink == -1:
             scanned_rows[n_rows] = i
@@ -356,6 +408,7 @@ def _search_all_py(graph, n, k, dummy_cost, st, scratch):  # pragma: no cover - 
             else:
                 i = row4col[j]
         _finish(r, sink, min_val, n_rows, n_touched, st, scanned_rows)
+        n_aug += 1  # [bounds]
     return True
 
 
@@ -381,6 +434,16 @@ def _total_py(graph, n, n_in, dummy_cost, col4row):  # pragma: no cover - compil
 
 
 def _solve_py(graph, n_in, k, dummy_cost):  # pragma: no cover - compiled by numba
+    # [bounds] the search is _solve_bounded's, never stopped
+    col4row, _row4col, _v, _lb, finished = _solve_bounded(graph, n_in, k, dummy_cost, np.zeros(1, np.int8), -1)
+    if not finished:  # cannot happen: every row has its dummy
+        return col4row, np.inf
+    return col4row, _total(graph, len(graph[0]) - 1, n_in, dummy_cost, col4row)
+
+
+def _solve_bounded_py(graph, n_in, k, dummy_cost, stop, max_aug):  # pragma: no cover - compiled by numba
+    """[bounds] The warm start and the searches; returns ``(col4row, row4col, v, lower, finished)``,
+    ``lower`` the dual bound of the prices the warm start left (the row duals are their row minima)."""
     n = len(graph[0]) - 1
     m = 2 * n  # columns: n real ones, then row i's dummy at n + i
     scratch = (np.full(1, -1, np.int64), np.zeros(n, np.int32), np.empty(n, np.int64), np.empty(n))
@@ -390,16 +453,41 @@ def _solve_py(graph, n_in, k, dummy_cost):  # pragma: no cover - compiled by num
     row4col = np.full(m, -1, np.int64)
     _warm_start(graph, n, k, dummy_cost, v, col4row, row4col, scratch)
     _row_duals(graph, n, k, dummy_cost, u, v, scratch)
+    lower = u.sum() + v.sum()  # [bounds]
     st = (u, v, col4row, row4col, np.full(m, np.inf), np.full(m, -1, np.int64), np.zeros(m, np.bool_),
           np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m), np.empty(m, np.bool_),
           np.full(m, -1, np.int64))
-    if not _search_all(graph, n, k, dummy_cost, st, scratch):
-        return col4row, np.inf
-    return col4row, _total(graph, n, n_in, dummy_cost, col4row)
+    finished = _search_all(graph, n, k, dummy_cost, st, scratch, stop, max_aug)
+    return col4row, row4col, v, lower, finished
+
+
+def _lower_bound_py(graph, n, k, dummy_cost, v):  # pragma: no cover - compiled by numba
+    """[bounds] The dual objective of prices ``v <= 0`` with the best row duals for them (a lower bound)."""
+    scratch = (np.full(1, -1, np.int64), np.zeros(n, np.int32), np.empty(n, np.int64), np.empty(n))
+    u = np.empty(n)
+    _row_duals(graph, n, k, dummy_cost, u, v, scratch)
+    return u.sum() + v.sum()
+
+
+def _complete_py(graph, n, k, col4row, row4col):  # pragma: no cover - compiled by numba
+    """[bounds] Each row left free, in index order, takes its cheapest edge to a free column, else its dummy."""
+    deg = graph[11]
+    scratch = (np.full(1, -1, np.int64), np.zeros(n, np.int32), np.empty(n, np.int64), np.empty(n))
+    for i in range(n):
+        if col4row[i] != -1:
+            continue
+        col4row[i] = n + i
+        for p in range(deg[i]):
+            j, _c = _edge(graph, i, p, k, scratch)
+            if row4col[j] == -1:
+                col4row[i] = j
+                break
+        row4col[col4row[i]] = i
 
 
 # Plain-Python stand-ins, replaced by their compiled versions in :func:`kernels` (the module imports without numba).
 _ned1, _candidates, _sort_edges, _full_row, _edge = _ned1_py, _candidates_py, _sort_edges_py, _full_row_py, _edge_py
 _warm_start, _row_duals, _scan, _pop, _finish = _warm_start_py, _row_duals_py, _scan_py, _pop_py, _finish_py
 _search_all, _total = _search_all_py, _total_py
+_solve_bounded, _lower_bound, _complete = _solve_bounded_py, _lower_bound_py, _complete_py  # [bounds]
 _sift_up, _sift_down = _lap._sift_up_py, _lap._sift_down_py

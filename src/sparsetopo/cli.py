@@ -66,6 +66,20 @@ _REFERENCE_HELP = (
 )
 
 
+_MAX_SECONDS_HELP = (
+    "Bounds mode (solver auto/ssp): a time budget in seconds{per}. A layer whose exact matching would take "
+    "longer is stopped and reported as [lower, upper] (a matching found and a certified lower bound) with its "
+    "gap, never as an unlabelled value; layers after it are 'conditional' (scored under that matching)."
+)
+
+
+def _check_max_seconds(max_seconds, solver: str, reference: bool, graph: bool = False) -> None:
+    """--max-seconds: the library's check, in flags (before reading the inputs, then with ``graph`` after)."""
+    from .nnstd.core import check_max_seconds
+
+    check_max_seconds(max_seconds, solver, reference, graph, option="--max-seconds")
+
+
 def _solver_for(reference: bool, solver: str) -> str:
     """--reference means solver dense; an explicit other solver contradicts it (the rule is the library's
     ``reference_solver``; this says it in flags)."""
@@ -346,8 +360,10 @@ _OUT = _OutPath(path_type=Path)
               help=_SOLVER_HELP)
 @click.option("--reference", is_flag=True, help=_REFERENCE_HELP)
 @click.option("--identity-outputs", is_flag=True, help="Compare output neurons by identity (labelled classes).")
+@click.option("--max-seconds", type=float, default=None, help=_MAX_SECONDS_HELP.format(per=" for the whole pair"))
 @friendly
-def distance(a: Path, b: Path, json_out: bool, solver: str, reference: bool, identity_outputs: bool) -> None:
+def distance(a: Path, b: Path, json_out: bool, solver: str, reference: bool, identity_outputs: bool,
+             max_seconds: float | None) -> None:
     """Print the per-layer NNSTD between topologies A and B, the mean over the sparse layers (the
     network distance, as the report computes it) and the mean over all layers.
 
@@ -359,8 +375,11 @@ def distance(a: Path, b: Path, json_out: bool, solver: str, reference: bool, ide
     from .nnstd import nnstd
 
     solver = _solver_for(reference, solver)
+    _check_max_seconds(max_seconds, solver, reference)
     ta, tb = _read_topology(a), _read_topology(b)
-    res = nnstd(ta, tb, match_outputs=not identity_outputs, solver=solver, reference=reference)
+    _check_max_seconds(max_seconds, solver, reference, ta.is_graph)
+    res = nnstd(ta, tb, match_outputs=not identity_outputs, solver=solver, reference=reference,
+                max_seconds=max_seconds)
     if json_out:
         click.echo(json.dumps({
             "a": str(a), "b": str(b),
@@ -371,9 +390,14 @@ def distance(a: Path, b: Path, json_out: bool, solver: str, reference: bool, ide
             "mean_all_layers": res.mean_all,
             "solvers": list(res.solvers),
             "reference": reference,
+            "max_seconds": max_seconds,
+            "exact": res.exact,
+            "status": list(res.status),
+            "lower": [float(x) for x in res.lower],
+            "upper": [float(x) for x in res.upper],
         }, indent=2))
         return
-    for line in _distance_table(a, b, ta.shapes, res, reference):
+    for line in _distance_table(a, b, ta.shapes, res, reference, bounds=max_seconds is not None):
         click.echo(line)
 
 
@@ -381,19 +405,40 @@ def _layer_list(layers) -> str:
     return ", ".join(map(str, layers)) if layers else "none"
 
 
-def _distance_table(a: Path, b: Path, shapes, res, reference: bool) -> list[str]:
-    """The ``distance`` command's table: a row per layer (dense ones marked), then the two labelled means."""
+def _distance_table(a: Path, b: Path, shapes, res, reference: bool, bounds: bool = False) -> list[str]:
+    """The ``distance`` command's table: a row per layer (dense ones marked), then the two labelled means.
+
+    With ``bounds`` (``--max-seconds``) each row also says ``exact`` or ``[lower, upper]`` and the gap.
+    """
     lines = [f"NNSTD {a} vs {b}" + (" (reference mode: dense, A -> B)" if reference else ""),
-             f"{'layer':>6}  {'shape':>14}  {'solver':>8}  {'nnstd':>8}"]
+             f"{'layer':>6}  {'shape':>14}  {'solver':>8}  {'nnstd':>8}"
+             + (f"  {'status':<19}  bounds" if bounds else "")]
     for k, (v, shape, s) in enumerate(zip(res.per_layer, shapes, res.solvers)):
         note = "" if k in res.sparse_layers else "  dense in both: 0 by construction, not in the first mean"
-        lines.append(f"{k:>6}  {str(shape):>14}  {s:>8}  {v:8.4f}{note}")
+        lines.append(f"{k:>6}  {str(shape):>14}  {s:>8}  {v:8.4f}" + (_bounds_cell(res, k) if bounds else "") + note)
     sparse = f"mean over the sparse layers ({_layer_list(res.sparse_layers)}; the network distance, as in the report)"
     every = f"mean over all {len(res.per_layer)} layers"
     width = max(len(sparse), len(every)) + 1
     lines.append(f"{sparse + ':':<{width}} {res.value:.4f}")
     lines.append(f"{every + ':':<{width}} {res.mean_all:.4f}")
+    if not res.exact:
+        stopped = [k for k, s in enumerate(res.status) if s.endswith("bounded")]
+        later = [k for k, s in enumerate(res.status) if s.startswith("conditional")]
+        lines.append(f"not exact: layer(s) {_layer_list(stopped)} stopped at --max-seconds; the values and means "
+                     f"are those of the matchings returned (each bounded layer's upper bound)"
+                     + (f"; layer(s) {_layer_list(later)} come after a bounded layer and are scored under its "
+                        f"matching (conditional), so they do not bound the exact NNSTD's layers" if later else ""))
     return lines
+
+
+def _bounds_cell(res, k: int) -> str:
+    """``exact`` or ``[lower, upper]`` with the gap, absolute and relative to the layer's value."""
+    s = res.status[k]
+    if s in ("exact", "conditional"):
+        return f"  {s:<19}"
+    lo, up = res.lower[k], res.upper[k]
+    rel = f"{100 * (up - lo) / up:.2f} %" if up > 0 else "-"
+    return f"  {s:<19}  [{lo:.6f}, {up:.6f}] gap {up - lo:.2g} ({rel})"
 
 
 @app.command()
@@ -418,9 +463,12 @@ def _distance_table(a: Path, b: Path, shapes, res, reference: bool) -> list[str]
                    "(N single-threaded worker processes). Workers read the layers from PATHS, so they must see "
                    "them. Overrides --jobs.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option("--max-seconds", type=float, default=None,
+              help=_MAX_SECONDS_HELP.format(per=" per pair") + " --out and --csv then also hold lower, upper "
+                   "and status; only exact pairs are cached.")
 @friendly
 def matrix(paths, out, csv, plot, include_dense, jobs, solver, reference, identity_outputs, cache_dir, cluster,
-           quiet) -> None:
+           quiet, max_seconds) -> None:
     """Compute the pairwise NNSTD matrix of PATHS (saved topologies or official-layout directories).
 
     Networks are labelled by the shortest part of their paths that tells them apart
@@ -441,16 +489,18 @@ def matrix(paths, out, csv, plot, include_dense, jobs, solver, reference, identi
 
         parse_cluster(cluster)
     solver = _solver_for(reference, solver)
+    _check_max_seconds(max_seconds, solver, reference)
     check_distinct_paths({"--out": out, "--csv": csv, "--plot": plot}, [("PATHS", p) for p in paths])
     tops = [_read_topology(p) for p in paths]
+    _check_max_seconds(max_seconds, solver, reference, tops[0].is_graph)
     d = pairwise_nnstd(tops, n_jobs=jobs, solver=solver, match_outputs=not identity_outputs,
                        progress=not quiet, reference=reference, names=_labels(paths),
                        desc=f"NNSTD of {len(tops)} networks", cache_dir=cache_dir, cluster=cluster,
-                       paths=[p.resolve() for p in paths])
+                       paths=[p.resolve() for p in paths], max_seconds=max_seconds)
     save_matrix(d, d.names, npz=str(out) if out else None, csv=str(csv) if csv else None)
     if plot:
         _plot_matrix(d, plot, include_dense)
-    for line in _matrix_summary(d):
+    for line in _matrix_summary(d) + (_matrix_bounds(d) if max_seconds is not None else []):
         click.echo(line)
     for label, p in (("matrix", out), ("csv", csv), ("heatmap", plot)):
         if p:
@@ -477,6 +527,24 @@ def _matrix_summary(d) -> list[str]:
     return [f"{n} networks, {n * (n - 1) // 2} pairs; mean off-diagonal NNSTD over the sparse layers "
             f"({_layer_list(d.sparse_layers)}): {sparse.mean():.4f} (min {sparse.min():.4f}, max {sparse.max():.4f}); "
             f"over all {d.shape[2]} layers: {every.mean():.4f}"]
+
+
+def _matrix_bounds(d) -> list[str]:
+    """--max-seconds: how many pairs are exact, and the largest gap of the others."""
+    import numpy as np
+
+    n = d.shape[0]
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    inexact = [(i, j) for i, j in pairs if not d.exact[i, j]]
+    if not inexact:
+        return [f"bounds: all {len(pairs)} pairs exact (no layer stopped at --max-seconds)"]
+    gap = d.upper - d.lower
+    i, j, k = np.unravel_index(np.argmax(gap), gap.shape)
+    rel = f"{100 * gap[i, j, k] / d.upper[i, j, k]:.2f} %" if d.upper[i, j, k] > 0 else "-"
+    return [f"bounds: {len(pairs) - len(inexact)} of {len(pairs)} pairs exact; {len(inexact)} not exact (a layer "
+            f"stopped at --max-seconds: its value is that of the matching returned, within [lower, upper]; "
+            f"later layers conditional); largest gap {gap[i, j, k]:.2g} ({rel}), {d.names[i]} vs {d.names[j]} "
+            f"layer {k} [{d.lower[i, j, k]:.6f}, {d.upper[i, j, k]:.6f}]"]
 
 
 @app.command()

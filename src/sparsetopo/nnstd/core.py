@@ -7,6 +7,9 @@ The definition and the solvers are described in the package's docstring
 from __future__ import annotations
 
 import dataclasses
+import math
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,9 +26,20 @@ from .solvers import (
     int_csr,
     pick_solver,
     reference_solver,
+    solve_ssp_bounded,
 )
 
-__all__ = ["NNSTDResult", "match_layer", "mean_over", "nnstd", "sparse_layers"]
+__all__ = ["NNSTDResult", "STATUSES", "match_layer", "mean_over", "nnstd", "sparse_layers"]
+
+#: A layer's status in :attr:`NNSTDResult.status` (the bounds mode, ``nnstd(..., max_seconds=T)``).
+STATUSES = {
+    "exact": "the minimum, every layer before it exact",
+    "bounded": "stopped: the minimum lies in [lower, upper]; the value is upper, the cost of the matching returned",
+    "conditional": "after a bounded layer, so scored on inputs re-indexed by a matching that may not be optimal; "
+                   "the minimum given those inputs",
+    "conditional-bounded": "after a bounded layer and itself stopped: [lower, upper] bound its minimum given "
+                           "those inputs; the value is upper",
+}
 
 
 def sparse_layers(*topologies: Topology) -> list[int]:
@@ -72,12 +86,51 @@ class NNSTDResult:
         matching of the stream it writes, see :mod:`.graph`).
     sparse_layers : tuple of int, optional
         The layers that count in :attr:`value` (:func:`sparse_layers`); ``None``: every layer.
+    lower, upper : ndarray of shape (n_layers,)
+        Certified bounds of each layer's minimum / ``n_out`` (the bounds mode, ``nnstd(...,
+        max_seconds=T)``). Equal to :attr:`per_layer` (the same values, bit for bit) where
+        :attr:`status` is ``"exact"`` or ``"conditional"``; elsewhere ``lower`` comes from a feasible
+        dual solution and ``upper`` is the NED of the matching returned, which is what
+        :attr:`per_layer` then holds. Default (not given): :attr:`per_layer`.
+    status : tuple of str
+        Per layer, one of :data:`STATUSES`: ``"exact"``; ``"bounded"`` (stopped, within
+        ``[lower, upper]``); ``"conditional"`` / ``"conditional-bounded"`` (after a bounded layer: its
+        inputs are re-indexed by the matching returned there, which may not be optimal, so its
+        value and bounds are those of *that* layer's assignment given that matching, not bounds of
+        the exact NNSTD's layer). Default (not given): every layer ``"exact"``.
     """
 
     per_layer: np.ndarray
     matchings: tuple[np.ndarray, ...]
     solvers: tuple[str, ...]
     sparse_layers: tuple[int, ...] | None = None
+    lower: np.ndarray | None = None
+    upper: np.ndarray | None = None
+    status: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        # Results built without bounds (exact solvers, graphs, old callers) are exact everywhere.
+        n = len(self.per_layer)
+        for name in ("lower", "upper"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.array(self.per_layer, dtype=np.float64, copy=True))
+        if self.status is None:
+            object.__setattr__(self, "status", ("exact",) * n)
+        bad = [s for s in self.status if s not in STATUSES]
+        if len(self.status) != n or bad or len(self.lower) != n or len(self.upper) != n:
+            raise SparsetopoError(f"NNSTDResult: status must name one of {', '.join(STATUSES)} per layer and "
+                                  f"lower/upper give one value per layer ({n}); got status {self.status}, "
+                                  f"{len(self.lower)} lower and {len(self.upper)} upper values")
+
+    @property
+    def exact(self) -> bool:
+        """Whether every layer is exact (no bound anywhere): the result is NNSTD itself."""
+        return all(s == "exact" for s in self.status)
+
+    @property
+    def gap(self) -> np.ndarray:
+        """``upper - lower`` per layer (0 where exact)."""
+        return self.upper - self.lower
 
     @property
     def value(self) -> float:
@@ -93,13 +146,17 @@ class NNSTDResult:
     def __repr__(self) -> str:
         layers = "all layers" if self.sparse_layers is None else f"layers {list(self.sparse_layers)}"
         per_layer = ", ".join(f"{v:.4f}" for v in self.per_layer)
+        bounds = "" if self.exact else f", status={list(self.status)}, gap=[{', '.join(f'{g:.2g}' for g in self.gap)}]"
         return (f"NNSTDResult(value={self.value:.4f} over {layers}, mean_all={self.mean_all:.4f}, "
-                f"per_layer=[{per_layer}], solvers={list(self.solvers)})")
+                f"per_layer=[{per_layer}], solvers={list(self.solvers)}{bounds})")
 
     def reversed(self) -> NNSTDResult:
         """The same result seen from B: every matching inverted."""
+        # A matching's cost, and a layer's minimum, are the same seen from either side: bounds and
+        # statuses carry over.
         return NNSTDResult(per_layer=self.per_layer, matchings=tuple(np.argsort(m) for m in self.matchings),
-                           solvers=self.solvers, sparse_layers=self.sparse_layers)
+                           solvers=self.solvers, sparse_layers=self.sparse_layers, lower=self.lower,
+                           upper=self.upper, status=self.status)
 
 
 def _reindex_inputs(b: ss.csr_matrix, matching: np.ndarray | None, block: int = 1) -> ss.csr_matrix:
@@ -148,11 +205,18 @@ def _check_comparable(a: Topology, b: Topology) -> None:
         )
 
 
-def _match_layers(a: Topology, b: Topology, solver: str, match_outputs: bool) -> NNSTDResult:
-    """The layer-by-layer matching from A to B, in this direction."""
+def _match_layers(a: Topology, b: Topology, solver: str, match_outputs: bool, max_seconds: float | None = None,
+                  stop_after: Sequence[int] | None = None) -> NNSTDResult:
+    """The layer-by-layer matching from A to B, in this direction.
+
+    ``max_seconds`` or ``stop_after`` (tests: per layer, the ``ssp`` search stops after that many
+    augmenting paths; ``-1`` never) switch on the bounds mode (:func:`_bounded_layers`).
+    """
     if a.is_graph:  # residual streams: one matching per stream (nnstd/graph.py)
         per_layer, matchings, used = match_graph(a, b, solver, match_outputs, _reindex_inputs)
         return NNSTDResult(per_layer=per_layer, matchings=matchings, solvers=used)
+    if max_seconds is not None or stop_after is not None:
+        return _bounded_layers(a, b, match_outputs, max_seconds, stop_after)
     per_layer = np.empty(len(a), dtype=np.float64)
     matchings, used = [], []
     previous: np.ndarray | None = None  # layer 0's inputs correspond by identity
@@ -169,9 +233,73 @@ def _match_layers(a: Topology, b: Topology, solver: str, match_outputs: bool) ->
     return NNSTDResult(per_layer=per_layer, matchings=tuple(matchings), solvers=tuple(used))
 
 
+def _bounded_layers(a: Topology, b: Topology, match_outputs: bool, max_seconds: float | None,
+                    stop_after: Sequence[int] | None) -> NNSTDResult:
+    """:func:`_match_layers` with the ``ssp`` solver stopped on a time budget, bounds per layer.
+
+    The budget is for the whole call. Each matched layer gets the time left times its share of the
+    connections (A's plus B's) of the matched layers not yet solved, so time a layer leaves unused
+    goes to the next ones. A layer whose search finishes is exact as without a budget (the same
+    kernels, bit for bit); one that is stopped returns the completed matching (``per_layer`` and
+    ``upper``: its recomputed NED) and a dual ``lower`` bound. Every later layer is then
+    ``conditional``: its inputs are re-indexed by that matching.
+    """
+    n = len(a)
+    solved = [k for k in range(n) if match_outputs or k < n - 1]
+    weight = {k: a.layers[k].nnz + b.layers[k].nnz + 1 for k in solved}
+    deadline = None if max_seconds is None else time.monotonic() + max_seconds
+    per_layer, lower, upper = np.empty(n), np.empty(n), np.empty(n)
+    matchings, used, status = [], [], []
+    previous: np.ndarray | None = None
+    upstream_bounded = False
+    for k, (la, lb) in enumerate(zip(a.layers, b.layers)):
+        la_i = int_csr(la)
+        lb_i = _reindex_inputs(int_csr(lb), previous, a.blocks[k])
+        if k in weight:
+            seconds = None
+            if deadline is not None:
+                left = sum(w for j, w in weight.items() if j >= k)
+                seconds = max(deadline - time.monotonic(), 0.0) * weight[k] / left
+            max_aug = -1 if stop_after is None else int(stop_after[k])
+            up, col, lo, exact = solve_ssp_bounded(la_i, lb_i, seconds, max_aug)
+            chosen = "ssp"
+        else:
+            up, col = SOLVER_FUNCS["identity"](la_i, lb_i)  # output neurons by identity: nothing to solve
+            lo, exact, chosen = up, True, "identity"
+        per_layer[k], upper[k], lower[k] = up / la.shape[0], up / la.shape[0], lo / la.shape[0]
+        if exact:  # bit for bit the value without a budget
+            lower[k] = per_layer[k]
+        status.append(("conditional" if exact else "conditional-bounded") if upstream_bounded
+                      else ("exact" if exact else "bounded"))
+        upstream_bounded = upstream_bounded or not exact
+        matchings.append(col)
+        used.append(chosen)
+        previous = col
+    return NNSTDResult(per_layer=per_layer, matchings=tuple(matchings), solvers=tuple(used), lower=lower,
+                       upper=upper, status=tuple(status))
+
+
+def check_max_seconds(max_seconds, solver: str, reference: bool, graph: bool, option: str = "max_seconds") -> None:
+    """The one check of a time budget: a positive finite number of seconds, with a solver that can stop."""
+    if max_seconds is None:
+        return
+    if isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(max_seconds) or max_seconds <= 0:
+        raise SparsetopoError(f"{option} must be a positive, finite number of seconds; got {max_seconds!r}")
+    if reference:
+        raise SparsetopoError(f"{option} cannot be combined with reference mode: its solver 'dense' "
+                              f"(linear_sum_assignment) cannot stop early with bounds; only 'auto'/'ssp' can")
+    if pick_solver(solver) != "ssp":
+        raise SparsetopoError(f"{option} needs solver 'auto' or 'ssp', the one solver that can stop early with "
+                              f"certified bounds; got solver {solver!r}")
+    if graph:
+        raise SparsetopoError(f"{option} is not supported for graph topologies (residual networks) yet: their "
+                              f"streams are matched by other solvers; compute them without {option}")
+
+
 def nnstd(a: Topology, b: Topology, *, match_outputs: bool = True, solver: Solver = "auto",
           max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES, symmetric: bool = True,
-          reference: bool = False) -> NNSTDResult:
+          reference: bool = False, max_seconds: float | None = None) -> NNSTDResult:
     """The Neural Network Sparse Topology Distance between two topologies.
 
     Parameters
@@ -202,20 +330,30 @@ def nnstd(a: Topology, b: Topology, *, match_outputs: bool = True, solver: Solve
         Reproduce the implementation published with the paper: solver
         ``dense`` and the direction given, A -> B (``symmetric`` is then
         ignored). Only ``solver="auto"`` or ``"dense"`` may be combined with it.
+    max_seconds : float, optional
+        The bounds mode (solver ``auto``/``ssp``, chains): a time budget for the whole call, a layer
+        stopped on it returning certified bounds (:attr:`NNSTDResult.status`, :func:`_bounded_layers`).
 
     Returns
     -------
     NNSTDResult
         Its :attr:`~NNSTDResult.value` is the mean over the layers not fully connected in both
         networks (:func:`sparse_layers`); :attr:`~NNSTDResult.mean_all` the mean over all layers.
+        In the bounds mode check :attr:`~NNSTDResult.exact`: where it is False the value is that of
+        the matchings returned (an upper bound where no layer is ``conditional``).
     """
+    started = time.monotonic()
     solver = reference_solver(reference, solver)
     if reference:
         symmetric = False  # the published double loop runs in the direction it is given
     _check_comparable(a, b)
+    check_max_seconds(max_seconds, solver, reference, a.is_graph)
     counted = tuple(sparse_layers(a, b))
-    if symmetric and b.fingerprint() < a.fingerprint():
-        res = _match_layers(b, a, solver, match_outputs).reversed()
+    flip = symmetric and b.fingerprint() < a.fingerprint()
+    # The budget is the whole call's: fingerprinting wide layers takes time too.
+    max_seconds = None if max_seconds is None else max_seconds - (time.monotonic() - started)
+    if flip:
+        res = _match_layers(b, a, solver, match_outputs, max_seconds).reversed()
     else:
-        res = _match_layers(a, b, solver, match_outputs)
+        res = _match_layers(a, b, solver, match_outputs, max_seconds)
     return dataclasses.replace(res, sparse_layers=counted)

@@ -23,7 +23,9 @@ def save_matrix(distances: np.ndarray, names: Sequence[str], *, npz: str | None 
     ``mean`` averages ``sparse_layers`` (default: those a :class:`~sparsetopo.nnstd.PairwiseNNSTD`
     knows; else every layer), the network distance as the report computes it; when the
     layers are known a ``mean_all`` row (every layer) follows it. The ``.npz`` holds
-    ``nnstd``, ``mean`` and ``names`` (and then ``mean_all`` and ``sparse_layers``).
+    ``nnstd``, ``mean`` and ``names`` (and then ``mean_all`` and ``sparse_layers``). A
+    :class:`~sparsetopo.nnstd.PairwiseNNSTD` of the bounds mode with a pair not exact also writes
+    ``lower``, ``upper`` and ``status`` arrays, and the CSV gets those three columns.
     """
     distances_in = distances
     distances = np.asarray(distances, dtype=np.float64)
@@ -32,31 +34,36 @@ def save_matrix(distances: np.ndarray, names: Sequence[str], *, npz: str | None 
         raise SparsetopoError(f"expected an (N, N, L) array for {len(names)} names, got shape {distances.shape}")
     if sparse_layers is None:
         sparse_layers = getattr(distances_in, "sparse_layers", None)
+    status = getattr(distances_in, "status", None)
+    bounds = {} if status is None or (status == "exact").all() else {
+        "lower": np.asarray(distances_in.lower), "upper": np.asarray(distances_in.upper), "status": status}
     means = {"mean": mean_over(distances, sparse_layers, axis=2)}
     if sparse_layers is not None:
         means["mean_all"] = distances.mean(axis=2)
     if npz:
         extra = {} if sparse_layers is None else {"sparse_layers": np.array(list(sparse_layers), dtype=np.int64)}
         with atomic_write(npz) as f:
-            np.savez(f, nnstd=distances, names=np.array(names), **means, **extra)
+            np.savez(f, nnstd=distances, names=np.array(names), **means, **extra, **bounds)
     if csv:
-        write_text_atomic(csv, _long_csv(distances, names, means))
+        write_text_atomic(csv, _long_csv(distances, names, means, bounds))
 
 
-def _long_csv(distances: np.ndarray, names: list[str], means: dict[str, np.ndarray]) -> str:
+def _long_csv(distances: np.ndarray, names: list[str], means: dict[str, np.ndarray], bounds: dict) -> str:
     import csv as _csv
     import io
 
     buf = io.StringIO()
     w = _csv.writer(buf)
-    w.writerow(["a", "b", "layer", "nnstd"])
+    w.writerow(["a", "b", "layer", "nnstd"] + (["lower", "upper", "status"] if bounds else []))
     n, _, n_layers = distances.shape
     for i in range(n):
         for j in range(n):
             for k in range(n_layers):
-                w.writerow([names[i], names[j], k, repr(float(distances[i, j, k]))])
+                extra = [repr(float(bounds["lower"][i, j, k])), repr(float(bounds["upper"][i, j, k])),
+                         str(bounds["status"][i, j, k])] if bounds else []
+                w.writerow([names[i], names[j], k, repr(float(distances[i, j, k]))] + extra)
             for label, m in means.items():
-                w.writerow([names[i], names[j], label, repr(float(m[i, j]))])
+                w.writerow([names[i], names[j], label, repr(float(m[i, j]))] + (["", "", ""] if bounds else []))
     return buf.getvalue()
 
 

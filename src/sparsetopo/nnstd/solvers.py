@@ -18,7 +18,7 @@ import scipy.sparse as ss
 
 from ..errors import SparsetopoError
 
-__all__ = ["DEFAULT_MAX_DENSE_BYTES", "SOLVERS", "Solver", "layer_cost_matrix"]
+__all__ = ["DEFAULT_MAX_DENSE_BYTES", "SOLVERS", "Solver", "layer_cost_matrix", "solve_ssp_bounded"]
 
 Solver = Literal["auto", "ssp", "dense", "sparse"]
 #: The solvers a caller may name (``identity`` is used internally for unmatched output layers).
@@ -165,6 +165,47 @@ def _solve_ssp(a: ss.csr_matrix, b: ss.csr_matrix) -> tuple[float, np.ndarray]:
     col, total = solve_implicit(a.indptr.astype(np.int64), a.indices.astype(np.int64), b.indptr.astype(np.int64),
                                 b.indices.astype(np.int64), a.shape[1], _empty_pairs(sa, sb))
     return total, _fill_dummies(col)
+
+
+def solve_ssp_bounded(a: ss.csr_matrix, b: ss.csr_matrix, seconds: float | None,
+                      max_aug: int = -1) -> tuple[float, np.ndarray, float, bool]:
+    """:func:`_solve_ssp` stopped after ``seconds`` (``None``: never) or ``max_aug`` augmentations.
+
+    Returns ``(upper, col, lower, exact)`` with totals (not divided by ``n``). Exact (the search
+    finished): ``upper == lower`` is :func:`_solve_ssp`'s total and ``col`` its matching, bit for
+    bit. Stopped: ``col`` is a complete matching (the search's, its free rows completed greedily,
+    :func:`sparsetopo._lap_implicit.solve_implicit_bounded`), ``upper`` the NED cost of exactly
+    that matching, recomputed pair by pair, and ``lower`` the dual bound of the search's prices, so
+    ``lower <= minimum <= upper``. ``max_aug`` is for tests: a stop at a known step.
+    """
+    import threading
+
+    from .._lap_implicit import solve_implicit_bounded
+
+    sa, sb = np.diff(a.indptr).astype(np.int64), np.diff(b.indptr).astype(np.int64)
+    stop = np.zeros(1, dtype=np.int8)
+    timer = None
+    if seconds is not None and seconds <= 0:
+        stop[0] = 1  # no time left: stop before the first augmenting path, deterministically
+    elif seconds is not None:
+        # The kernel releases the GIL, so this thread sets the flag while it runs; it reads the flag
+        # before each augmenting path.
+        timer = threading.Timer(float(seconds), stop.__setitem__, (0, 1))
+        timer.daemon = True
+        timer.start()
+    try:
+        col, total, lower, finished = solve_implicit_bounded(
+            a.indptr.astype(np.int64), a.indices.astype(np.int64), b.indptr.astype(np.int64),
+            b.indices.astype(np.int64), a.shape[1], _empty_pairs(sa, sb), stop, max_aug)
+    finally:
+        if timer is not None:
+            timer.cancel()
+    col = _fill_dummies(col)
+    if finished:
+        return total, col, total, True
+    upper = SOLVER_FUNCS["identity"](a, b[col])[0]  # the matching returned, never "1 per leftover pair"
+    # The dual bound is a float sum; a tie (lower == upper up to rounding) must not cross over.
+    return upper, col, min(lower, upper), False
 
 
 def _solve_ssp_explicit(a: ss.csr_matrix, b: ss.csr_matrix) -> tuple[float, np.ndarray]:

@@ -33,12 +33,20 @@ class PairwiseNNSTD(np.ndarray):
     sparse_layers : list of int
         The layers not fully connected in every network (:func:`~sparsetopo.nnstd.sparse_layers`),
         the ones :attr:`value` averages.
+    lower, upper : ndarray of shape (N, N, n_layers)
+        The bounds mode (``pairwise_nnstd(..., max_seconds=T)``): per pair and layer, the bounds of
+        :attr:`sparsetopo.nnstd.NNSTDResult.lower` / ``upper``; equal to the array where exact, and
+        the array itself holds ``upper`` where not. Without the bounds mode: the array's values.
+    status : ndarray of str, shape (N, N, n_layers)
+        Per pair and layer a :data:`sparsetopo.nnstd.core.STATUSES` name (``"exact"`` everywhere
+        without the bounds mode); :attr:`exact` says per pair whether every layer is exact.
     """
 
     names: list[str]
     sparse_layers: list[int]
 
-    def __new__(cls, distances: np.ndarray, names: Sequence[str], sparse_layers: Sequence[int]):
+    def __new__(cls, distances: np.ndarray, names: Sequence[str], sparse_layers: Sequence[int],
+                lower: np.ndarray | None = None, upper: np.ndarray | None = None, status: np.ndarray | None = None):
         arr = np.asarray(distances, dtype=np.float64)
         if arr.ndim != 3 or arr.shape[0] != arr.shape[1] or arr.shape[0] != len(names):
             raise SparsetopoError(f"distances must have shape (N, N, n_layers) for {len(names)} names; "
@@ -46,19 +54,49 @@ class PairwiseNNSTD(np.ndarray):
         bad = [k for k in sparse_layers if not 0 <= k < arr.shape[2]]
         if bad:
             raise SparsetopoError(f"sparse_layers must be layer indices in [0, {arr.shape[2]}); got {bad}")
+        bounds = {}
+        for key, given in (("lower", lower), ("upper", upper), ("status", status)):
+            if given is not None:
+                given = np.asarray(given, dtype="<U19" if key == "status" else np.float64)
+                if given.shape != arr.shape:
+                    raise SparsetopoError(f"{key} must have the distances' shape {arr.shape}; got {given.shape}")
+                bounds[key] = given
         obj = arr.view(cls)
         obj.names = [str(n) for n in names]
         obj.sparse_layers = [int(k) for k in sparse_layers]
+        obj._bounds = bounds
         return obj
 
     def __array_finalize__(self, obj) -> None:
         # A copy or pickle round trip keeps the labels; views made by indexing are plain (see below).
         self.names = list(getattr(obj, "names", []))
         self.sparse_layers = list(getattr(obj, "sparse_layers", []))
+        self._bounds = dict(getattr(obj, "_bounds", {}))
 
     def __reduce__(self):
         base = np.asarray(self).copy()
-        return (PairwiseNNSTD, (base, self.names, self.sparse_layers))
+        return (PairwiseNNSTD, (base, self.names, self.sparse_layers, self._bounds.get("lower"),
+                                self._bounds.get("upper"), self._bounds.get("status")))
+
+    @property
+    def lower(self) -> np.ndarray:
+        """Per pair and layer the lower bound (the value where exact)."""
+        return self._bounds.get("lower", np.asarray(self))
+
+    @property
+    def upper(self) -> np.ndarray:
+        """Per pair and layer the upper bound (the value where exact)."""
+        return self._bounds.get("upper", np.asarray(self))
+
+    @property
+    def status(self) -> np.ndarray:
+        """Per pair and layer its status (:data:`sparsetopo.nnstd.core.STATUSES`)."""
+        return self._bounds.get("status", np.full(self.shape, "exact", dtype="<U19"))
+
+    @property
+    def exact(self) -> np.ndarray:
+        """The ``(N, N)`` mask of the pairs whose every layer is exact."""
+        return (self.status == "exact").all(axis=2)
 
     def __getitem__(self, key):
         return np.asarray(self).__getitem__(key)

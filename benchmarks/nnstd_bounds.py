@@ -1,0 +1,52 @@
+"""NNSTD's bounds mode at scale (issue 21 item 2): one wide layer pair with ``max_seconds``.
+
+Two independent ``n x n`` layers at epsilon 20 (40 inputs per neuron, ``sample_topology``, as in
+``nnstd_scale.py``), compared with ``nnstd(a, b, max_seconds=T)`` in a fresh process: wall time of
+the call, peak RSS (drawing included), the layer's status, lower and upper bound and the gap.
+
+    python benchmarks/nnstd_bounds.py [--sizes 200000,1000000] [--max-seconds 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+_CHILD = textwrap.dedent("""
+    import json, resource, sys, time
+    from sparsetopo import nnstd
+    from sparsetopo.truly_sparse.model import sample_topology
+    n, budget = int(sys.argv[1]), float(sys.argv[2])
+    a, b = (sample_topology([(n, n)], [40 * n], seed=s) for s in (0, 1))
+    tiny = sample_topology([(50, 50)], [400], seed=0)
+    nnstd(tiny, tiny, max_seconds=60)  # compile or load the kernels outside the timing
+    t = time.perf_counter()
+    r = nnstd(a, b, max_seconds=budget)
+    print(json.dumps({"n": n, "max_seconds": budget, "s": time.perf_counter() - t, "status": r.status[0],
+                      "lower": float(r.lower[0]), "upper": float(r.upper[0]), "gap": float(r.gap[0]),
+                      "rel_gap": float(r.gap[0] / r.upper[0]) if r.upper[0] else 0.0,
+                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+""")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="200000,1000000")
+    p.add_argument("--max-seconds", type=float, default=300.0)
+    args = p.parse_args(argv)
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    for n in (int(x) for x in args.sizes.split(",")):
+        out = subprocess.run([sys.executable, "-c", _CHILD, str(n), str(args.max_seconds)], env=env,
+                             capture_output=True, text=True, check=True)
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"{n:>9} neurons, max_seconds {r['max_seconds']:g}: {r['s']:.1f} s, peak RSS {r['rss_mb']:.0f} MB, "
+              f"{r['status']} [{r['lower']:.6f}, {r['upper']:.6f}], gap {r['gap']:.2g} "
+              f"({100 * r['rel_gap']:.3f} %)", flush=True)
+
+
+if __name__ == "__main__":
+    main()
