@@ -36,6 +36,8 @@ PREFIX = 128
 #: (below, starting threads costs more than it saves).
 PREFIX_THREADS = 4
 PREFIX_THREADS_FROM = 2048
+#: Rows are stored whole when all of them fit in this many edges (12 bytes each): see :func:`_full_rows_prefix`.
+FULL_ROWS_EDGES = 2**21
 
 
 def kernels():
@@ -54,8 +56,14 @@ def _kernels():
     jit = numba.njit(cache=True, nogil=True)
     g = globals()
     g["_sift_up"], g["_sift_down"] = _lap._sift_up, _lap._sift_down
-    for name in ("_ned1", "_candidates", "_sort_edges", "_full_row", "_edge", "_warm_start", "_row_duals",
-                 "_scan", "_pop", "_finish", "_search_all", "_total"):
+    # The per-edge and per-row helpers are inlined into their callers at numba's IR level: called as
+    # functions they take the graph and state tuples (two dozen arrays) by value, with a reference
+    # count update per array and call, on every edge read.
+    inline = numba.njit(inline="always")
+    for name in ("_ned1", "_edge", "_scan", "_pop"):
+        g[name] = inline(g[name + "_py"])
+    for name in ("_candidates", "_sort_edges", "_full_row", "_warm_start", "_row_duals", "_finish", "_search_all",
+                 "_total"):
         g[name] = jit(g[name + "_py"])
     # Not ``parallel=True``: callers solve layers on several threads at once (pairwise NNSTD), and
     # numba's workqueue threading layer aborts the process on concurrent parallel launches; the
@@ -64,15 +72,17 @@ def _kernels():
     return _prefixes, jit(_solve_py)
 
 
-def solve_implicit(a_ptr, a_idx, b_ptr, b_idx, n_in: int, forced: np.ndarray, prefix: int = PREFIX,
+def solve_implicit(a_ptr, a_idx, b_ptr, b_idx, n_in: int, forced: np.ndarray, prefix: int | None = None,
                    dummy_cost: float = 1.0) -> tuple[np.ndarray, float]:
     """Optimal assignment of A's ``n`` neurons to B's ``n`` (CSR masks, integer arrays) at NED cost.
 
     ``forced[i] = j`` gives row ``i`` the single option column ``j`` at cost 0 (pairs of empty
     neurons), ``-1`` none. Returns ``col`` (``col[i] >= n``: row ``i`` took its dummy) and the
     total, exactly as :func:`sparsetopo._lap.solve_sparse_lap` on the explicit overlap graph.
+    ``prefix``: the edges stored per row; ``None``: :data:`PREFIX`, or whole rows when they fit
+    (:func:`_full_rows_prefix`).
     """
-    if prefix < 1:
+    if prefix is not None and prefix < 1:
         raise ValueError(f"prefix must be >= 1; got {prefix}")
     n = len(a_ptr) - 1
     # One dtype per argument (one compiled version): offsets int64, neuron and input indices int32
@@ -87,11 +97,29 @@ def solve_implicit(a_ptr, a_idx, b_ptr, b_idx, n_in: int, forced: np.ndarray, pr
     bt_ptr = np.zeros(n_in + 1, dtype=np.int64)
     np.cumsum(np.bincount(b_idx, minlength=n_in), out=bt_ptr[1:])
     del order
+    if prefix is None:
+        prefix = _full_rows_prefix(a_ptr, a_idx, bt_ptr, n, PREFIX)
     build, solve = kernels()
     pcol, pcost, plen, deg = build(a_ptr, a_idx, bt_ptr, bt_idx, sb, forced, prefix, dummy_cost)
     graph = (a_ptr, a_idx, bt_ptr, bt_idx, b_ptr, b_idx, sb, forced, pcol, pcost, plen, deg)
     col, total = solve(graph, n_in, prefix, float(dummy_cost))
     return col, float(total)
+
+
+def _full_rows_prefix(a_ptr, a_idx, bt_ptr, n: int, prefix: int) -> int:
+    """``prefix``, or the longest row's length when every row stored whole fits in :data:`FULL_ROWS_EDGES`.
+
+    Small fairly dense layers (784 neurons at a few percent: hundreds of overlaps per row) then never
+    generate a row again. Which part of a row is stored does not change the search, only where its
+    edges are read from. The bound on a row's length is its inputs' users in B, at most ``n``.
+    """
+    users = np.diff(bt_ptr)[a_idx]
+    starts = a_ptr[:-1]
+    if not len(users):
+        return prefix
+    longest = int(np.add.reduceat(users, np.minimum(starts, len(users) - 1))[np.diff(a_ptr) > 0].max(initial=0))
+    longest = min(longest, n)
+    return max(prefix, longest) if n * longest <= FULL_ROWS_EDGES else prefix
 
 
 def _ned1_py(sa, sb, inter):  # pragma: no cover - compiled by numba
@@ -250,7 +278,7 @@ def _edge_py(graph, i, p, k, scratch):  # pragma: no cover - compiled by numba
     return cols[p], costs[p]
 
 
-def _warm_start_py(graph, n, k, dummy_cost, v, col4row, row4col, scratch):  # pragma: no cover - compiled
+def _warm_start_py(graph, n, k, dummy_cost, v, col4row, row4col, scratch, budget_factor=4):  # pragma: no cover - compiled
     """Jonker-Volgenant's augmenting row reduction, as in :func:`sparsetopo._lap._solve`.
 
     The explicit solver reads whole rows; this stops at the first edge with ``c >= u2``: prices
@@ -261,7 +289,7 @@ def _warm_start_py(graph, n, k, dummy_cost, v, col4row, row4col, scratch):  # pr
     inf = np.inf
     free = np.arange(n)
     n_free = n
-    budget = 4 * (deg.sum() + n) + 100
+    budget = budget_factor * (deg.sum() + n) + 100
     for _pass in range(2):
         kk = 0
         todo = n_free
@@ -441,7 +469,7 @@ def _total_py(graph, n, n_in, dummy_cost, col4row):  # pragma: no cover - compil
     return total
 
 
-def _solve_py(graph, n_in, k, dummy_cost):  # pragma: no cover - compiled by numba
+def _solve_py(graph, n_in, k, dummy_cost, budget_factor=4):  # pragma: no cover - compiled by numba
     n = len(graph[0]) - 1
     m = 2 * n  # columns: n real ones, then row i's dummy at n + i
     scratch = (np.full(1, -1, np.int64), np.zeros(n, np.int32), np.empty(n, np.int64), np.empty(n))
@@ -449,7 +477,7 @@ def _solve_py(graph, n_in, k, dummy_cost):  # pragma: no cover - compiled by num
     v = np.zeros(m)
     col4row = np.full(n, -1, np.int64)
     row4col = np.full(m, -1, np.int64)
-    _warm_start(graph, n, k, dummy_cost, v, col4row, row4col, scratch)
+    _warm_start(graph, n, k, dummy_cost, v, col4row, row4col, scratch, budget_factor)
     _row_duals(graph, n, k, dummy_cost, u, v, scratch)
     st = (u, v, col4row, row4col, np.full(m, np.inf), np.full(m, -1, np.int64), np.zeros(m, np.bool_),
           np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m), np.empty(m, np.bool_),
