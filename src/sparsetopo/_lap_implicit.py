@@ -278,7 +278,7 @@ def _edge_py(graph, i, p, k, scratch):  # pragma: no cover - compiled by numba
     return cols[p], costs[p]
 
 
-def _warm_start_py(graph, n, k, dummy_cost, v, col4row, row4col, scratch, budget_factor=4):  # pragma: no cover - compiled
+def _warm_start_py(graph, n, k, dummy_cost, v, col4row, row4col, scratch, budget_factor=4):  # pragma: no cover
     """Jonker-Volgenant's augmenting row reduction, as in :func:`sparsetopo._lap._solve`.
 
     The explicit solver reads whole rows; this stops at the first edge with ``c >= u2``: prices
