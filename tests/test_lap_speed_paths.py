@@ -1,4 +1,4 @@
-"""The implicit ``ssp`` solver's faster paths (issue 21): threaded prefixes, partial sorting, whole rows.
+"""The implicit ``ssp`` solver's faster paths (issue 21): threaded prefixes, partial sorting, int32 indices.
 
 Each path must leave the matching and the total exactly as the explicit solver's
 (:func:`sparsetopo.nnstd.solvers._solve_ssp_explicit`), so these tests compare bit for bit.
@@ -74,22 +74,10 @@ def test_threaded_prefixes_equal_one_thread():
             np.testing.assert_array_equal(x, y)
 
 
-def test_full_rows_when_they_fit(monkeypatch):
-    rng = np.random.default_rng(13)
-    a, b = _pair(rng, 200, 100, 0.2, "independent")
-    bt_ptr, _ = _inverted(b, a.shape[1])
-    a_ptr = a.indptr.astype(np.int64)
-    deg = _build(a, b, 4, threads=1)[3]
-    k = _lap_implicit._full_rows_prefix(a_ptr, a.indices, bt_ptr, a.shape[0], 4)
-    assert deg.max() <= k <= a.shape[0]  # a bound on every row: none is generated again
-    monkeypatch.setattr(_lap_implicit, "FULL_ROWS_EDGES", a.shape[0] * k - 1)
-    assert _lap_implicit._full_rows_prefix(a_ptr, a.indices, bt_ptr, a.shape[0], 4) == 4  # too big: the prefix
-
-
 @pytest.mark.parametrize("many_threads", [False, True])
 def test_fast_paths_give_the_explicit_solvers_matching_bit_for_bit(monkeypatch, many_threads):
     """Layers from tiny to a few hundred neurons, sparse to half full, independent and near copies; the
-    default prefix (whole rows when they fit), prefixes shorter than most rows, and threaded building."""
+    default prefix, prefixes shorter than most rows, and threaded building."""
     if many_threads:
         monkeypatch.setattr(_lap_implicit, "PREFIX_THREADS_FROM", 1)
         monkeypatch.setattr(_lap_implicit, "PREFIX_THREADS", 3)
