@@ -19,6 +19,7 @@ kernels release the GIL, so several layers or pairs run in parallel on threads.
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from pathlib import Path
 
@@ -31,6 +32,12 @@ __all__ = ["PREFIX", "solve_implicit", "solve_implicit_bounded", "kernels"]
 
 #: Edges kept per row (the cheapest, in search order); the rest is generated again when read.
 PREFIX = 128
+#: At most this many threads build the prefixes, for layers whose candidate counting takes at least
+#: ``PREFIX_THREADS_FROM`` steps (A's connections times B's neurons on each input: 784 neurons at 2 %
+#: about 200,000, 20,000 at epsilon 20 32 M); below, starting threads costs more than it saves (measured
+#: on 784-neuron layers: at 1 % two threads were slower, at 2 % 1.7x faster).
+PREFIX_THREADS = 4
+PREFIX_THREADS_FROM = 150_000
 
 
 def kernels():
@@ -49,39 +56,61 @@ def _kernels():
     jit = numba.njit(cache=True, nogil=True)
     g = globals()
     g["_sift_up"], g["_sift_down"] = _lap._sift_up, _lap._sift_down
-    for name in ("_ned1", "_candidates", "_sort_edges", "_full_row", "_edge", "_warm_start", "_row_duals",
-                 "_scan", "_pop", "_finish", "_search_all", "_total",
-                 "_solve_bounded", "_lower_bound", "_complete"):  # [bounds] the last three
+    # The per-edge and per-row helpers are inlined into their callers at numba's IR level: called as
+    # functions they take the graph and state tuples (two dozen arrays) by value, with a reference
+    # count update per array and call, on every edge read.
+    inline = numba.njit(inline="always")
+    for name in ("_ned1", "_edge", "_scan", "_pop"):
+        g[name] = inline(g[name + "_py"])
+    for name in ("_candidates", "_sort_edges", "_full_row", "_warm_start", "_row_duals", "_finish", "_search_all",
+                 "_total", "_solve_bounded", "_lower_bound", "_complete"):  # [bounds] the last three
         g[name] = jit(g[name + "_py"])
     # Not ``parallel=True``: callers solve layers on several threads at once (pairwise NNSTD), and
-    # numba's workqueue threading layer aborts the process on concurrent parallel launches.
-    g["_prefixes"] = jit(_prefixes_py)
-    return g["_prefixes"], jit(_solve_py)
+    # numba's workqueue threading layer aborts the process on concurrent parallel launches; the
+    # prefixes are built on Python threads instead (:func:`_prefixes`).
+    g["_prefix_rows"] = jit(_prefix_rows_py)
+    return _prefixes, jit(_solve_py)
 
 
-def solve_implicit(a_ptr, a_idx, b_ptr, b_idx, n_in: int, forced: np.ndarray, prefix: int = PREFIX,
+def solve_implicit(a_ptr, a_idx, b_ptr, b_idx, n_in: int, forced: np.ndarray, prefix: int | None = None,
                    dummy_cost: float = 1.0) -> tuple[np.ndarray, float]:
-    """Optimal assignment of A's ``n`` neurons to B's ``n`` (CSR masks, int64 arrays) at NED cost.
+    """Optimal assignment of A's ``n`` neurons to B's ``n`` (CSR masks, integer arrays) at NED cost.
 
     ``forced[i] = j`` gives row ``i`` the single option column ``j`` at cost 0 (pairs of empty
     neurons), ``-1`` none. Returns ``col`` (``col[i] >= n``: row ``i`` took its dummy) and the
     total, exactly as :func:`sparsetopo._lap.solve_sparse_lap` on the explicit overlap graph.
+    ``prefix``: the edges stored per row (``None``: :data:`PREFIX`).
     """
-    if prefix < 1:
+    if prefix is not None and prefix < 1:
         raise ValueError(f"prefix must be >= 1; got {prefix}")
+    graph, prefix = _graph(a_ptr, a_idx, b_ptr, b_idx, n_in, forced, prefix, dummy_cost)
+    _build, solve = kernels()
+    col, total = solve(graph, n_in, prefix, float(dummy_cost))
+    return col, float(total)
+
+
+def _graph(a_ptr, a_idx, b_ptr, b_idx, n_in: int, forced, prefix: int | None, dummy_cost: float):
+    """The implicit overlap graph both entry points search: A's CSR, B's inverted index, the prefixes."""
     n = len(a_ptr) - 1
+    # One dtype per argument (one compiled version): offsets int64, neuron and input indices int32
+    # (half the memory traffic of int64; CSR indices already are int32, so no copy).
+    a_ptr, b_ptr = np.asarray(a_ptr, dtype=np.int64), np.asarray(b_ptr, dtype=np.int64)
+    a_idx, b_idx = np.asarray(a_idx, dtype=np.int32), np.asarray(b_idx, dtype=np.int32)
+    forced = np.asarray(forced, dtype=np.int64)
     sb = np.diff(b_ptr)
     # B's inverted index: input -> B's neurons using it (B's CSC), columns ascending per input.
     order = np.argsort(b_idx, kind="stable")
-    bt_idx = np.repeat(np.arange(n, dtype=np.int64), sb)[order]
+    bt_idx = np.repeat(np.arange(n, dtype=np.int32), sb)[order]
     bt_ptr = np.zeros(n_in + 1, dtype=np.int64)
     np.cumsum(np.bincount(b_idx, minlength=n_in), out=bt_ptr[1:])
     del order
-    build, solve = kernels()
+    if prefix is None:
+        # Not whole rows even where they fit: on 784-neuron layers at 4.5 % (625 edges a row) sorting
+        # every row cost more (47 ms) than building prefixes and generating the few rows read further (21 ms).
+        prefix = PREFIX
+    build, _solve = kernels()
     pcol, pcost, plen, deg = build(a_ptr, a_idx, bt_ptr, bt_idx, sb, forced, prefix, dummy_cost)
-    graph = (a_ptr, a_idx, bt_ptr, bt_idx, b_ptr, b_idx, sb, forced, pcol, pcost, plen, deg)
-    col, total = solve(graph, n_in, prefix, float(dummy_cost))
-    return col, float(total)
+    return (a_ptr, a_idx, bt_ptr, bt_idx, b_ptr, b_idx, sb, forced, pcol, pcost, plen, deg), prefix
 
 
 # [bounds] issue 21 item 2: the interruptible entry point (the search itself is the one above).
@@ -107,15 +136,8 @@ def solve_implicit_bounded(a_ptr, a_idx, b_ptr, b_idx, n_in: int, forced: np.nda
     if prefix < 1:
         raise ValueError(f"prefix must be >= 1; got {prefix}")
     n = len(a_ptr) - 1
-    sb = np.diff(b_ptr)
-    order = np.argsort(b_idx, kind="stable")  # B's inverted index, as in solve_implicit
-    bt_idx = np.repeat(np.arange(n, dtype=np.int64), sb)[order]
-    bt_ptr = np.zeros(n_in + 1, dtype=np.int64)
-    np.cumsum(np.bincount(b_idx, minlength=n_in), out=bt_ptr[1:])
-    del order
-    build, _solve = kernels()
-    pcol, pcost, plen, deg = build(a_ptr, a_idx, bt_ptr, bt_idx, sb, forced, prefix, dummy_cost)
-    graph = (a_ptr, a_idx, bt_ptr, bt_idx, b_ptr, b_idx, sb, forced, pcol, pcost, plen, deg)
+    graph, prefix = _graph(a_ptr, a_idx, b_ptr, b_idx, n_in, forced, prefix, dummy_cost)
+    kernels()
     col, row4col, v, lower0, finished = _solve_bounded(graph, n_in, prefix, float(dummy_cost), stop, int(max_aug))
     if finished:
         total = float(_total(graph, n, n_in, float(dummy_cost), col))
@@ -184,41 +206,92 @@ def _full_row_py(i, a_ptr, a_idx, bt_ptr, bt_idx, sb, cnt, cols, costs):  # prag
     return m
 
 
-def _prefixes_py(a_ptr, a_idx, bt_ptr, bt_idx, sb, forced, k, dummy_cost):  # pragma: no cover - compiled
-    """Every row's ``k`` first edges in search order (``plen`` of them) and its full edge count ``deg``."""
+def _prefix_rows_py(lo, hi, a_ptr, a_idx, bt_ptr, bt_idx, sb, forced, k, pcol, pcost, plen, deg):  # pragma: no cover
+    """Rows ``lo..hi-1``: their ``k`` first edges in search order (``plen`` of them) into ``pcol``/``pcost``,
+    and their full edge counts into ``deg``.
+
+    Only the edges that can be among the ``k`` cheapest (cost at most the ``k``-th smallest, ties
+    included) are sorted, by column and then stably by cost: the order of sorting the whole row
+    (columns ascending, then stably by cost) restricted to them, without sorting the rest.
+    """
     n = len(a_ptr) - 1
-    pcol = np.empty(n * k, np.int64)
+    cnt = np.zeros(n, np.int32)
+    cols = np.empty(n, np.int64)
+    costs = np.empty(n)
+    for i in range(lo, hi):
+        if forced[i] >= 0:
+            pcol[i * k], pcost[i * k], plen[i], deg[i] = forced[i], 0.0, 1, 1
+            continue
+        m = 0  # the candidates, in the order they are met (unsorted)
+        for p in range(a_ptr[i], a_ptr[i + 1]):
+            x = a_idx[p]
+            for q in range(bt_ptr[x], bt_ptr[x + 1]):
+                j = bt_idx[q]
+                if cnt[j] == 0:
+                    cols[m] = j
+                    m += 1
+                cnt[j] += 1
+        sa = a_ptr[i + 1] - a_ptr[i]
+        deg[i] = m
+        keep = m
+        if m > k:  # the k cheapest (with all their ties) come first in the full order
+            for t in range(m):
+                costs[t] = _ned1(sa, sb[cols[t]], cnt[cols[t]])
+            thr = np.partition(costs[:m], k - 1)[k - 1]
+            keep = 0
+            for t in range(m):
+                j = cols[t]
+                if costs[t] <= thr:
+                    cols[keep] = j
+                    keep += 1
+                else:
+                    cnt[j] = 0
+        cols[:keep].sort()
+        for t in range(keep):
+            j = cols[t]
+            costs[t] = _ned1(sa, sb[j], cnt[j])
+            cnt[j] = 0
+        _sort_edges(i, cols[:keep], costs[:keep])
+        plen[i] = min(k, keep)
+        pcol[i * k:i * k + plen[i]] = cols[:plen[i]]
+        pcost[i * k:i * k + plen[i]] = costs[:plen[i]]
+
+
+def _prefixes(a_ptr, a_idx, bt_ptr, bt_idx, sb, forced, k, dummy_cost, threads=None):
+    """Every row's ``k`` first edges in search order (``plen`` of them) and its full edge count ``deg``.
+
+    Rows are independent: large layers are built on ``threads`` Python threads (default: the
+    cores this process may use, at most :data:`PREFIX_THREADS`) over row chunks, each running
+    the compiled ``nogil`` kernel; measured on 2 cores at 20,000 neurons: see ``benchmarks/RESULTS.md``.
+    """
+    n = len(a_ptr) - 1
+    pcol = np.empty(n * k, np.int32)
     pcost = np.empty(n * k)
     plen = np.zeros(n, np.int64)
     deg = np.zeros(n, np.int64)
-    n_chunks = min(n, 64)
-    for c in range(n_chunks):
-        cnt = np.zeros(n, np.int32)
-        cols = np.empty(n, np.int64)
-        costs = np.empty(n)
-        for i in range(c * n // n_chunks, (c + 1) * n // n_chunks):
-            if forced[i] >= 0:
-                pcol[i * k], pcost[i * k], plen[i], deg[i] = forced[i], 0.0, 1, 1
-                continue
-            m = _candidates(i, a_ptr, a_idx, bt_ptr, bt_idx, cnt, cols)
-            sa = a_ptr[i + 1] - a_ptr[i]
-            for t in range(m):
-                costs[t] = _ned1(sa, sb[cols[t]], cnt[cols[t]])
-                cnt[cols[t]] = 0
-            deg[i] = m
-            keep = m
-            if m > k:  # the k cheapest (with all their ties) come first in the full order
-                thr = np.partition(costs[:m], k - 1)[k - 1]
-                keep = 0
-                for t in range(m):
-                    if costs[t] <= thr:
-                        cols[keep], costs[keep] = cols[t], costs[t]
-                        keep += 1
-            _sort_edges(i, cols[:keep], costs[:keep])
-            plen[i] = min(k, keep)
-            pcol[i * k:i * k + plen[i]] = cols[:plen[i]]
-            pcost[i * k:i * k + plen[i]] = costs[:plen[i]]
+    if threads is None:
+        work = int(np.diff(bt_ptr)[a_idx].sum())
+        threads = min(PREFIX_THREADS, _cores()) if work >= PREFIX_THREADS_FROM else 1
+    bounds = np.linspace(0, n, max(1, min(threads, n)) + 1).astype(np.int64)
+
+    def run(c):
+        _prefix_rows(bounds[c], bounds[c + 1], a_ptr, a_idx, bt_ptr, bt_idx, sb, forced, k, pcol, pcost, plen, deg)
+
+    if len(bounds) == 2:
+        run(0)
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(bounds) - 1) as pool:
+            list(pool.map(run, range(len(bounds) - 1)))
     return pcol, pcost, plen, deg
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _edge_py(graph, i, p, k, scratch):  # pragma: no cover - compiled by numba
@@ -226,14 +299,14 @@ def _edge_py(graph, i, p, k, scratch):  # pragma: no cover - compiled by numba
     a_ptr, a_idx, bt_ptr, bt_idx, _b_ptr, _b_idx, sb, _forced, pcol, pcost, plen, _deg = graph
     cache_row, cnt, cols, costs = scratch
     if p < plen[i]:
-        return pcol[i * k + p], pcost[i * k + p]
+        return np.int64(pcol[i * k + p]), pcost[i * k + p]
     if cache_row[0] != i:
         _full_row(i, a_ptr, a_idx, bt_ptr, bt_idx, sb, cnt, cols, costs)
         cache_row[0] = i
     return cols[p], costs[p]
 
 
-def _warm_start_py(graph, n, k, dummy_cost, v, col4row, row4col, scratch):  # pragma: no cover - compiled
+def _warm_start_py(graph, n, k, dummy_cost, v, col4row, row4col, scratch, budget_factor=4):  # pragma: no cover
     """Jonker-Volgenant's augmenting row reduction, as in :func:`sparsetopo._lap._solve`.
 
     The explicit solver reads whole rows; this stops at the first edge with ``c >= u2``: prices
@@ -244,7 +317,7 @@ def _warm_start_py(graph, n, k, dummy_cost, v, col4row, row4col, scratch):  # pr
     inf = np.inf
     free = np.arange(n)
     n_free = n
-    budget = 4 * (deg.sum() + n) + 100
+    budget = budget_factor * (deg.sum() + n) + 100
     for _pass in range(2):
         kk = 0
         todo = n_free
@@ -451,7 +524,7 @@ def _solve_bounded_py(graph, n_in, k, dummy_cost, stop, max_aug):  # pragma: no 
     v = np.zeros(m)
     col4row = np.full(n, -1, np.int64)
     row4col = np.full(m, -1, np.int64)
-    _warm_start(graph, n, k, dummy_cost, v, col4row, row4col, scratch)
+    _warm_start(graph, n, k, dummy_cost, v, col4row, row4col, scratch, 4)
     _row_duals(graph, n, k, dummy_cost, u, v, scratch)
     lower = u.sum() + v.sum()  # [bounds]
     st = (u, v, col4row, row4col, np.full(m, np.inf), np.full(m, -1, np.int64), np.zeros(m, np.bool_),
@@ -487,6 +560,7 @@ def _complete_py(graph, n, k, col4row, row4col):  # pragma: no cover - compiled 
 
 # Plain-Python stand-ins, replaced by their compiled versions in :func:`kernels` (the module imports without numba).
 _ned1, _candidates, _sort_edges, _full_row, _edge = _ned1_py, _candidates_py, _sort_edges_py, _full_row_py, _edge_py
+_prefix_rows = _prefix_rows_py
 _warm_start, _row_duals, _scan, _pop, _finish = _warm_start_py, _row_duals_py, _scan_py, _pop_py, _finish_py
 _search_all, _total = _search_all_py, _total_py
 _solve_bounded, _lower_bound, _complete = _solve_bounded_py, _lower_bound_py, _complete_py  # [bounds]

@@ -161,9 +161,9 @@ def _solve_ssp(a: ss.csr_matrix, b: ss.csr_matrix) -> tuple[float, np.ndarray]:
     """
     from .._lap_implicit import solve_implicit
 
-    sa, sb = np.diff(a.indptr).astype(np.int64), np.diff(b.indptr).astype(np.int64)
-    col, total = solve_implicit(a.indptr.astype(np.int64), a.indices.astype(np.int64), b.indptr.astype(np.int64),
-                                b.indices.astype(np.int64), a.shape[1], _empty_pairs(sa, sb))
+    a_ptr, b_ptr = a.indptr.astype(np.int64), b.indptr.astype(np.int64)
+    col, total = solve_implicit(a_ptr, a.indices, b_ptr, b.indices, a.shape[1],  # indices: int32, no copy
+                                _empty_pairs(np.diff(a_ptr), np.diff(b_ptr)))
     return total, _fill_dummies(col)
 
 
