@@ -33,19 +33,28 @@ _CHILD = textwrap.dedent("""
 """)
 
 
+def measure(n: int, budget: float) -> dict:
+    """One fresh process: ``nnstd`` of an independent ``n x n`` pair at 40 inputs per neuron with ``max_seconds``."""
+    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", _CHILD, str(n), str(budget)], env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def describe(r: dict) -> str:
+    """One line: time, memory, status, bracket and gap."""
+    return (f"{r['s']:.1f} s, peak RSS {r['rss_mb']:.0f} MB, {r['status']} [{r['lower']:.6f}, {r['upper']:.6f}], "
+            f"gap {r['gap']:.2g} ({100 * r['rel_gap']:.3f} %)")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="200000,1000000")
     p.add_argument("--max-seconds", type=float, default=300.0)
     args = p.parse_args(argv)
-    env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     for n in (int(x) for x in args.sizes.split(",")):
-        out = subprocess.run([sys.executable, "-c", _CHILD, str(n), str(args.max_seconds)], env=env,
-                             capture_output=True, text=True, check=True)
-        r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{n:>9} neurons, max_seconds {r['max_seconds']:g}: {r['s']:.1f} s, peak RSS {r['rss_mb']:.0f} MB, "
-              f"{r['status']} [{r['lower']:.6f}, {r['upper']:.6f}], gap {r['gap']:.2g} "
-              f"({100 * r['rel_gap']:.3f} %)", flush=True)
+        r = measure(n, args.max_seconds)
+        print(f"{n:>9} neurons, max_seconds {r['max_seconds']:g}: {describe(r)}", flush=True)
 
 
 if __name__ == "__main__":
