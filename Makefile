@@ -12,7 +12,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 DATA_DIR := /usr/share/datasets/fashion-mnist
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup data test demo bench gpu-check check-torchvision lint docs clean
+.PHONY: setup data browser test demo bench gpu-check check-torchvision lint docs clean
 
 setup: $(STAMP) data
 
@@ -32,8 +32,17 @@ data:
 		|| echo "warning: could not install dataset-fashion-mnist; set SPARSETOPO_DATA to your copy"; \
 	else echo "warning: no apt-get; put Fashion-MNIST in $(DATA_DIR) or set SPARSETOPO_DATA"; fi
 
+# Headless Chromium for tests/test_report_browser.py (the report opened in a real browser); best
+# effort, like the data: without it those tests are skipped.
+browser:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		($(SUDO) apt-get install -y -q chromium || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)) \
+		>/dev/null 2>&1 || echo "warning: could not install chromium; the report's browser tests will be skipped"; \
+	else echo "warning: no apt-get; install chromium to run the report's browser tests"; fi
+
 # The docs extra too: tests/test_docs.py builds the site strictly (and checks a broken reference fails).
-test: setup $(DOCS_STAMP)
+test: setup $(DOCS_STAMP) browser
 	$(PY) -m pytest -q
 
 # The main job: the paper's topology-evolution study (Figure 4) at the `small`
