@@ -7,7 +7,7 @@ kernel on a tiny layer, then times ``match_layer(a, b)`` (``solver="auto"``; wal
 child's ``ru_maxrss`` (drawing included). ``workers`` is the number of numba threads
 (``NUMBA_NUM_THREADS``): one layer is solved on one thread, so the second worker shows what a busy neighbour costs.
 
-    python benchmarks/nnstd_scale.py [--sizes 20000,50000] [--runs 3] [--workers 1,2] [--timeout 1800]
+    python benchmarks/nnstd_scale.py [--sizes 20000,50000] [--workers 1,2] [--timeout 1800] [--quick] [--no-bounds]
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def _target(n: int) -> str:
     return f"<= {s / 60:g} min and <= {mb / 1024:g} GB" if s >= 600 else f"<= {s} s and <= {mb / 1024:g} GB"
 
 
-def bench(row, ok, quick: bool, sizes=SIZES, workers=(1, 2), timeout: float = 1800) -> None:
+def bench(row, ok, quick: bool, sizes=SIZES, workers=(1, 2), timeout: float = 1800, bounds: bool = True) -> None:
     """The section's rows through ``run.py``'s ``row``/``ok``."""
     print("NNSTD at scale: one n x n layer pair at epsilon 20 (40 inputs per neuron), solver auto", flush=True)
     for n in sizes:
@@ -92,6 +92,8 @@ def bench(row, ok, quick: bool, sizes=SIZES, workers=(1, 2), timeout: float = 18
             row(what, f"{res['s']:.1f} s ({res['cpu_s']:.1f} s CPU), peak RSS {res['rss_mb']:.0f} MB "
                 f"(layer value {res['value']:.6f})",
                 _target(n), verdict)
+    if not bounds:
+        return
     from nnstd_bounds import describe
     from nnstd_bounds import measure as measure_bounds
 
@@ -110,6 +112,8 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="comma-separated numba thread counts")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per run before it is given up")
     parser.add_argument("--quick", action="store_true", help="one run per case")
+    parser.add_argument("--no-bounds", action="store_true",
+                        help="leave out the 1,000,000-neuron bounds row (10-15 minutes) and the rows after it")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     workers = [int(w) for w in args.workers.split(",")]
@@ -117,7 +121,8 @@ def main() -> None:
     def row(what, measured, target, verdict=""):
         print(f"| {what} | {measured} | {target} | {verdict} |", flush=True)
 
-    bench(row, lambda flag: "met" if flag else "MISSED", args.quick, sizes, workers, args.timeout)
+    bench(row, lambda flag: "met" if flag else "MISSED", args.quick, sizes, workers, args.timeout,
+          not args.no_bounds)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def _kernels():
     # functions they take the graph and state tuples (two dozen arrays) by value, with a reference
     # count update per array and call, on every edge read.
     inline = numba.njit(inline="always")
-    for name in ("_ned1", "_edge", "_scan", "_pop"):
+    for name in ("_ned1", "_gather", "_edge", "_scan", "_pop"):
         g[name] = inline(g[name + "_py"])
     for name in ("_candidates", "_sort_edges", "_full_row", "_warm_start", "_row_duals", "_finish", "_search_all",
                  "_total", "_solve_bounded", "_lower_bound", "_complete"):  # [bounds] the last three
@@ -157,8 +157,9 @@ def _ned1_py(sa, sb, inter):  # pragma: no cover - compiled by numba
     return (union - inter) / union
 
 
-def _candidates_py(i, a_ptr, a_idx, bt_ptr, bt_idx, cnt, out):  # pragma: no cover - compiled by numba
-    """B's neurons sharing an input with A's ``i`` into ``out`` (ascending); ``cnt[j]`` = shared inputs."""
+def _gather_py(i, a_ptr, a_idx, bt_ptr, bt_idx, cnt, out):  # pragma: no cover - compiled by numba
+    """B's neurons sharing an input with A's ``i`` into ``out``, in the order they are met (unsorted);
+    ``cnt[j]`` = shared inputs; returns their number."""
     m = 0
     for p in range(a_ptr[i], a_ptr[i + 1]):
         x = a_idx[p]
@@ -168,6 +169,12 @@ def _candidates_py(i, a_ptr, a_idx, bt_ptr, bt_idx, cnt, out):  # pragma: no cov
                 out[m] = j
                 m += 1
             cnt[j] += 1
+    return m
+
+
+def _candidates_py(i, a_ptr, a_idx, bt_ptr, bt_idx, cnt, out):  # pragma: no cover - compiled by numba
+    """:func:`_gather_py`, columns ascending."""
+    m = _gather(i, a_ptr, a_idx, bt_ptr, bt_idx, cnt, out)
     out[:m] = np.sort(out[:m])
     return m
 
@@ -222,15 +229,7 @@ def _prefix_rows_py(lo, hi, a_ptr, a_idx, bt_ptr, bt_idx, sb, forced, k, pcol, p
         if forced[i] >= 0:
             pcol[i * k], pcost[i * k], plen[i], deg[i] = forced[i], 0.0, 1, 1
             continue
-        m = 0  # the candidates, in the order they are met (unsorted)
-        for p in range(a_ptr[i], a_ptr[i + 1]):
-            x = a_idx[p]
-            for q in range(bt_ptr[x], bt_ptr[x + 1]):
-                j = bt_idx[q]
-                if cnt[j] == 0:
-                    cols[m] = j
-                    m += 1
-                cnt[j] += 1
+        m = _gather(i, a_ptr, a_idx, bt_ptr, bt_idx, cnt, cols)  # unsorted: only the kept ones are sorted
         sa = a_ptr[i + 1] - a_ptr[i]
         deg[i] = m
         keep = m
@@ -560,6 +559,7 @@ def _complete_py(graph, n, k, col4row, row4col):  # pragma: no cover - compiled 
 
 # Plain-Python stand-ins, replaced by their compiled versions in :func:`kernels` (the module imports without numba).
 _ned1, _candidates, _sort_edges, _full_row, _edge = _ned1_py, _candidates_py, _sort_edges_py, _full_row_py, _edge_py
+_gather = _gather_py
 _prefix_rows = _prefix_rows_py
 _warm_start, _row_duals, _scan, _pop, _finish = _warm_start_py, _row_duals_py, _scan_py, _pop_py, _finish_py
 _search_all, _total = _search_all_py, _total_py
