@@ -176,6 +176,13 @@ def _reindex_inputs(b: ss.csr_matrix, matching: np.ndarray | None, block: int = 
     return out
 
 
+def layer_pair(la: ss.spmatrix, lb: ss.spmatrix, previous: np.ndarray | None,
+               block: int = 1) -> tuple[ss.csr_matrix, ss.csr_matrix]:
+    """Layer ``k`` of A and B as the solvers take them: int32 CSR, B's inputs renamed by ``previous``,
+    the matching of layer ``k - 1`` (``None``: layer 0, inputs by identity)."""
+    return int_csr(la), _reindex_inputs(int_csr(lb), previous, block)
+
+
 def match_layer(a: ss.spmatrix, b: ss.spmatrix, *, solver: Solver = "auto",
                 max_dense_bytes: int = DEFAULT_MAX_DENSE_BYTES) -> tuple[float, np.ndarray]:
     """Minimum-cost matching of one layer whose inputs already correspond.
@@ -221,8 +228,7 @@ def _match_layers(a: Topology, b: Topology, solver: str, match_outputs: bool, ma
     matchings, used = [], []
     previous: np.ndarray | None = None  # layer 0's inputs correspond by identity
     for k, (la, lb) in enumerate(zip(a.layers, b.layers)):
-        la_i = int_csr(la)
-        lb_i = _reindex_inputs(int_csr(lb), previous, a.blocks[k])
+        la_i, lb_i = layer_pair(la, lb, previous, a.blocks[k])
         last = k == len(a) - 1
         chosen = "identity" if (last and not match_outputs) else pick_solver(solver)
         total, col = SOLVER_FUNCS[chosen](la_i, lb_i)
@@ -253,8 +259,7 @@ def _bounded_layers(a: Topology, b: Topology, match_outputs: bool, max_seconds: 
     previous: np.ndarray | None = None
     upstream_bounded = False
     for k, (la, lb) in enumerate(zip(a.layers, b.layers)):
-        la_i = int_csr(la)
-        lb_i = _reindex_inputs(int_csr(lb), previous, a.blocks[k])
+        la_i, lb_i = layer_pair(la, lb, previous, a.blocks[k])
         if k in weight:
             seconds = None
             if deadline is not None:

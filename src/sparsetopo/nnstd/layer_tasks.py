@@ -49,8 +49,8 @@ import scipy.sparse as ss
 from ..errors import SparsetopoError
 from ..topology import Topology
 from .cache import LayerProgress, PairCache
-from .core import _reindex_inputs, nnstd
-from .solvers import SOLVER_FUNCS, int_csr, pick_solver
+from .core import layer_pair, nnstd
+from .solvers import SOLVER_FUNCS, pick_solver
 
 __all__ = ["MEMORY_BYTES_PER_CONNECTION", "MEMORY_BYTES_PER_NEURON", "LayerFile", "PairJob", "layer_digest",
            "layer_step", "run_pair_jobs"]
@@ -104,7 +104,7 @@ def layer_step(la: ss.csr_matrix, lb: ss.csr_matrix, previous: np.ndarray | None
 
     ``solver`` is a function name of ``SOLVER_FUNCS`` (``ssp``, ``dense``, ``sparse``, ``identity``).
     """
-    return SOLVER_FUNCS[solver](int_csr(la), _reindex_inputs(int_csr(lb), previous, block))
+    return SOLVER_FUNCS[solver](*layer_pair(la, lb, previous, block))
 
 
 def layer_task(src_a, src_b, previous, block: int, solver: str) -> tuple[float, np.ndarray]:

@@ -182,7 +182,6 @@ def solve_ssp_bounded(a: ss.csr_matrix, b: ss.csr_matrix, seconds: float | None,
 
     from .._lap_implicit import solve_implicit_bounded
 
-    sa, sb = np.diff(a.indptr).astype(np.int64), np.diff(b.indptr).astype(np.int64)
     stop = np.zeros(1, dtype=np.int8)
     timer = None
     if seconds is not None and seconds <= 0:
@@ -194,9 +193,10 @@ def solve_ssp_bounded(a: ss.csr_matrix, b: ss.csr_matrix, seconds: float | None,
         timer.daemon = True
         timer.start()
     try:
-        col, total, lower, finished = solve_implicit_bounded(
-            a.indptr.astype(np.int64), a.indices.astype(np.int64), b.indptr.astype(np.int64),
-            b.indices.astype(np.int64), a.shape[1], _empty_pairs(sa, sb), stop, max_aug)
+        a_ptr, b_ptr = a.indptr.astype(np.int64), b.indptr.astype(np.int64)
+        col, total, lower, finished = solve_implicit_bounded(  # indices as _solve_ssp passes them: no copy
+            a_ptr, a.indices, b_ptr, b.indices, a.shape[1], _empty_pairs(np.diff(a_ptr), np.diff(b_ptr)), stop,
+            max_aug)
     finally:
         if timer is not None:
             timer.cancel()
