@@ -169,7 +169,7 @@ def solve_ssp2(a, b, kernels, eps0=1 / 64, factor=8.0, eps_min=1e-9):
     info["auction_s"] = time.perf_counter() - t
     info["bids"], info["phases"] = int(stats[0]), int(stats[1])
     t = time.perf_counter()
-    L._warm_start(graph, n, k, 1.0, v, col4row, row4col, scratch)
+    L._warm_start(graph, n, k, 1.0, v, col4row, row4col, scratch, 4, np.zeros(1, np.int8))
     info["free_after_arr"] = int((col4row == -1).sum())
     info["free_after_settle"] = settle(graph, n, k, 1.0, u, v, col4row, row4col, scratch, stats)
     info["settle_rounds"] = int(stats[2])

@@ -142,7 +142,7 @@ def profile(n: int, search_all) -> dict:
     scratch, st = fresh()
     u, v, col4row, row4col = st[:4]
     t, c = time.perf_counter(), time.process_time()
-    L._warm_start(graph, n, k, dummy, v, col4row, row4col, scratch)
+    L._warm_start(graph, n, k, dummy, v, col4row, row4col, scratch, 4, np.zeros(1, np.int8))
     out["warm_s"], out["warm_cpu_s"] = time.perf_counter() - t, time.process_time() - c
     out["free_after_warm"] = int((col4row == -1).sum())
     t, c = time.perf_counter(), time.process_time()

@@ -16,7 +16,7 @@ from sparsetopo import erdos_renyi, nnstd, pairwise_nnstd, perturbation_chain
 from sparsetopo.errors import SparsetopoError
 from sparsetopo.nnstd import NNSTDResult, layer_cost_matrix, load_matrix, save_matrix
 from sparsetopo.nnstd.core import STATUSES, _match_layers, _reindex_inputs
-from sparsetopo.nnstd.solvers import _solve_dense, _solve_ssp, int_csr, solve_ssp_bounded
+from sparsetopo.nnstd.solvers import _empty_pairs, _solve_dense, _solve_ssp, int_csr, solve_ssp_bounded
 from sparsetopo.topology import Topology
 
 
@@ -78,14 +78,48 @@ def test_stopped_search_brackets_the_minimum():
     assert stopped > 100  # the stops really happened: the bounds were tested, not only exact runs
 
 
-def test_stop_flag_set_before_the_search_stops_it_at_once():
-    a, b = next(p for p in _pairs(seed=3) if not solve_ssp_bounded(*p, None, 0)[3])
-    stop_at_once = solve_ssp_bounded(a, b, None, 0)
-    upper, col, lower, finished = solve_ssp_bounded(a, b, 0.0)
-    # no time left: nothing after the warm start, as max_aug=0
-    assert not finished
-    assert (upper, lower) == (stop_at_once[0], stop_at_once[2])
-    assert np.array_equal(col, stop_at_once[1])
+def test_no_time_left_stops_before_the_warm_start():
+    """With no time left nothing runs: the bound is the one of zero prices (each row's cheapest
+    cost, at most its dummy's 1) and the matching is the greedy completion alone."""
+    checked = 0
+    for a, b in _pairs(seed=3, count=60):
+        upper, col, lower, finished = solve_ssp_bounded(a, b, 0.0)
+        costs = layer_cost_matrix(a, b)
+        exact = _solve_dense(a, b)[0]
+        if costs.min(axis=1).max(initial=0.0) == 0.0 and exact == 0.0:
+            continue  # nothing to bound: every row has a free zero-cost partner
+        assert not finished
+        assert np.array_equal(np.sort(col), np.arange(a.shape[0]))
+        # zero prices: row i's bound is its cheapest cost, except that an empty neuron has only
+        # the empty partner pairing assigned to it (or its dummy)
+        forced = _empty_pairs(np.diff(a.indptr), np.diff(b.indptr))
+        empty = np.diff(a.indptr) == 0
+        rows = np.where(empty, np.where(forced >= 0, 0.0, 1.0), np.minimum(costs.min(axis=1), 1.0))
+        assert lower == pytest.approx(rows.sum(), abs=1e-9)
+        assert lower <= exact + 1e-9 <= upper + 2e-9
+        assert upper == pytest.approx(_cost_of(a, b, col), abs=1e-9)
+        checked += 1
+    assert checked > 30
+
+
+def test_warm_start_stops_on_the_flag():
+    """A stop flag already set keeps the warm start from seating any row (the kernel checks it per row)."""
+    from sparsetopo import _lap_implicit as L
+
+    a, b = next(_pairs(seed=4, count=4))
+    a_ptr, b_ptr = a.indptr.astype(np.int64), b.indptr.astype(np.int64)
+    graph, k = L._graph(a_ptr, a.indices, b_ptr, b.indices, a.shape[1],
+                        _empty_pairs(np.diff(a_ptr), np.diff(b_ptr)), None, 1.0)
+    L.kernels()
+    n = a.shape[0]
+    for flag in (1, 0):
+        v, col4row, row4col = np.zeros(2 * n), np.full(n, -1, np.int64), np.full(2 * n, -1, np.int64)
+        scratch = (np.full(1, -1, np.int64), np.zeros(n, np.int32), np.empty(n, np.int64), np.empty(n))
+        L._warm_start(graph, n, k, 1.0, v, col4row, row4col, scratch, 4, np.full(1, flag, np.int8))
+        seated = int((col4row >= 0).sum())
+        assert seated == 0 if flag else seated > n // 2  # unset, it seats most rows (as the exact solver does)
+        assert np.array_equal(row4col[col4row[col4row >= 0]], np.flatnonzero(col4row >= 0))
+        assert (v <= 0).all()
 
 
 def _chain_pair(seed, sizes=(40, 50, 60, 30, 10), density=0.1):
