@@ -268,7 +268,32 @@ def test_pairwise_tiny_budget_is_labelled_and_not_cached(tmp_path):
     assert np.array_equal(z["lower"], d.lower) and (z["status"] == d.status).all()
     assert csv.read_text().splitlines()[0] == "a,b,layer,nnstd,lower,upper,status"
     assert ",bounded" in csv.read_text()
-    assert np.array_equal(load_matrix(str(out))[0], np.asarray(d))
+    back, names = load_matrix(str(out))
+    assert np.array_equal(back, np.asarray(d)) and names == d.names
+    assert np.array_equal(back.lower, d.lower) and np.array_equal(back.upper, d.upper)
+    assert (back.status == d.status).all() and not back.exact[off].any()
+    assert back.sparse_layers == d.sparse_layers
+
+
+def test_load_matrix_refuses_inconsistent_bounds(tmp_path):
+    d = pairwise_nnstd(_wide(count=2), max_seconds=1e-9)
+    good = {"nnstd": np.asarray(d), "names": np.array(d.names), "lower": d.lower, "upper": d.upper,
+            "status": d.status}
+    cases = {"only 'lower'": ({"lower": d.lower}, "needs 'lower', 'upper' and 'status'"),
+             "bad status": ({**good, "status": np.where(d.status == "bounded", "roughly", d.status)},
+                            "'status' values must be among exact, bounded"),
+             "crossed": ({**good, "lower": d.upper + 0.01}, "lower <= upper"),
+             "shape": ({**good, "upper": d.upper[:1]}, "'upper' must be a float array of shape")}
+    for label, (arrays, message) in cases.items():
+        path = tmp_path / f"{label}.npz"
+        np.savez(path, **{"nnstd": np.asarray(d), "names": np.array(d.names), **arrays})
+        with pytest.raises(SparsetopoError, match=message) as info:
+            load_matrix(str(path))
+        assert str(path) in str(info.value), label
+    # a matrix without bounds reads back all exact, every layer counting when it names none
+    np.savez(tmp_path / "plain.npz", nnstd=np.asarray(d), names=np.array(d.names))
+    plain = load_matrix(str(tmp_path / "plain.npz"))[0]
+    assert plain.exact.all() and plain.sparse_layers == list(range(d.shape[2]))
 
 
 def test_matrix_cli_max_seconds(tmp_path):

@@ -9,7 +9,8 @@ import numpy as np
 from .._npz import read_npz
 from ..errors import FileFormatError, SparsetopoError
 from ..fileio import atomic_write, write_text_atomic
-from .core import mean_over
+from .core import STATUSES, mean_over
+from .table import PairwiseNNSTD
 
 __all__ = ["load_matrix", "save_matrix"]
 
@@ -67,8 +68,13 @@ def _long_csv(distances: np.ndarray, names: list[str], means: dict[str, np.ndarr
     return buf.getvalue()
 
 
-def load_matrix(path: str) -> tuple[np.ndarray, list[str]]:
-    """Read an array written by :func:`save_matrix`; returns ``(distances, names)``, validated."""
+def load_matrix(path: str) -> tuple[PairwiseNNSTD, list[str]]:
+    """Read an array written by :func:`save_matrix`; returns ``(distances, names)``, validated.
+
+    ``distances`` is a :class:`~sparsetopo.nnstd.PairwiseNNSTD` (an ndarray) with the file's
+    ``sparse_layers`` (every layer if it has none) and, for a matrix of the bounds mode, its
+    ``lower``, ``upper`` and ``status``, so what was bounded stays labelled after a round trip.
+    """
     z = read_npz(path, "an NNSTD matrix (sparsetopo matrix --out)")
     if "nnstd" not in z or "names" not in z:
         raise FileFormatError(path, "not an NNSTD matrix file (needs arrays 'nnstd' and 'names')")
@@ -79,4 +85,33 @@ def load_matrix(path: str) -> tuple[np.ndarray, list[str]]:
                                     f"and {len(names)} names")
     if not np.all(np.isfinite(d)) or d.min(initial=0) < 0 or d.max(initial=0) > 1:
         raise FileFormatError(path, "NNSTD values must be finite and in [0, 1]")
-    return np.array(d, dtype=np.float64), [str(x) for x in names]
+    layers = list(range(d.shape[2]))
+    if "sparse_layers" in z:
+        layers = z["sparse_layers"]
+        if layers.ndim != 1 or layers.dtype.kind not in "iu" or not np.all((layers >= 0) & (layers < d.shape[2])):
+            raise FileFormatError(path, f"'sparse_layers' must be layer indices in [0, {d.shape[2]}); got {layers!r}")
+    d = np.array(d, dtype=np.float64)
+    return PairwiseNNSTD(d, [str(x) for x in names], [int(k) for k in layers], **_read_bounds(path, z, d)), \
+        [str(x) for x in names]
+
+
+def _read_bounds(path: str, z, d: np.ndarray) -> dict:
+    """The bounds mode's ``lower``/``upper``/``status`` arrays of a matrix file, validated (or none)."""
+    present = [k for k in ("lower", "upper", "status") if k in z]
+    if not present:
+        return {}
+    if len(present) != 3:
+        raise FileFormatError(path, f"a bounds-mode matrix needs 'lower', 'upper' and 'status'; it has only {present}")
+    lower, upper, status = z["lower"], z["upper"], z["status"]
+    for key, arr, kinds in (("lower", lower, "f"), ("upper", upper, "f"), ("status", status, "US")):
+        if arr.shape != d.shape or arr.dtype.kind not in kinds:
+            raise FileFormatError(path, f"'{key}' must be a {'string' if key == 'status' else 'float'} array of "
+                                        f"shape {d.shape}; got {arr.dtype} {arr.shape}")
+    bad = sorted(set(np.unique(status).tolist()) - set(STATUSES))
+    if bad:
+        raise FileFormatError(path, f"'status' values must be among {', '.join(STATUSES)}; got {', '.join(bad)}")
+    lower, upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
+    if not (np.all(np.isfinite(lower)) and np.all(np.isfinite(upper))) or np.any(lower > upper + 1e-12) \
+            or np.any(upper != d):
+        raise FileFormatError(path, "bounds must be finite with lower <= upper, and 'nnstd' must hold 'upper'")
+    return {"lower": lower, "upper": upper, "status": np.asarray(status).astype("<U19")}
