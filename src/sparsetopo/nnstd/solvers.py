@@ -168,7 +168,7 @@ def _solve_ssp(a: ss.csr_matrix, b: ss.csr_matrix) -> tuple[float, np.ndarray]:
 
 
 #: Seconds per row the bounds mode keeps back from its budget for the work after the stop.
-STOP_RESERVE_PER_ROW = 1e-5
+STOP_RESERVE_PER_ROW = 3e-5
 
 
 def solve_ssp_bounded(a: ss.csr_matrix, b: ss.csr_matrix, seconds: float | None,
@@ -190,7 +190,8 @@ def solve_ssp_bounded(a: ss.csr_matrix, b: ss.csr_matrix, seconds: float | None,
     timer = None
     if seconds is not None:
         # What runs after the stop (the dual bound's pass over the rows, the completion, the upper
-        # bound's recount) takes ~7 us a row (measured at 200,000 neurons): keep that back.
+        # bound's recount) takes ~7 us a row (measured at 200,000 neurons); with the rest of nnstd and a
+        # busy neighbour a 1,000,000-neuron layer still ran 6 s past a 10 us reserve: keep 30 us a row back.
         seconds -= min(0.2 * seconds, STOP_RESERVE_PER_ROW * a.shape[0])
     if seconds is not None and seconds <= 0:
         stop[0] = 1  # no time left: stop before the first augmenting path, deterministically
