@@ -48,8 +48,8 @@ def one_run(n: int, workers: int, timeout: float) -> dict | None:
     """One fresh process on the ``n``-neuron pair: seconds, layer value, peak RSS; ``None`` past ``timeout``."""
     env = dict(os.environ, NUMBA_NUM_THREADS=str(workers), OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     try:
-        out = subprocess.run([sys.executable, "-c", _CHILD, str(n), str(workers)], env=env, capture_output=True, text=True,
-                             timeout=timeout, check=True)
+        out = subprocess.run([sys.executable, "-c", _CHILD, str(n), str(workers)], env=env, capture_output=True,
+                             text=True, timeout=timeout, check=True)
     except subprocess.TimeoutExpired:
         return None
     return json.loads(out.stdout.strip().splitlines()[-1])
