@@ -122,7 +122,7 @@ def bounded_rows(row, ok, bounded=BOUNDED) -> None:
             row(what, describe(r), "(measure)")
 
 
-def bench(row, ok, quick: bool, sizes=(20_000, 50_000), workers=(1, 2), timeout: float = 1800,
+def bench(row, ok, quick: bool, sizes=SIZES, workers=(1, 2), timeout: float = 1800,
           bounds: bool = True, bounded=BOUNDED) -> None:
     """The section's rows through ``run.py``'s ``row``/``ok`` (about 1.5 h; ``quick``: one run each)."""
     print("NNSTD at scale: one n x n layer pair at epsilon 20 (40 inputs per neuron), solver auto", flush=True)

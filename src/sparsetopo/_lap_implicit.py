@@ -312,7 +312,7 @@ def _warm_start_py(graph, n, k, dummy_cost, v, col4row, row4col, scratch, budget
     are never positive, so ``c - v >= c`` and no later edge (costs ascend) changes ``u1, u2``.
     The budget is charged the row's full length, as there, so both stop at the same step.
     [bounds] Returns early, before the next row, once ``stop[0] != 0``: the rows not reached stay
-    free and the prices stay <= 0 (on a 1,000,000-neuron layer this phase alone takes minutes).
+    free and the prices stay <= 0, so the dual bound of these prices still holds.
     """
     deg = graph[11]
     inf = np.inf

@@ -85,14 +85,11 @@ def load_matrix(path: str) -> tuple[PairwiseNNSTD, list[str]]:
                                     f"and {len(names)} names")
     if not np.all(np.isfinite(d)) or d.min(initial=0) < 0 or d.max(initial=0) > 1:
         raise FileFormatError(path, "NNSTD values must be finite and in [0, 1]")
-    layers = list(range(d.shape[2]))
-    if "sparse_layers" in z:
-        layers = z["sparse_layers"]
-        if layers.ndim != 1 or layers.dtype.kind not in "iu" or not np.all((layers >= 0) & (layers < d.shape[2])):
-            raise FileFormatError(path, f"'sparse_layers' must be layer indices in [0, {d.shape[2]}); got {layers!r}")
-    d = np.array(d, dtype=np.float64)
-    return PairwiseNNSTD(d, [str(x) for x in names], [int(k) for k in layers], **_read_bounds(path, z, d)), \
-        [str(x) for x in names]
+    layers = z["sparse_layers"] if "sparse_layers" in z else np.arange(d.shape[2])
+    if layers.ndim != 1 or layers.dtype.kind not in "iu" or not np.all((layers >= 0) & (layers < d.shape[2])):
+        raise FileFormatError(path, f"'sparse_layers' must be layer indices in [0, {d.shape[2]}); got {layers!r}")
+    d, names = np.array(d, dtype=np.float64), [str(x) for x in names]
+    return PairwiseNNSTD(d, names, [int(k) for k in layers], **_read_bounds(path, z, d)), names
 
 
 def _read_bounds(path: str, z, d: np.ndarray) -> dict:

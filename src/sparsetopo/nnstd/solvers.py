@@ -194,7 +194,7 @@ def solve_ssp_bounded(a: ss.csr_matrix, b: ss.csr_matrix, seconds: float | None,
         # busy neighbour a 1,000,000-neuron layer still ran 6 s past a 10 us reserve: keep 30 us a row back.
         seconds -= min(0.2 * seconds, STOP_RESERVE_PER_ROW * a.shape[0])
     if seconds is not None and seconds <= 0:
-        stop[0] = 1  # no time left: stop before the first augmenting path, deterministically
+        stop[0] = 1  # no time left: stop before the warm start's first row, deterministically
     elif seconds is not None:
         # The kernel releases the GIL, so this thread sets the flag while it runs; it reads the flag
         # before each augmenting path.
