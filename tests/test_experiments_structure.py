@@ -13,6 +13,7 @@ COMMON_DEFAULTS = {
     "dataset": "fashion-mnist", "data_dir": None, "limit_train": None, "limit_test": None,
     "input_scaling": "standardize", "epochs": 200, "batch_size": 128, "lr": 0.01, "momentum": 0.9,
     "weight_decay": 2e-4, "zeta": 0.3, "init": "he", "init_std": 0.1, "regrow_init": "zero",
+    "regrow_where": "anywhere",  # issue 23: an old experiment.yaml without it resumes with anywhere
     "loss": "cross_entropy", "dropout": 0.0, "val_fraction": 0.0, "snapshot_timing": "after_update",
     "snapshot_connections": "mask", "snapshot_weights": False,
     "optimizer_reset": "never",  # issue 23: added before seed; old experiment.yaml files resume with never

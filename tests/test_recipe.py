@@ -6,6 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from sparsetopo.data import load_dataset  # noqa: E402
+from sparsetopo.errors import SparsetopoError  # noqa: E402
 from sparsetopo.methods import METHODS, UpdateContext  # noqa: E402
 from sparsetopo.models import SparseMLP  # noqa: E402
 from sparsetopo.topology import Topology, erdos_renyi, perturb  # noqa: E402
@@ -149,3 +150,50 @@ def test_new_config_fields_are_validated():
             TrainConfig(**{key: bad}).validate()
     with pytest.raises(ValueError, match="--init-std must be a number > 0; got 0"):
         TrainConfig(init_std=0).validate()
+
+
+def _live_update(regrow_where):
+    """One SET update of a layer in which neurons 0-19 have only negative weights and zero biases."""
+    cfg = TrainConfig(method="set", hidden=[40], epsilon=3, zeta=0.3, regrow_where=regrow_where)
+    model = SparseMLP([30, 40, 5], init_seed=0)
+    method = METHODS["set"](cfg)
+    model.set_topology(method.initial_topology(model.layer_shapes, seed=1))
+    layer = model.layers[0]
+    with torch.no_grad():
+        layer.weight[:20] = -layer.weight[:20].abs() - 0.01
+        layer.bias.zero_()
+        layer.bias[25] = 1.0  # a neuron whose weights are all negative but whose bias lets it fire
+        layer.weight[25] = -layer.weight[25].abs() - 0.01
+        layer.weight.mul_(layer.weight_mask)
+    old = layer.weight_mask.bool().clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ctx = UpdateContext(model=model, optimizer=opt, epoch=1, total_epochs=5,
+                        regrowth=torch.Generator().manual_seed(3), dense_grads=lambda: None)
+    method.after_epoch(ctx)
+    return old, layer.weight_mask.bool()
+
+
+def test_regrow_where_live_grows_only_into_neurons_that_can_fire():
+    from sparsetopo.methods.set_ import live_neurons
+
+    old, new = _live_update("live")
+    grown = new & ~old
+    assert int(grown.sum()) == int((old & ~new).sum()) > 10  # as many grown as dropped
+    assert not grown[:20].any()  # no positive weight, zero bias: dead on non-negative inputs
+    assert grown[20:].any()
+    assert int(new.sum()) == int(old.sum())
+    old, new = _live_update("anywhere")
+    assert (new & ~old)[:20].any()  # SET's rule grows into them too (20 of 40 rows)
+    w = torch.tensor([[-1.0, 0.0], [0.0, 2.0], [-1.0, -1.0]])
+    mask = torch.tensor([[True, False], [True, False], [True, True]])
+    assert live_neurons(w, mask, None).tolist() == [False, False, False]  # row 1's 2.0 is not active
+    assert live_neurons(w, mask, torch.tensor([0.0, 0.0, 0.5])).tolist() == [False, False, True]
+
+
+def test_regrow_where_is_refused_off_set_and_off_the_masked_engine():
+    with pytest.raises(SparsetopoError, match=r"^--regrow-where live is a rule of --method set; got --method rigl: use --regrow-where anywhere$"):
+        TrainConfig(method="rigl", hidden=[40], regrow_where="live").validate()
+    with pytest.raises(SparsetopoError, match=r"regrow.where must be one of anywhere, live; got 'dead'"):
+        TrainConfig(method="set", hidden=[40], regrow_where="dead").validate()
+    with pytest.raises(SparsetopoError, match=r"^--regrow-where live runs on --engine masked only; got --engine truly-sparse$"):
+        TrainConfig(method="set", hidden=[40], regrow_where="live", engine="truly-sparse").validate()

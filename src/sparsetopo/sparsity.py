@@ -16,9 +16,12 @@ from dataclasses import dataclass
 from .config import check_config, option, registry
 from .errors import SparsetopoError
 
-__all__ = ["REGROW_INITS", "SparsitySettings"]
+__all__ = ["REGROW_INITS", "REGROW_WHERE", "SparsitySettings"]
 
 REGROW_INITS = ("zero", "normal")
+#: Where SET may regrow: anywhere empty (SET's rule), or only into neurons that can receive a gradient
+#: (issue 23's counterfactual; see :class:`SparsitySettings`).
+REGROW_WHERE = ("anywhere", "live")
 
 
 @dataclass
@@ -41,6 +44,12 @@ class SparsitySettings:
     regrow_init: str = option("zero", choices=REGROW_INITS,
                               help="Value of a regrown connection: zero (SET's Keras code, RigL) or normal "
                                    "(N(0, init_std^2): SET's NumPy code).")
+    regrow_where: str = option("anywhere", choices=REGROW_WHERE,
+                               help="Where SET regrows: anywhere empty (SET's rule) or live: only into neurons with a "
+                                    "positive incoming weight or bias before the update (the others cannot fire on "
+                                    "non-negative inputs, so a connection grown there at zero stays zero). A "
+                                    "counterfactual for studying dead neurons, not SET's code; method set, masked "
+                                    "engine only.")
     init_std: float = option(0.1, gt=0.0, help="Standard deviation of --init normal and --regrow-init normal.")
     epochs: int = option(100, min=1, help="Training epochs (for lottery: of the final ticket).")
 
@@ -57,4 +66,7 @@ class SparsitySettings:
 
         if self.density is None and self.epsilon is None:
             raise SparsetopoError(f"give {name('epsilon')} or {name('density')} (both are unset)")
+        if self.regrow_where != "anywhere" and self.method != "set":
+            raise SparsetopoError(f"{name('regrow_where')} {self.regrow_where} is a rule of {name('method')} set; "
+                                  f"got {name('method')} {self.method}: use {name('regrow_where')} anywhere")
         return self

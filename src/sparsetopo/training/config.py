@@ -259,6 +259,9 @@ def _check_engine(config: TrainConfig, method, name) -> None:
     if config.engine == "truly-sparse" and config.model != "mlp":
         raise SparsetopoError(f"{name('engine')} truly-sparse trains fully connected networks only ({name('model')} "
                               f"mlp); got {name('model')} {config.model}: use {name('engine')} masked for it")
+    if config.engine == "truly-sparse" and config.regrow_where != "anywhere":
+        raise SparsetopoError(f"{name('regrow_where')} {config.regrow_where} runs on {name('engine')} masked only; "
+                              f"got {name('engine')} truly-sparse")
 
 
 #: Why the truly sparse engine computes on the CPU only (``--device`` errors).
