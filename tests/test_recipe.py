@@ -191,9 +191,11 @@ def test_regrow_where_live_grows_only_into_neurons_that_can_fire():
 
 
 def test_regrow_where_is_refused_off_set_and_off_the_masked_engine():
-    with pytest.raises(SparsetopoError, match=r"^--regrow-where live is a rule of --method set; got --method rigl: use --regrow-where anywhere$"):
+    with pytest.raises(SparsetopoError, match=r"^--regrow-where live is a rule of --method set; got --method rigl: "
+                                              r"use --regrow-where anywhere$"):
         TrainConfig(method="rigl", hidden=[40], regrow_where="live").validate()
     with pytest.raises(SparsetopoError, match=r"regrow.where must be one of anywhere, live; got 'dead'"):
         TrainConfig(method="set", hidden=[40], regrow_where="dead").validate()
-    with pytest.raises(SparsetopoError, match=r"^--regrow-where live runs on --engine masked only; got --engine truly-sparse$"):
+    with pytest.raises(SparsetopoError,
+                       match=r"^--regrow-where live runs on --engine masked only; got --engine truly-sparse$"):
         TrainConfig(method="set", hidden=[40], regrow_where="live", engine="truly-sparse").validate()

@@ -52,6 +52,18 @@ def test_save_load_round_trip(tmp_path, rng, make_topology):
     assert not list(tmp_path.glob("*.tmp*")), "temporary file left behind"
 
 
+def test_one_layer_read_alone_equals_the_loaded_layer(tmp_path, rng, make_topology):
+    from sparsetopo.topology.io import read_npz_layer
+
+    t = make_topology(rng, [20, 15, 10, 3], 0.2)
+    path = t.save(tmp_path / "t.npz")
+    for k in range(len(t)):
+        layer = read_npz_layer(path, k)
+        assert layer.shape == t.layers[k].shape and (layer != t.layers[k]).nnz == 0
+    with pytest.raises(ValueError, match=r"t\.npz.*l3_indptr"):
+        read_npz_layer(path, 3)
+
+
 def test_load_errors_name_the_file(tmp_path):
     missing = tmp_path / "missing.npz"
     with pytest.raises(FileNotFoundError, match="missing.npz"):

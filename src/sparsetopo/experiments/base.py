@@ -33,8 +33,8 @@ PRESETS = ("smoke", "small", "paper")
 #: :class:`~sparsetopo.training.TrainConfig`'s field of the same name, so they are declared once.
 TRAIN_SETTINGS = (
     "dataset", "data_dir", "limit_train", "limit_test", "input_scaling", "epochs", "batch_size", "lr", "momentum",
-    "weight_decay", "zeta", "init", "init_std", "regrow_init", "regrow_where", "loss", "dropout", "val_fraction", "snapshot_timing",
-    "snapshot_connections", "snapshot_weights", "optimizer_reset", "seed", "device",
+    "weight_decay", "zeta", "init", "init_std", "regrow_init", "regrow_where", "loss", "dropout", "val_fraction",
+    "snapshot_timing", "snapshot_connections", "snapshot_weights", "optimizer_reset", "seed", "device",
 )
 
 #: Where a study's default differs from a single run's: a study trains longer (a run's default is 100).

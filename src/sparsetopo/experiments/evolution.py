@@ -79,6 +79,7 @@ class EvolutionConfig(CommonConfig):
 PAPER_RECIPE = dict(
     input_scaling="unit", init="normal", init_std=0.1, shared_init=True, loss="cross_entropy", lr=0.01,
     momentum=0.9, weight_decay=0.0, batch_size=100, dropout=0.2, zeta=0.2, regrow_init="zero", val_fraction=0.2,
+    regrow_where="anywhere", optimizer_reset="never",
     snapshot_timing="before_update", snapshot_connections="nonzero", snapshot_weights=True,
     density=3772 / (784 * 784), solver="dense",
 )
@@ -100,6 +101,10 @@ SOURCES = {
     "lr": "the same accuracy curve (lr 0.02 learns too fast early)",
     "batch_size": "SET's Keras code (batch 100); fits the early accuracy curve",
     "dropout": "guess (SET's NumPy code: 0.2); little effect here",
+    "regrow_where": "SET's rule; growing only into live neurons removes most zero-valued connections but leaves "
+                    "NNSTD and sharing as they were over 50 epochs (benchmarks/paper_evolution_50epochs)",
+    "optimizer_reset": "momentum kept; a fresh SGD each epoch (SET's Keras code) changes nothing beyond noise over 50 "
+                       "epochs (benchmarks/paper_evolution_50epochs)",
     "snapshot_timing": "files hold trained weights (a snapshot after the update would miss ~20 % zero-valued ones)",
     "snapshot_connections": "files are weight matrices: exactly-zero weights are missing",
     "solver": "the reference implementation's matchings (dense), to compare like with like",

@@ -24,6 +24,7 @@ from .solvers import (
     Solver,
     check_solver,
     int_csr,
+    layer_solvers,
     pick_solver,
     reference_solver,
     solve_ssp_bounded,
@@ -227,10 +228,8 @@ def _match_layers(a: Topology, b: Topology, solver: str, match_outputs: bool, ma
     per_layer = np.empty(len(a), dtype=np.float64)
     matchings, used = [], []
     previous: np.ndarray | None = None  # layer 0's inputs correspond by identity
-    for k, (la, lb) in enumerate(zip(a.layers, b.layers)):
+    for k, (la, lb, chosen) in enumerate(zip(a.layers, b.layers, layer_solvers(len(a), solver, match_outputs))):
         la_i, lb_i = layer_pair(la, lb, previous, a.blocks[k])
-        last = k == len(a) - 1
-        chosen = "identity" if (last and not match_outputs) else pick_solver(solver)
         total, col = SOLVER_FUNCS[chosen](la_i, lb_i)
         per_layer[k] = total / la.shape[0]
         matchings.append(col)
@@ -251,7 +250,7 @@ def _bounded_layers(a: Topology, b: Topology, match_outputs: bool, max_seconds: 
     ``conditional``: its inputs are re-indexed by that matching.
     """
     n = len(a)
-    solved = [k for k in range(n) if match_outputs or k < n - 1]
+    solved = [k for k, s in enumerate(layer_solvers(n, "ssp", match_outputs)) if s != "identity"]
     weight = {k: a.layers[k].nnz + b.layers[k].nnz + 1 for k in solved}
     deadline = None if max_seconds is None else time.monotonic() + max_seconds
     per_layer, lower, upper = np.empty(n), np.empty(n), np.empty(n)

@@ -50,7 +50,7 @@ from ..errors import SparsetopoError
 from ..topology import Topology
 from .cache import LayerProgress, PairCache
 from .core import layer_pair, nnstd
-from .solvers import SOLVER_FUNCS, pick_solver
+from .solvers import SOLVER_FUNCS, layer_solvers
 
 __all__ = ["MEMORY_BYTES_PER_CONNECTION", "MEMORY_BYTES_PER_NEURON", "LayerFile", "PairJob", "layer_digest",
            "layer_step", "run_pair_jobs"]
@@ -81,16 +81,13 @@ class LayerFile:
     digest: str
 
     def load(self) -> ss.csr_matrix:
-        from .._npz import NpzArchive
-        from ..topology.io import _read_layer
+        from ..topology.io import read_npz_layer
 
         path = Path(self.path)
         if path.is_dir():  # the official layout: one file per layer, but its reader takes the directory
             layer = Topology.read(path).layers[self.k]
         else:
-            with NpzArchive(path, "a sparsetopo topology") as z:
-                layer = _read_layer(path, z, self.k)
-            layer = Topology([layer]).layers[0]  # the canonical CSR a loaded Topology holds
+            layer = Topology([read_npz_layer(path, self.k)]).layers[0]  # the canonical CSR a Topology holds
         if layer_digest(layer) != self.digest:
             raise SparsetopoError(f"{path}: layer {self.k} is not the one this matrix started from "
                                   "(the file changed, or a worker sees another file under this path)")
@@ -147,12 +144,6 @@ class PairJob:
     def per_layer(self, totals: Sequence[float]) -> np.ndarray:
         """Layer distances from total NEDs: each divided by its layer's output count, as :func:`nnstd` does."""
         return np.array([t / m.shape[0] for t, m in zip(totals, self.a.layers)], dtype=np.float64)
-
-
-def layer_solvers(n_layers: int, solver: str, match_outputs: bool) -> list[str]:
-    """The solver function of each layer: the output layer by identity when outputs are not matched."""
-    chosen = pick_solver(solver)
-    return [chosen] * (n_layers - 1) + [chosen if match_outputs else "identity"]
 
 
 class _Chains:

@@ -270,6 +270,13 @@ def pick_solver(solver: str) -> str:
     return "ssp" if solver == "auto" else solver
 
 
+def layer_solvers(n_layers: int, solver: str, match_outputs: bool) -> list[str]:
+    """The solver function of each layer of a chain: the output layer by identity when outputs are not
+    matched (the one place this rule is written; the graph rule is in :mod:`.graph`)."""
+    chosen = pick_solver(solver)
+    return [chosen] * (n_layers - 1) + [chosen if match_outputs else "identity"]
+
+
 def reference_solver(reference: bool, solver: str) -> str:
     """The solver a call runs with: ``dense`` in reference mode, which only ``auto``/``dense`` may ask for."""
     check_solver(solver)

@@ -28,7 +28,7 @@ from .._npz import MAX_HEADER_BYTES, NpzArchive, check_csr_arrays, check_shape, 
 from ..errors import FileFormatError, SparsetopoError
 from ..fileio import atomic_write
 
-__all__ = ["read_npz", "read_official", "write_npz"]
+__all__ = ["read_npz", "read_npz_layer", "read_official", "write_npz"]
 
 _FORMAT = "sparsetopo.topology"
 #: 1: fully connected layers; 2 adds ``l{k}_kernel`` for convolutions (written only when there are some,
@@ -187,6 +187,14 @@ def _check_members(path: Path, z: NpzArchive, n_layers: int) -> None:
     if present and max(present) >= n_layers:
         raise FileFormatError(path, f"holds arrays of {len(present)} layers (l0 .. l{max(present)}) but its "
                                     f"header says n_layers {n_layers}: corrupt or edited")
+
+
+def read_npz_layer(path: str | Path, k: int) -> ss.csr_matrix:
+    """Layer ``k`` of a sparsetopo ``.npz`` topology, without inflating the other layers (a layer-pair
+    task of a large matrix reads only its own); checked as :func:`read_npz` checks it."""
+    path = Path(path)
+    with NpzArchive(path, "a sparsetopo topology") as z:
+        return _read_layer(path, z, k)
 
 
 def _read_layer(path: Path, z: NpzArchive, k: int) -> ss.csr_matrix:
