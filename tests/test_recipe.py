@@ -154,7 +154,8 @@ def test_new_config_fields_are_validated():
 
 def _live_update(regrow_where):
     """One SET update of a layer in which neurons 0-19 have only negative weights and zero biases."""
-    cfg = TrainConfig(method="set", hidden=[40], epsilon=3, zeta=0.3, regrow_where=regrow_where)
+    cfg = TrainConfig(method="set", hidden=[40], epsilon=3, zeta=0.3, regrow_where=regrow_where,
+                      input_scaling="unit")
     model = SparseMLP([30, 40, 5], init_seed=0)
     method = METHODS["set"](cfg)
     model.set_topology(method.initial_topology(model.layer_shapes, seed=1))
@@ -198,4 +199,14 @@ def test_regrow_where_is_refused_off_set_and_off_the_masked_engine():
         TrainConfig(method="set", hidden=[40], regrow_where="dead").validate()
     with pytest.raises(SparsetopoError,
                        match=r"^--regrow-where live runs on --engine masked only; got --engine truly-sparse$"):
-        TrainConfig(method="set", hidden=[40], regrow_where="live", engine="truly-sparse").validate()
+        TrainConfig(method="set", hidden=[40], regrow_where="live", input_scaling="unit",
+                    engine="truly-sparse").validate()
+    with pytest.raises(SparsetopoError, match=r"^--regrow-where live needs non-negative inputs to every layer: "
+                                              r"--model mlp, --input-scaling unit and --activation relu; got "
+                                              r"--model mlp, --input-scaling standardize, --activation relu$"):
+        TrainConfig(method="set", hidden=[40], regrow_where="live").validate()
+    with pytest.raises(SparsetopoError, match=r"got --model mlp, --input-scaling unit, --activation tanh$"):
+        TrainConfig(method="set", hidden=[40], regrow_where="live", input_scaling="unit",
+                    activation="tanh").validate()
+    with pytest.raises(SparsetopoError, match=r"got --model cnn, --input-scaling unit, --activation relu$"):
+        TrainConfig(method="set", model="cnn", hidden=[40], regrow_where="live", input_scaling="unit").validate()

@@ -196,6 +196,7 @@ class TrainConfig(LotterySettings, SparsitySettings):
             if not Path(self.initial_topology).is_file():
                 raise SparsetopoError(f"{name('initial_topology')}: {self.initial_topology} is not a file")
         _check_engine(self, method, name)
+        _check_regrow_where(self, name)
         from ..models_resnet import check_residual_options  # the model registry's rules (imports torch)
 
         check_residual_options(self, name)
@@ -259,9 +260,21 @@ def _check_engine(config: TrainConfig, method, name) -> None:
     if config.engine == "truly-sparse" and config.model != "mlp":
         raise SparsetopoError(f"{name('engine')} truly-sparse trains fully connected networks only ({name('model')} "
                               f"mlp); got {name('model')} {config.model}: use {name('engine')} masked for it")
+
+
+def _check_regrow_where(config: TrainConfig, name) -> None:
+    """``regrow_where live`` runs where its test of a dead neuron holds: the masked engine, inputs >= 0."""
     if config.engine == "truly-sparse" and config.regrow_where != "anywhere":
         raise SparsetopoError(f"{name('regrow_where')} {config.regrow_where} runs on {name('engine')} masked only; "
                               f"got {name('engine')} truly-sparse")
+    if config.regrow_where == "live" and (config.model, config.input_scaling, config.activation) != (
+            "mlp", "unit", "relu"):
+        # Its test (no positive weight or bias: cannot fire) holds only when every layer's inputs are >= 0
+        # and reach it unshifted (a ResNet's batch norm shifts them).
+        raise SparsetopoError(f"{name('regrow_where')} live needs non-negative inputs to every layer: "
+                              f"{name('model')} mlp, {name('input_scaling')} unit and {name('activation')} relu; "
+                              f"got {name('model')} {config.model}, {name('input_scaling')} {config.input_scaling}, "
+                              f"{name('activation')} {config.activation}")
 
 
 #: Why the truly sparse engine computes on the CPU only (``--device`` errors).
