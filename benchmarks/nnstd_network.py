@@ -16,16 +16,19 @@ import resource
 import time
 
 from sparsetopo import nnstd
+from sparsetopo.methods import METHODS
+from sparsetopo.training import TrainConfig
 from sparsetopo.truly_sparse.model import sample_topology
 
 INPUTS, CLASSES, EPSILON = 3312, 5, 20
 
 
 def network(width: int, seed: int):
-    """A 3312-W-W-W-5 topology at epsilon 20 (counts as SET's rule gives them, the output layer full)."""
+    """A 3312-W-W-W-5 topology at epsilon 20, with the counts ``sparsetopo train --engine truly-sparse``
+    draws (SET's rule, the output layer full)."""
     sizes = [INPUTS, width, width, width, CLASSES]
     shapes = [(b, a) for a, b in zip(sizes[:-1], sizes[1:])]
-    counts = [min(EPSILON * (a + b), a * b) for b, a in shapes]
+    counts = METHODS["set"](TrainConfig(hidden=[width] * 3, epsilon=EPSILON)).target_counts(shapes)
     return sample_topology(shapes, counts, seed=seed)
 
 
