@@ -101,10 +101,10 @@ SOURCES = {
     "lr": "the same accuracy curve (lr 0.02 learns too fast early)",
     "batch_size": "SET's Keras code (batch 100); fits the early accuracy curve",
     "dropout": "guess (SET's NumPy code: 0.2); little effect here",
-    "regrow_where": "SET's rule; growing only into live neurons removes most zero-valued connections but leaves "
-                    "NNSTD and sharing as they were over 50 epochs (benchmarks/paper_evolution_50epochs)",
-    "optimizer_reset": "momentum kept; a fresh SGD each epoch (SET's Keras code) changes nothing beyond noise over 50 "
-                       "epochs (benchmarks/paper_evolution_50epochs)",
+    "regrow_where": "anywhere, SET's rule; growing only into live neurons removes most zero-valued connections "
+                    "but leaves NNSTD and sharing as they were over 50 epochs (benchmarks/paper_evolution_50epochs)",
+    "optimizer_reset": "never (momentum kept); a fresh SGD each epoch (SET's Keras code) changes nothing beyond "
+                       "noise over 50 epochs (benchmarks/paper_evolution_50epochs)",
     "snapshot_timing": "files hold trained weights (a snapshot after the update would miss ~20 % zero-valued ones)",
     "snapshot_connections": "files are weight matrices: exactly-zero weights are missing",
     "solver": "the reference implementation's matchings (dense), to compare like with like",
